@@ -1,0 +1,1 @@
+"""Ray-side roles that live next to environments and data: rollout, buffer shards, evaluation."""

@@ -1,0 +1,90 @@
+"""The buffer contract and the in-memory FIFO ring that every backend's shard holds."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..learners.batch import TransitionBatch
+
+
+class Buffer(Protocol):
+    def add(self, batch: TransitionBatch) -> None: ...
+    def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]: ...
+    def stats(self) -> dict[str, float]: ...
+
+
+class ReplayRing:
+    """Bounded FIFO ring of transitions with uniform sampling.
+
+    Every transition gets an id, its insertion index (0, 1, 2, …); it lives at slot id % capacity
+    until `capacity` newer transitions overwrite it.
+    """
+
+    def __init__(self, capacity: int, *, seed: int = 0) -> None:
+        if capacity < 1:
+            raise ValueError(f"buffer capacity {capacity} is not valid: expected at least 1 transition")
+        self.capacity = capacity
+        self.rng = np.random.default_rng(seed)
+        self.storage: dict[str, np.ndarray] | None = None
+        self.inserted = 0  # total transitions ever added; the next id
+        self.sampled = 0
+
+    def __len__(self) -> int:
+        return min(self.inserted, self.capacity)
+
+    def _allocate(self, batch: TransitionBatch) -> dict[str, np.ndarray]:
+        return {
+            name: np.zeros((self.capacity, *arr.shape[1:]), dtype=arr.dtype)
+            for name, arr in batch.arrays().items()
+        }
+
+    def add(self, batch: TransitionBatch) -> None:
+        n = len(batch)
+        if n == 0:
+            return
+        if self.storage is None:
+            self.storage = self._allocate(batch)
+        arrays = batch.arrays()
+        if n > self.capacity:  # only the newest `capacity` survive
+            arrays = {k: v[n - self.capacity :] for k, v in arrays.items()}
+            self.inserted += n - self.capacity
+            n = self.capacity
+        slots = (self.inserted + np.arange(n)) % self.capacity
+        for name, arr in arrays.items():
+            self.storage[name][slots] = arr
+        self.inserted += n
+
+    def ids(self) -> np.ndarray:
+        """Ids of the stored transitions, oldest first."""
+        return np.arange(self.inserted - len(self), self.inserted)
+
+    def get(self, ids: np.ndarray) -> TransitionBatch:
+        if self.storage is None:
+            raise ValueError("the buffer is empty")
+        ids = np.asarray(ids, dtype=np.int64)
+        oldest = self.inserted - len(self)
+        if ids.size and (ids.min() < oldest or ids.max() >= self.inserted):
+            raise KeyError(f"ids outside the stored range [{oldest}, {self.inserted})")
+        slots = ids % self.capacity
+        return TransitionBatch(**{name: arr[slots] for name, arr in self.storage.items()})
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
+        if batch_size < 1:
+            raise ValueError(f"batch size {batch_size} is not valid: expected at least 1")
+        if len(self) == 0:
+            raise ValueError("cannot sample from an empty buffer")
+        ids = self.inserted - len(self) + self.rng.integers(0, len(self), batch_size)
+        self.sampled += batch_size
+        return ids, self.get(ids)
+
+    def stats(self) -> dict[str, float]:
+        nbytes = sum(a.nbytes for a in self.storage.values()) if self.storage else 0
+        return {
+            "buffer/size": float(len(self)),
+            "buffer/capacity": float(self.capacity),
+            "buffer/inserted": float(self.inserted),
+            "buffer/sampled": float(self.sampled),
+            "buffer/bytes": float(nbytes),
+        }

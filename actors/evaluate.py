@@ -1,0 +1,44 @@
+"""Greedy evaluation: N episodes of a policy, run side by side in one vector env."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from .envs import as_float32, make_vector_env
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    returns: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return float(np.mean(self.returns))
+
+    @property
+    def std(self) -> float:
+        return float(np.std(self.returns))
+
+    @property
+    def episodes(self) -> int:
+        return len(self.returns)
+
+
+def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: int, seed: int) -> EvalResult:
+    """Run `episodes` greedy episodes (one per sub-env, seeds seed, seed+1, …) to their first end."""
+    env = make_vector_env(env_id, episodes)
+    try:
+        obs = as_float32(env.reset(seed=seed)[0])
+        returns = np.zeros(episodes, dtype=np.float64)
+        running = np.ones(episodes, dtype=bool)
+        while running.any():
+            obs, rewards, terms, truncs, _ = env.step(act(obs))
+            obs = as_float32(obs)
+            returns += np.where(running, rewards, 0.0)
+            running &= ~(np.asarray(terms) | np.asarray(truncs))
+        return EvalResult(tuple(float(r) for r in returns))
+    finally:
+        env.close()

@@ -1,0 +1,25 @@
+"""Versioned weights: the learner publishes (version, weights); readers pull when the version moves."""
+
+from __future__ import annotations
+
+import numpy as np
+
+Weights = dict[str, np.ndarray]
+
+
+class ParameterServer:
+    """Holds the newest published weights. `pull(have)` returns them only if newer than `have`."""
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.weights: Weights | None = None
+
+    def publish(self, version: int, weights: Weights) -> None:
+        if version <= self.version:
+            raise ValueError(f"weights version {version} is not newer than the published {self.version}")
+        self.version, self.weights = version, weights
+
+    def pull(self, have_version: int) -> tuple[int, Weights | None]:
+        if self.version > have_version:
+            return self.version, self.weights
+        return self.version, None

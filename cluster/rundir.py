@@ -1,0 +1,52 @@
+"""The run directory: resolved config, metrics (JSON lines), checkpoints, summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+
+class RunDirError(ValueError):
+    """An output directory that cannot hold a run."""
+
+
+def check_writable(out: str | Path) -> None:
+    """Refuse an output directory that cannot be created or written, before anything starts.
+
+    Creates nothing: walks up to the nearest existing ancestor and checks it.
+    """
+    path = Path(out).absolute()
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunDirError(f"output directory {str(out)!r} is not writable: {str(probe)!r} is not a directory")
+    if path.exists() and any(path.iterdir()):
+        raise RunDirError(f"output directory {str(out)!r} is not empty: give a new or empty directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise RunDirError(f"output directory {str(out)!r} is not writable: no write permission on {str(probe)!r}")
+
+
+class RunDir:
+    def __init__(self, out: str | Path) -> None:
+        self.path = Path(out)
+        self.checkpoints = self.path / "checkpoints"
+        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._t0 = time.time()
+
+    def write_json(self, name: str, payload: dict[str, object]) -> Path:
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+        os.replace(tmp, target)
+        return target
+
+    def log(self, metrics: dict[str, float | int]) -> None:
+        record = {"time": round(time.time() - self._t0, 3), **metrics}
+        self._metrics.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        self._metrics.close()

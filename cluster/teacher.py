@@ -1,0 +1,224 @@
+"""The train-teacher driver: rollout actors → buffer → DQN learner, weights published back.
+
+Reads like the flow in DESIGN.md: collect → buffer.add (inside the actors) → buffer.sample →
+learner.step → params.publish, with greedy evaluation keeping the best teacher.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+import ray
+
+from ..actors.envs import EnvInfo
+from ..actors.evaluate import EvalResult, evaluate
+from ..actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
+from ..learners import checkpoint
+from ..learners.dqn import DQNLearner
+from ..learners.networks import greedy_actions
+from ..learners.schedule import LinearSchedule
+from .config import TeacherRunConfig
+from .connect import connect
+from .progress import Progress
+from .rundir import RunDir
+
+FINAL_SEED = 1_000_000  # evaluation seeds never used while training
+
+
+@dataclass
+class _Best:
+    version: int = -1
+    eval_mean: float = -np.inf
+    weights: dict[str, np.ndarray] | None = None
+    final: EvalResult | None = None  # on the held-out seeds
+
+
+class TeacherDriver:
+    def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, init: checkpoint.Checkpoint | None = None,
+                 started: float | None = None, show_progress: bool = True) -> None:
+        self.config = config
+        self.info = info
+        self.started = started if started is not None else time.monotonic()
+        self.run = RunDir(config.out)
+        self.run.write_json("config.json", config.to_dict())
+        self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed)
+        self.version = 0
+        if init is not None:
+            self.learner.q.load_state_dict(init.network().state_dict())
+            self.learner.q_target.load_state_dict(init.network().state_dict())
+            self.version = init.version
+        self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
+        self.env_steps = 0
+        self.best = _Best()
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.show_progress = show_progress
+
+    # -- the loop -------------------------------------------------------------------------------
+
+    def train(self) -> dict[str, object]:
+        cfg = self.config
+        connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
+        self.params = ParameterServerActor.remote()
+        self.params.publish.remote(self.version, self.learner.weights())
+        self.buffer = ShardedBuffer(cfg.shards, cfg.buffer_capacity, seed=cfg.seed)
+        self.actors = [
+            RolloutActor.options(num_cpus=cfg.actor_cpus).remote(
+                cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
+                num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
+                params=self.params, shard=self.buffer.shard_for(i),
+            )
+            for i in range(cfg.actors)
+        ]
+        progress = Progress(cfg.steps or cfg.time or 0, "steps" if cfg.steps else "s") if self.show_progress else None
+        reason = "interrupted"
+        try:
+            reason = self._loop(progress)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if progress:
+                progress.close()
+            for handle in [*self.actors, *self.buffer.shards, self.params]:
+                ray.kill(handle)
+        return self._finish(reason)
+
+    def _loop(self, progress: Progress | None) -> str:
+        cfg = self.config
+        call_size = cfg.envs_per_actor * cfg.steps_per_call
+        pending: dict[ray.ObjectRef, int] = {}
+        idle = list(range(cfg.actors))
+        sample_refs = None
+        next_eval = max(cfg.eval_every, cfg.learning_starts)
+        last_log = time.monotonic()
+        steps_at_log = 0
+        metrics: dict[str, float] = {}
+        staleness = 0
+        while True:
+            elapsed = time.monotonic() - self.started
+            if cfg.steps is not None and self.env_steps >= cfg.steps:
+                return "steps"
+            if cfg.time is not None and elapsed >= cfg.time:
+                return "time"
+
+            # collect: keep actors busy, but no further ahead of the learner than one call each
+            absorbable = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * call_size
+            while idle and self.env_steps + len(pending) * call_size < absorbable:
+                i = idle.pop()
+                pending[self.actors[i].collect.remote(cfg.steps_per_call, self.epsilon(self.env_steps))] = i
+            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
+            for ref in ready:
+                result = ray.get(ref)
+                idle.append(pending.pop(ref))
+                self.env_steps += result["env_steps"]
+                self.recent_returns.extend(ret for ret, _ in result["episodes"])
+                staleness = result["latest_version"] - result["weights_version"]
+
+            # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
+            owed = (self.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
+            if self.env_steps >= cfg.learning_starts and owed > 0:
+                chunk = cfg.dqn.batch_size * cfg.updates_per_sample
+                if sample_refs is None:
+                    sample_refs = self.buffer.sample_async(chunk)
+                _, batch = self.buffer.gather(sample_refs)
+                sample_refs = self.buffer.sample_async(chunk)
+                for k in range(cfg.updates_per_sample):
+                    metrics = self.learner.step(batch.take(slice(k * cfg.dqn.batch_size, (k + 1) * cfg.dqn.batch_size)))
+                    if self.learner.steps % cfg.publish_every == 0:
+                        self.version += 1
+                        self.params.publish.remote(self.version, self.learner.weights())
+            elif pending:
+                ray.wait(list(pending), num_returns=1, timeout=0.05)
+
+            if self.env_steps >= next_eval and self.learner.steps > 0:
+                next_eval += cfg.eval_every
+                if self._evaluate():
+                    return "target"
+
+            now = time.monotonic()
+            if now - last_log >= 2.0:
+                sps = (self.env_steps - steps_at_log) / (now - last_log)
+                last_log, steps_at_log = now, self.env_steps
+                self.run.log({
+                    "env_steps": self.env_steps,
+                    "learner/steps": self.learner.steps,
+                    "weights/version": self.version,
+                    "rollout/steps_per_s": round(sps, 1),
+                    "rollout/epsilon": round(self.epsilon(self.env_steps), 4),
+                    "rollout/weights_staleness": staleness,
+                    "charts/episodic_return": self._recent(),
+                    **metrics,
+                })
+                if progress:
+                    progress.update(self.env_steps if cfg.steps else elapsed, {
+                        "steps/s": f"{sps:,.0f}",
+                        "ε": f"{self.epsilon(self.env_steps):.3f}",
+                        "return": f"{self._recent():.1f}",
+                        "eval": f"{self.best.eval_mean:.1f}" if self.best.weights else "-",
+                    })
+
+    def _recent(self) -> float:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+
+    # -- evaluation and checkpoints ------------------------------------------------------------
+
+    def _evaluate(self) -> bool:
+        """Greedy evaluation; keeps the best teacher. True once the target is reached on held-out seeds."""
+        cfg = self.config
+        q = self.learner.q
+        result = evaluate(cfg.env, lambda obs: greedy_actions(q, obs), episodes=cfg.eval_episodes,
+                          seed=cfg.seed * 100_003 + self.env_steps)
+        self.run.log({"env_steps": self.env_steps, "eval/return/teacher": result.mean,
+                      "eval/return_std/teacher": result.std, "weights/version": self.version})
+        if result.mean <= self.best.eval_mean:
+            return False
+        self.best = _Best(self.version, result.mean, self.learner.weights())
+        self._save("teacher_best.pt", self.best.version, self.best.weights)
+        if cfg.target_return is None or result.mean < cfg.target_return:
+            return False
+        self.best.final = self._final_eval(self.best.weights)
+        return self.best.final.mean >= cfg.target_return
+
+    def _final_eval(self, weights: dict[str, np.ndarray]) -> EvalResult:
+        net = checkpoint.Checkpoint(self.config.dqn.net, self.info.obs_shape, self.info.n_actions,
+                                    self.config.env, 0, weights).network()
+        return evaluate(self.config.env, lambda obs: greedy_actions(net, obs),
+                        episodes=self.config.eval_episodes, seed=FINAL_SEED + self.config.seed * 1000)
+
+    def _save(self, name: str, version: int, weights: dict[str, np.ndarray]) -> str:
+        ckpt = checkpoint.Checkpoint(self.config.dqn.net, self.info.obs_shape, self.info.n_actions,
+                                     self.config.env, version, weights)
+        return str(checkpoint.save(self.run.checkpoints / name, ckpt))
+
+    def _finish(self, reason: str) -> dict[str, object]:
+        cfg = self.config
+        last = self._save("teacher_last.pt", self.version, self.learner.weights())
+        if self.best.weights is None:
+            self.best = _Best(self.version, -np.inf, self.learner.weights())
+            self._save("teacher_best.pt", self.best.version, self.best.weights)
+        final = self.best.final or self._final_eval(self.best.weights)
+        summary = {
+            "env": cfg.env,
+            "wall_s": round(time.monotonic() - self.started, 2),
+            "env_steps": self.env_steps,
+            "learner_steps": self.learner.steps,
+            "weights_version": self.version,
+            "stop_reason": reason,
+            "target_return": cfg.target_return,
+            "reached_target": cfg.target_return is not None and final.mean >= cfg.target_return,
+            "teacher": {
+                "net": cfg.dqn.net,
+                "params": self.learner.params,
+                "eval_return_mean": final.mean,
+                "eval_return_std": final.std,
+                "eval_episodes": final.episodes,
+                "version": self.best.version,
+                "checkpoint": str(self.run.checkpoints / "teacher_best.pt"),
+                "last_checkpoint": last,
+            },
+        }
+        self.run.write_json("summary.json", summary)
+        self.run.close()
+        return summary

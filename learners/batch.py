@@ -1,0 +1,42 @@
+"""TransitionBatch: the struct of numpy arrays that flows actor → buffer → learner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+# Who acted when the transition was collected.
+BEHAVIOUR_TEACHER = 0
+BEHAVIOUR_STUDENT = 1
+
+
+@dataclass
+class TransitionBatch:
+    """B transitions, CleanRL field names; terminations and truncations kept apart."""
+
+    observations: np.ndarray  # [B, *obs_shape] float32
+    actions: np.ndarray  # [B] int64
+    rewards: np.ndarray  # [B] float32
+    next_observations: np.ndarray  # [B, *obs_shape] float32
+    terminations: np.ndarray  # [B] bool
+    truncations: np.ndarray  # [B] bool
+    behaviour: np.ndarray  # [B] int8, BEHAVIOUR_*
+    actor_id: np.ndarray  # [B] int32
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+    @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: getattr(self, name) for name in self.field_names()}
+
+    @classmethod
+    def concat(cls, batches: list[TransitionBatch]) -> TransitionBatch:
+        return cls(**{n: np.concatenate([getattr(b, n) for b in batches]) for n in cls.field_names()})
+
+    def take(self, index: np.ndarray | slice) -> TransitionBatch:
+        return TransitionBatch(**{n: getattr(self, n)[index] for n in self.field_names()})

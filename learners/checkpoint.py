@@ -1,0 +1,104 @@
+"""Checkpoint format: a Q-network's weights with everything needed to rebuild and check it."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .networks import QNetwork, from_numpy, to_numpy
+
+SCHEMA_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read or does not fit what it is loaded for."""
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    net: str
+    obs_shape: tuple[int, ...]
+    n_actions: int
+    env_id: str
+    version: int
+    weights: dict[str, np.ndarray]
+    schema: int = SCHEMA_VERSION
+
+    def network(self) -> QNetwork:
+        q = QNetwork(self.net, self.obs_shape, self.n_actions)
+        q.load_state_dict(from_numpy(self.weights))
+        return q
+
+
+def save(path: str | Path, ckpt: Checkpoint) -> Path:
+    """Write atomically: a temporary file in the same folder, fsync, rename."""
+    path = Path(path)
+    payload = {
+        "schema": ckpt.schema,
+        "net": ckpt.net,
+        "obs_shape": list(ckpt.obs_shape),
+        "n_actions": ckpt.n_actions,
+        "env_id": ckpt.env_id,
+        "version": ckpt.version,
+        "state_dict": from_numpy(ckpt.weights),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(
+    path: str | Path,
+    *,
+    env_id: str | None = None,
+    net: str | None = None,
+    obs_shape: tuple[int, ...] | None = None,
+    n_actions: int | None = None,
+) -> Checkpoint:
+    """Read a checkpoint; when expectations are given, name every one it does not meet."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint: {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or "schema" not in payload:
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint: no schema version")
+    if payload["schema"] != SCHEMA_VERSION:
+        raise CheckpointError(
+            f"checkpoint {str(path)!r} has schema version {payload['schema']}; this qdistill reads {SCHEMA_VERSION}"
+        )
+    ckpt = Checkpoint(
+        net=payload["net"],
+        obs_shape=tuple(payload["obs_shape"]),
+        n_actions=int(payload["n_actions"]),
+        env_id=payload["env_id"],
+        version=int(payload["version"]),
+        weights=to_numpy(payload["state_dict"]),
+    )
+    problems = []
+    if env_id is not None and ckpt.env_id != env_id:
+        problems.append(f"env {ckpt.env_id!r}, not {env_id!r}")
+    if net is not None and ckpt.net != net:
+        problems.append(f"network {ckpt.net!r}, not {net!r}")
+    if obs_shape is not None and ckpt.obs_shape != tuple(obs_shape):
+        problems.append(f"observation shape {ckpt.obs_shape}, not {tuple(obs_shape)}")
+    if n_actions is not None and ckpt.n_actions != n_actions:
+        problems.append(f"{ckpt.n_actions} actions, not {n_actions}")
+    if problems:
+        raise CheckpointError(f"checkpoint {str(path)!r} was made for " + "; ".join(problems))
+    return ckpt

@@ -1,0 +1,87 @@
+"""Q-networks built from a spec string such as ``256x256``: the same network everywhere."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import torch
+from torch import nn
+
+_SPEC = re.compile(r"^[1-9][0-9]*(x[1-9][0-9]*)*$")
+_MAX_WIDTH = 65536
+
+
+def parse_spec(spec: str) -> tuple[int, ...]:
+    """``"256x256"`` → ``(256, 256)``: the hidden layer widths of an MLP."""
+    if not isinstance(spec, str) or not _SPEC.match(spec.strip()):
+        raise ValueError(
+            f"network spec {spec!r} is not valid: expected hidden layer widths joined by 'x', "
+            "each a positive integer, e.g. '256x256' or '64'"
+        )
+    widths = tuple(int(w) for w in spec.strip().split("x"))
+    if max(widths) > _MAX_WIDTH:
+        raise ValueError(f"network spec {spec!r} has a layer wider than {_MAX_WIDTH}")
+    return widths
+
+
+class QNetwork(nn.Module):
+    """MLP from a flattened observation to one Q-value per action."""
+
+    def __init__(self, spec: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        super().__init__()
+        widths = parse_spec(spec)
+        if n_actions < 1:
+            raise ValueError(f"action count {n_actions} is not valid: expected at least 1")
+        self.spec = spec.strip()
+        self.obs_shape = tuple(int(d) for d in obs_shape)
+        self.n_actions = int(n_actions)
+        layers: list[nn.Module] = [nn.Flatten()]
+        fan_in = int(np.prod(self.obs_shape))
+        for width in widths:
+            layers += [nn.Linear(fan_in, width), nn.ReLU()]
+            fan_in = width
+        layers.append(nn.Linear(fan_in, self.n_actions))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.layers(obs)
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def to_numpy(state_dict: dict[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """Weights as plain numpy arrays: what crosses process boundaries."""
+    return {k: v.detach().cpu().numpy().copy() for k, v in state_dict.items()}
+
+
+def from_numpy(weights: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.array(v, copy=True)) for k, v in weights.items()}
+
+
+class GreedyPolicy:
+    """Acts from a Q-network's weights; inference only, one thread, no autograd."""
+
+    def __init__(self, spec: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        self.net = QNetwork(spec, obs_shape, n_actions)
+        self.net.requires_grad_(False)
+        self.version = -1
+
+    def load(self, version: int, weights: dict[str, np.ndarray]) -> None:
+        self.net.load_state_dict(from_numpy(weights))
+        self.version = version
+
+    def q_values(self, obs: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.net(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        return greedy_actions(self.net, obs)
+
+
+def greedy_actions(net: nn.Module, obs: np.ndarray) -> np.ndarray:
+    """argmax_a Q(s, a) for a batch of observations."""
+    with torch.inference_mode():
+        return net(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
