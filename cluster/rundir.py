@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ class RunDirError(ValueError):
 def check_writable(out: str | Path) -> None:
     """Refuse an output directory that cannot be created or written, before anything starts.
 
-    Creates nothing: walks up to the nearest existing ancestor and checks it.
+    Leaves nothing behind: walks up to the nearest existing ancestor and tries a write there.
     """
     path = Path(out).absolute()
     probe = path
@@ -25,8 +26,10 @@ def check_writable(out: str | Path) -> None:
         raise RunDirError(f"output directory {str(out)!r} is not writable: {str(probe)!r} is not a directory")
     if path.exists() and any(path.iterdir()):
         raise RunDirError(f"output directory {str(out)!r} is not empty: give a new or empty directory")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise RunDirError(f"output directory {str(out)!r} is not writable: no write permission on {str(probe)!r}")
+    try:  # a real write, not os.access: root passes permission checks but not read-only mounts
+        os.rmdir(tempfile.mkdtemp(prefix=".qdistill-probe-", dir=probe))
+    except OSError as exc:
+        raise RunDirError(f"output directory {str(out)!r} is not writable: {exc.strerror} in {str(probe)!r}") from None
 
 
 class RunDir:

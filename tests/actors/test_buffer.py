@@ -1,0 +1,106 @@
+import numpy as np
+import pytest
+import ray
+
+from qdistill.actors.buffer import ReplayRing
+from qdistill.actors.remote import ShardedBuffer
+from qdistill.learners.batch import TransitionBatch
+
+
+def _batch(start: int, n: int, actor: int = 0) -> TransitionBatch:
+    """Transitions whose every field encodes its sequence number, so alignment is checkable."""
+    seq = np.arange(start, start + n)
+    return TransitionBatch(
+        observations=np.stack([seq, -seq], axis=1).astype(np.float32),
+        actions=seq.astype(np.int64),
+        rewards=seq.astype(np.float32),
+        next_observations=np.stack([seq + 1, -seq - 1], axis=1).astype(np.float32),
+        terminations=seq % 3 == 0,
+        truncations=seq % 5 == 0,
+        behaviour=np.zeros(n, np.int8),
+        actor_id=np.full(n, actor, np.int32),
+    )
+
+
+def _check_aligned(batch: TransitionBatch) -> None:
+    seq = batch.actions
+    np.testing.assert_array_equal(batch.rewards, seq)
+    np.testing.assert_array_equal(batch.observations[:, 0], seq)
+    np.testing.assert_array_equal(batch.observations[:, 1], -seq)
+    np.testing.assert_array_equal(batch.next_observations[:, 0], seq + 1)
+    np.testing.assert_array_equal(batch.terminations, seq % 3 == 0)
+    np.testing.assert_array_equal(batch.truncations, seq % 5 == 0)
+
+
+def test_fifo_wrap_around_keeps_the_newest():
+    ring = ReplayRing(10)
+    for start in range(15):  # 15 single adds into capacity 10
+        ring.add(_batch(start, 1))
+    np.testing.assert_array_equal(ring.ids(), np.arange(5, 15))
+    stored = ring.get(ring.ids())
+    np.testing.assert_array_equal(stored.actions, np.arange(5, 15))
+    _check_aligned(stored)
+    assert ring.stats()["buffer/size"] == 10 and ring.stats()["buffer/inserted"] == 15
+
+
+def test_wrap_around_in_uneven_chunks():
+    ring = ReplayRing(10)
+    for start, n in [(0, 4), (4, 4), (8, 4), (12, 3)]:
+        ring.add(_batch(start, n))
+    np.testing.assert_array_equal(ring.get(ring.ids()).actions, np.arange(5, 15))
+
+
+def test_a_batch_larger_than_capacity_keeps_its_newest_rows():
+    ring = ReplayRing(4)
+    ring.add(_batch(0, 11))
+    np.testing.assert_array_equal(ring.ids(), [7, 8, 9, 10])
+    np.testing.assert_array_equal(ring.get(ring.ids()).actions, [7, 8, 9, 10])
+
+
+def test_evicted_ids_cannot_be_read():
+    ring = ReplayRing(4)
+    ring.add(_batch(0, 6))
+    with pytest.raises(KeyError, match=r"ids outside the stored range \[2, 6\)"):
+        ring.get(np.array([1]))
+
+
+def test_sampling_is_uniform_over_stored_rows_and_aligned():
+    ring = ReplayRing(10, seed=1)
+    ring.add(_batch(0, 15))
+    ids, batch = ring.sample(20_000)
+    np.testing.assert_array_equal(batch.actions, ids)  # row i is the transition with id ids[i]
+    _check_aligned(batch)
+    counts = np.bincount(ids - 5, minlength=10)
+    assert ids.min() == 5 and ids.max() == 14
+    assert counts.min() > 1_800 and counts.max() < 2_200  # 2,000 expected each; ±10% is > 7σ
+    assert ring.stats()["buffer/sampled"] == 20_000
+
+
+def test_sample_refuses_bad_requests():
+    ring = ReplayRing(4)
+    with pytest.raises(ValueError, match="cannot sample from an empty buffer"):
+        ring.sample(1)
+    ring.add(_batch(0, 2))
+    with pytest.raises(ValueError, match="batch size 0 is not valid: expected at least 1"):
+        ring.sample(0)
+    with pytest.raises(ValueError, match="buffer capacity 0 is not valid: expected at least 1 transition"):
+        ReplayRing(0)
+
+
+def test_sharded_buffer_on_ray(ray_session):
+    buffer = ShardedBuffer(2, 20, seed=0)
+    try:
+        ray.get([buffer.shard_for(0).add.remote(_batch(0, 6, actor=0)),
+                 buffer.shard_for(1).add.remote(_batch(100, 4, actor=1))])
+        stats = buffer.stats()
+        assert stats["buffer/size"] == 10 and stats["buffer/capacity"] == 20
+        ids, batch = buffer.sample(400)
+        assert len(batch) == 400
+        _check_aligned(batch)
+        # global id = shard id × 2 + shard index: even ids came from shard 0, odd from shard 1
+        np.testing.assert_array_equal(ids % 2, batch.actor_id)
+        np.testing.assert_array_equal(np.where(ids % 2 == 0, ids // 2, ids // 2 + 100), batch.actions)
+        assert (batch.actor_id == 0).sum() == 200
+    finally:
+        for shard in buffer.shards:
+            ray.kill(shard)

@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import ray
+
+from qdistill.actors.envs import EnvError, describe
+from qdistill.actors.evaluate import evaluate
+from qdistill.actors.params import ParameterServer
+from qdistill.actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
+from qdistill.actors.rollout import Rollout
+from qdistill.learners.networks import QNetwork, to_numpy
+
+CARTPOLE = describe("CartPole-v1")
+
+
+def _rollout(env_id="CartPole-v1", num_envs=1, seed=0):
+    info = describe(env_id)
+    r = Rollout(env_id, net="8", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs, seed=seed, actor_id=3)
+    r.load_weights(0, to_numpy(QNetwork("8", info.obs_shape, info.n_actions).state_dict()))
+    return r
+
+
+def test_batch_shapes_and_dtypes():
+    r = _rollout(num_envs=4)
+    batch, _ = r.collect(50, epsilon=1.0)
+    n = len(batch)
+    assert batch.observations.shape == (n, 4) and batch.observations.dtype == np.float32
+    assert batch.next_observations.shape == (n, 4) and batch.next_observations.dtype == np.float32
+    assert batch.actions.dtype == np.int64 and set(np.unique(batch.actions)) <= {0, 1}
+    assert batch.rewards.dtype == np.float32 and batch.rewards.shape == (n,)
+    assert batch.terminations.dtype == bool and batch.truncations.dtype == bool
+    assert (batch.actor_id == 3).all() and (batch.behaviour == 0).all()
+
+
+def test_episode_boundaries_on_cartpole():
+    """Random CartPole episodes end by termination; the autoreset step is not a transition."""
+    r = _rollout(num_envs=1)
+    batch, episodes = r.collect(300, epsilon=1.0)
+    ends = np.flatnonzero(batch.terminations | batch.truncations)
+    assert len(ends) == len(episodes) >= 5
+    assert not batch.truncations.any()  # random play never lasts 500 steps
+    assert len(batch) == 300 - len(episodes) + (1 if ends[-1] == len(batch) - 1 else 0)
+    # within an episode the chain s → s' is unbroken; across an end it restarts from a reset state
+    chained = ~(batch.terminations | batch.truncations)[:-1]
+    np.testing.assert_array_equal(batch.next_observations[:-1][chained], batch.observations[1:][chained])
+    assert not np.allclose(batch.next_observations[ends[0]], batch.observations[ends[0] + 1])
+    lengths = np.diff(np.concatenate([[-1], ends]))
+    assert [length for _, length in episodes] == lengths.tolist()
+    assert [ret for ret, _ in episodes] == [float(x) for x in lengths]  # reward 1 per step
+
+
+def test_truncations_are_kept_apart_from_terminations():
+    """Random Acrobot almost never swings up: its episodes end by the 500-step time limit."""
+    r = _rollout("Acrobot-v1", num_envs=2)
+    batch, episodes = r.collect(501, epsilon=1.0)
+    assert [length for _, length in episodes] == [500, 500]
+    assert batch.truncations.sum() == 2 and not batch.terminations.any()
+    assert len(batch) == 2 * 500  # each sub-env's 501st step is its autoreset step, not a transition
+    assert [ret for ret, _ in episodes] == [-500.0, -500.0]
+
+
+def test_env_validation_messages():
+    with pytest.raises(EnvError, match="^unknown env id 'NoSuchEnv-v0': expected a registered Gymnasium id"):
+        describe("NoSuchEnv-v0")
+    with pytest.raises(EnvError, match="^env 'Pendulum-v1' has a Box action space: DQN needs a Discrete action space"):
+        describe("Pendulum-v1")
+    assert (CARTPOLE.obs_shape, CARTPOLE.n_actions, CARTPOLE.reward_threshold) == ((4,), 2, 475.0)
+
+
+def test_parameter_server_serves_only_newer_versions():
+    ps = ParameterServer()
+    assert ps.pull(-1) == (-1, None)
+    ps.publish(0, {"w": np.zeros(1)})
+    version, weights = ps.pull(-1)
+    assert version == 0 and weights is not None
+    assert ps.pull(0) == (0, None)
+    with pytest.raises(ValueError, match="weights version 0 is not newer than the published 0"):
+        ps.publish(0, {})
+
+
+def test_evaluate_runs_each_episode_to_its_end():
+    result = evaluate("CartPole-v1", lambda obs: np.zeros(len(obs), np.int64), episodes=5, seed=0)
+    assert result.episodes == 5
+    assert all(8 <= r <= 12 for r in result.returns)  # always pushing left falls within ~10 steps
+
+
+def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
+    params = ParameterServerActor.remote()
+    buffer = ShardedBuffer(1, 10_000)
+    net = QNetwork("8", (4,), 2)
+    ray.get(params.publish.remote(4, to_numpy(net.state_dict())))
+    actor = RolloutActor.options(num_cpus=0).remote(
+        "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=0, actor_id=0,
+        params=params, shard=buffer.shard_for(0))
+    try:
+        first = ray.get(actor.collect.remote(20, 0.5))
+        assert first["weights_version"] == 4 and first["latest_version"] == 4
+        ray.get(params.publish.remote(9, to_numpy(net.state_dict())))
+        second = ray.get(actor.collect.remote(20, 0.5))
+        assert second["weights_version"] == 9
+        total = ray.get(actor.flush.remote())
+        assert total == first["env_steps"] + second["env_steps"]
+        assert buffer.stats()["buffer/size"] == total
+    finally:
+        for handle in [actor, params, *buffer.shards]:
+            ray.kill(handle)
