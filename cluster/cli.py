@@ -13,13 +13,6 @@ from .config import teacher_config
 from .rundir import check_writable
 
 
-def _positive_int(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdistill", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -27,27 +20,27 @@ def _build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train-teacher", help="train a DQN teacher with Ray rollout actors")
     t.add_argument("--env", required=True, help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1")
     t.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty")
-    t.add_argument("--actors", type=_positive_int, help="rollout actors (default 2)")
-    t.add_argument("--envs-per-actor", type=_positive_int, help="vector env width per actor (default 8)")
+    t.add_argument("--actors", type=int, help="rollout actors (default 2)")
+    t.add_argument("--envs-per-actor", type=int, help="vector env width per actor (default 8)")
     t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
     budget = t.add_mutually_exclusive_group()
-    budget.add_argument("--steps", type=_positive_int, help="env-step budget (default: the env's preset)")
+    budget.add_argument("--steps", type=int, help="env-step budget (default: the env's preset)")
     budget.add_argument("--time", type=float, help="wall-clock budget in seconds, Ray start-up included")
     t.add_argument("--target-return", type=float,
                    help="stop once the greedy mean return reaches this (default: the env's reward threshold)")
     t.add_argument("--no-target", action="store_true", help="train for the whole budget")
-    t.add_argument("--seed", type=_positive_int, default=0)
+    t.add_argument("--seed", type=int, default=0)
     t.add_argument("--init", help="start from this teacher checkpoint")
     t.add_argument("--address", help="Ray address to join (default: an embedded local Ray runtime)")
     t.add_argument("--lr", type=float, help="Adam learning rate")
-    t.add_argument("--batch-size", type=_positive_int, help="learner minibatch size")
+    t.add_argument("--batch-size", type=int, help="learner minibatch size")
     t.add_argument("--replay-ratio", type=float, help="learner steps per env step")
     t.add_argument("--quiet", action="store_true", help="no progress line")
 
     e = sub.add_parser("evaluate", help="greedy episodes of a teacher checkpoint")
     e.add_argument("checkpoint")
-    e.add_argument("--episodes", type=_positive_int, default=20)
-    e.add_argument("--seed", type=_positive_int, default=0)
+    e.add_argument("--episodes", type=int, default=20)
+    e.add_argument("--seed", type=int, default=0)
     return parser
 
 

@@ -68,6 +68,7 @@ class TeacherRunConfig:
                      "updates_per_sample", "publish_every", "eval_every", "eval_episodes"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
+        _check(self.seed >= 0, f"seed {self.seed} is not valid: expected an integer >= 0")
         _check(self.learning_starts >= 0, f"learning_starts {self.learning_starts} is not valid: expected an integer >= 0")
         _check(self.replay_ratio > 0, f"replay_ratio {self.replay_ratio} is not valid: expected a number > 0")
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")

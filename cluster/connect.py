@@ -16,8 +16,7 @@ def connect(address: str | None, *, min_cpus: float = 0) -> None:
         ray.init(
             num_cpus=max(os.cpu_count() or 1, int(-(-min_cpus // 1))),
             include_dashboard=False,
-            logging_level=logging.WARNING,
-            configure_logging=True,
+            logging_level=logging.ERROR,  # the embedded runtime's start-up notices are not the user's concern
         )
     else:
         ray.init(address=address, logging_level=logging.WARNING)

@@ -96,6 +96,7 @@ class TeacherDriver:
         steps_at_log = 0
         metrics: dict[str, float] = {}
         staleness = 0
+        actor_version = -1
         while True:
             elapsed = time.monotonic() - self.started
             if cfg.steps is not None and self.env_steps >= cfg.steps:
@@ -115,6 +116,7 @@ class TeacherDriver:
                 self.env_steps += result["env_steps"]
                 self.recent_returns.extend(ret for ret, _ in result["episodes"])
                 staleness = result["latest_version"] - result["weights_version"]
+                actor_version = result["weights_version"]
 
             # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
             owed = (self.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
@@ -147,6 +149,7 @@ class TeacherDriver:
                     "weights/version": self.version,
                     "rollout/steps_per_s": round(sps, 1),
                     "rollout/epsilon": round(self.epsilon(self.env_steps), 4),
+                    "rollout/weights_version": actor_version,
                     "rollout/weights_staleness": staleness,
                     "charts/episodic_return": self._recent(),
                     **metrics,
