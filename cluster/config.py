@@ -44,6 +44,7 @@ class TeacherRunConfig:
     envs_per_actor: int = 8
     steps_per_call: int = 32  # vector steps per collect call
     actor_cpus: float = 1.0
+    learner_threads: int = 1  # torch threads for the learner; small MLPs lose to thread hand-offs
     shards: int = 1
     buffer_capacity: int = 100_000
     learning_starts: int = 1_000
@@ -65,7 +66,7 @@ class TeacherRunConfig:
         _check(self.target_return is None or math.isfinite(self.target_return),
                f"target return {self.target_return} is not valid: expected a finite number")
         for name in ("actors", "envs_per_actor", "steps_per_call", "shards", "buffer_capacity",
-                     "updates_per_sample", "publish_every", "eval_every", "eval_episodes"):
+                     "updates_per_sample", "publish_every", "learner_threads", "eval_every", "eval_episodes"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.seed >= 0, f"seed {self.seed} is not valid: expected an integer >= 0")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
+import torch
 
 from ..actors.envs import EnvInfo
 from ..actors.evaluate import EvalResult, evaluate
@@ -44,6 +45,7 @@ class TeacherDriver:
         self.started = started if started is not None else time.monotonic()
         self.run = RunDir(config.out)
         self.run.write_json("config.json", config.to_dict())
+        torch.set_num_threads(config.learner_threads)
         self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed)
         self.version = 0
         if init is not None:
