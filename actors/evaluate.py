@@ -42,3 +42,18 @@ def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: 
         return EvalResult(tuple(float(r) for r in returns))
     finally:
         env.close()
+
+
+def visited_states(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, num_states: int, seed: int,
+                   num_envs: int = 8) -> np.ndarray:
+    """States a policy visits, `num_states` of them, from envs seeded away from training."""
+    env = make_vector_env(env_id, num_envs)
+    try:
+        obs = as_float32(env.reset(seed=seed)[0])
+        states = []
+        while sum(len(s) for s in states) < num_states:
+            states.append(obs)
+            obs = as_float32(env.step(act(obs))[0])
+        return np.concatenate(states)[:num_states]
+    finally:
+        env.close()

@@ -81,6 +81,22 @@ class GreedyPolicy:
         return greedy_actions(self.net, obs)
 
 
+def action_latency_us(net: nn.Module, obs_shape: tuple[int, ...], *, repeats: int = 2_000) -> float:
+    """Median µs for one greedy action at batch 1, on the calling thread (set one torch thread)."""
+    import time
+
+    obs = np.zeros((1, *obs_shape), dtype=np.float32)
+    for _ in range(100):
+        greedy_actions(net, obs)
+    samples = []
+    for _ in range(repeats // 100):
+        start = time.perf_counter()
+        for _ in range(100):
+            greedy_actions(net, obs)
+        samples.append((time.perf_counter() - start) / 100 * 1e6)
+    return float(np.median(samples))
+
+
 def greedy_actions(net: nn.Module, obs: np.ndarray) -> np.ndarray:
     """argmax_a Q(s, a) for a batch of observations."""
     with torch.inference_mode():

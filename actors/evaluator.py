@@ -1,0 +1,73 @@
+"""Evaluator: greedy episodes of the teacher and each student, and how close each student is."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch
+
+from ..learners.losses import DEFAULT_TAU, agreement, kl_loss
+from ..learners.networks import GreedyPolicy
+from .evaluate import EvalResult, evaluate, visited_states
+
+HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
+
+
+class Evaluator:
+    """Plain class; `EvaluatorActor` runs it next to its own environments."""
+
+    def __init__(self, env_id: str, *, teacher_net: str, students: tuple[str, ...], obs_shape: tuple[int, ...],
+                 n_actions: int, episodes: int = 20, heldout_states: int = 2_000, seed: int = 0,
+                 tau: float = DEFAULT_TAU) -> None:
+        self.env_id = env_id
+        self.episodes = episodes
+        self.heldout_size = heldout_states
+        self.seed = HELDOUT_SEED + seed * 1_000
+        self.tau = tau
+        self.teacher = GreedyPolicy(teacher_net, obs_shape, n_actions)
+        self.students = {name: GreedyPolicy(name, obs_shape, n_actions) for name in students}
+        self.teacher_result: EvalResult | None = None
+        self.heldout: np.ndarray | None = None
+        self.heldout_q: np.ndarray | None = None
+
+    def load_teacher(self, version: int, weights: dict[str, np.ndarray]) -> None:
+        """A new teacher: new held-out states (the ones it visits) and a new reference return."""
+        self.teacher.load(version, weights)
+        self.heldout = visited_states(self.env_id, self.teacher.act, num_states=self.heldout_size, seed=self.seed + 500)
+        self.heldout_q = self.teacher.q_values(self.heldout)
+        self.teacher_result = evaluate(self.env_id, self.teacher.act, episodes=self.episodes, seed=self.seed)
+
+    def load_students(self, version: int, weights: dict[str, dict[str, np.ndarray]]) -> None:
+        for name, w in weights.items():
+            self.students[name].load(version, w)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.teacher_result is None:
+            raise ValueError("the evaluator has no teacher yet: call load_teacher first")
+        start = time.monotonic()
+        teacher_mean = self.teacher_result.mean
+        metrics = {
+            "eval/return/teacher": teacher_mean,
+            "eval/return_std/teacher": self.teacher_result.std,
+            "eval/teacher_version": float(self.teacher.version),
+        }
+        teacher_q = torch.from_numpy(self.heldout_q)
+        for name, student in self.students.items():
+            result = evaluate(self.env_id, student.act, episodes=self.episodes, seed=self.seed)
+            student_q = torch.from_numpy(student.q_values(self.heldout))
+            metrics[f"eval/return/{name}"] = result.mean
+            metrics[f"eval/return_std/{name}"] = result.std
+            metrics[f"eval/pct_of_teacher/{name}"] = percent_of(result.mean, teacher_mean)
+            metrics[f"eval/agreement/{name}"] = agreement(student_q, teacher_q)
+            metrics[f"eval/kl/{name}"] = float(kl_loss(student_q, teacher_q, self.tau))
+            metrics[f"eval/student_version/{name}"] = float(student.version)
+        metrics["eval/wall_s"] = time.monotonic() - start
+        return metrics
+
+
+def percent_of(value: float, reference: float) -> float:
+    """value as % of reference; for negative returns (Acrobot) the ratio flips so closer is higher."""
+    if reference == 0:
+        return float("nan")
+    return 100.0 * (value / reference if reference > 0 else reference / value if value != 0 else float("inf"))

@@ -1,0 +1,38 @@
+"""Label refresh: rewrite stale teacher labels with the newest teacher, and measure staleness."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..learners.networks import GreedyPolicy
+from .buffer import ReplayRing
+
+
+class LabelRefresher:
+    """Holds its own copy of the teacher and relabels a ring's stale records, a chunk at a time,
+    so inserts and samples interleave with the work."""
+
+    def __init__(self, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        self.teacher = GreedyPolicy(net, obs_shape, n_actions)
+
+    def load_teacher(self, version: int, weights: dict[str, np.ndarray]) -> None:
+        self.teacher.load(version, weights)
+
+    def refresh(self, ring: ReplayRing, chunk: int) -> int:
+        """Relabel up to `chunk` of the oldest records labelled by an older teacher; returns how many."""
+        if self.teacher.version < 0:
+            return 0
+        ids = ring.stale_ids(self.teacher.version, chunk)
+        if ids.size == 0:
+            return 0
+        q = self.teacher.q_values(ring.get(ids).observations)
+        return ring.relabel(ids, q, self.teacher.version)
+
+
+def staleness(label_versions: np.ndarray, version: int, published_at: dict[int, float], now: float
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: how many teacher versions its label lags, and for how many seconds it has been
+    out of date (since the first newer version was published; 0 for a current label)."""
+    lag = version - np.asarray(label_versions, dtype=np.int64)
+    seconds = np.array([0.0 if v >= version else now - published_at.get(int(v) + 1, now) for v in label_versions])
+    return lag, seconds

@@ -1,0 +1,215 @@
+"""The online distillation driver: teacher-labelled states stream in, students are distilled.
+
+collect (teacher/student/mixed behaviour, teacher labels) → buffer.add → buffer.sample →
+[relabel stale labels] → learner.step (every student) → publish students → evaluate.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import ray
+import torch
+
+from ..actors.envs import EnvInfo
+from ..actors.refresh import staleness
+from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, ShardedBuffer
+from ..learners import checkpoint
+from ..learners.distill import DistillLearner
+from ..learners.networks import GreedyPolicy
+from ..learners.schedule import LinearSchedule
+from .config import DistillRunConfig
+from .connect import connect
+from .loop import Collector, Prefetcher, minibatches
+from .progress import Progress
+from .report import finish_distill_run
+from .rundir import RunDir
+
+
+class DistillDriver:
+    def __init__(self, config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint, *,
+                 run: RunDir, started: float, show_progress: bool = True) -> None:
+        self.config = config
+        self.info = info
+        self.teacher = teacher
+        self.run = run
+        self.started = started
+        self.show_progress = show_progress
+        torch.set_num_threads(config.learner_threads)
+        self.learner = DistillLearner(config.distill, info.obs_shape, info.n_actions, seed=config.seed)
+        self.student_version = 0
+        self.teacher_version = teacher.version
+        self.published_at = {teacher.version: time.monotonic()}
+        # the learner's own teacher copy, for on-sample refresh
+        self.teacher_policy = GreedyPolicy(teacher.net, teacher.obs_shape, teacher.n_actions)
+        self.teacher_policy.load(teacher.version, teacher.weights)
+        self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
+        self.beta = LinearSchedule(config.beta_start, config.beta_end, config.beta_steps)
+        self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
+        self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0}
+
+    def _beta(self, env_steps: int) -> float:
+        if self.config.behaviour == "teacher":
+            return 1.0
+        if self.config.behaviour == "student":
+            return 0.0
+        return self.beta(env_steps)
+
+    def train(self) -> dict[str, object]:
+        cfg = self.config
+        self.distill_started = time.monotonic()
+        connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
+        self.teacher_params = ParameterServerActor.remote()
+        self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)
+        self.student_params = ParameterServerActor.remote()
+        self.student_params.publish.remote(self.student_version, self.learner.weights())
+        self.buffer = ShardedBuffer(cfg.shards, cfg.buffer_capacity, seed=cfg.seed)
+        if cfg.refresh == "periodic":
+            self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
+        acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
+        self.actors = [
+            RolloutActor.options(num_cpus=cfg.actor_cpus).remote(
+                cfg.env, net=self.teacher.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
+                num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
+                params=self.teacher_params, shard=self.buffer.shard_for(i),
+                student=acting, student_params=self.student_params if acting else None,
+            )
+            for i in range(cfg.actors)
+        ]
+        self.evaluator = EvaluatorActor.options(num_cpus=0).remote(
+            cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
+            n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
+            teacher_version=self.teacher_version, teacher_weights=self.teacher.weights,
+        )
+        total = cfg.steps or cfg.time or 0
+        progress = Progress(total, "steps" if cfg.steps else "s") if self.show_progress else None
+        reason = "interrupted"
+        try:
+            reason = self._loop(progress)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            if progress:
+                progress.close()
+        self.distill_wall_s = time.monotonic() - self.distill_started
+        try:
+            return finish_distill_run(self, reason)
+        finally:
+            for handle in [*self.actors, *self.buffer.shards, self.teacher_params, self.student_params, self.evaluator]:
+                ray.kill(handle)
+
+    def _loop(self, progress: Progress | None) -> str:
+        cfg = self.config
+        collector = Collector(self.actors, steps_per_call=cfg.steps_per_call, envs_per_actor=cfg.envs_per_actor)
+        self.collector = collector
+        prefetch = Prefetcher(self.buffer, cfg.distill.batch_size * cfg.updates_per_sample)
+        recent: list[float] = []
+        metrics: dict[str, float] = {}
+        eval_ref = None
+        eval_snapshot: tuple[int, dict] | None = None
+        last_eval = -np.inf
+        refresh_refs: list = []
+        last_refresh = 0
+        last_log, steps_at_log = time.monotonic(), 0
+        self.last_eval: dict[str, float] = {}
+        while True:
+            elapsed = time.monotonic() - self.distill_started
+            if cfg.steps is not None and collector.env_steps >= cfg.steps:
+                return "steps"
+            if cfg.time is not None and elapsed >= cfg.time:
+                return "time"
+
+            learning = collector.env_steps >= cfg.learning_starts
+            owed = (collector.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
+            allowed = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * collector.call_size
+            collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
+            for result in collector.harvest(timeout=0.0 if (learning and owed > 0) else 0.05):
+                recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
+
+            if learning and owed > 0:
+                ids, batch = prefetch.sample()
+                metrics.update(self._label_metrics(ids, batch))
+                for mb in minibatches(batch, cfg.distill.batch_size):
+                    metrics.update(self.learner.step(mb.observations, mb.teacher_q))
+                    if self.learner.steps % cfg.publish_every == 0:
+                        self.student_version += 1
+                        self.student_params.publish.remote(self.student_version, self.learner.weights())
+                if cfg.refresh == "periodic" and self.learner.steps - last_refresh >= cfg.refresh_every:
+                    done, refresh_refs = ray.wait(refresh_refs, num_returns=len(refresh_refs), timeout=0)
+                    self.counters["labels/relabelled_in_shards"] += sum(ray.get(done))
+                    if not refresh_refs:
+                        refresh_refs = self.buffer.refresh_async(cfg.refresh_chunk)
+                        last_refresh = self.learner.steps
+
+            now = time.monotonic()
+            if eval_ref is None and self.learner.steps > 0 and now - last_eval >= cfg.eval_every_s:
+                eval_snapshot = (self.student_version, self.learner.weights())
+                eval_ref = self.evaluator.evaluate.remote(*eval_snapshot)
+                last_eval = now
+            if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
+                result = ray.get(eval_ref)
+                eval_ref = None
+                self.last_eval = result
+                self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
+                              "distill_s": round(now - self.distill_started, 3), **result})
+                self._keep_best(result, eval_snapshot)
+                if self._reached_target(result):
+                    return "target"
+
+            if now - last_log >= 2.0:
+                sps = (collector.env_steps - steps_at_log) / (now - last_log)
+                last_log, steps_at_log = now, collector.env_steps
+                self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
+                              "distill_s": round(now - self.distill_started, 3),
+                              "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
+                              "charts/episodic_return": float(np.mean(recent)) if recent else None,
+                              "students/version": self.student_version, **self.counters, **metrics})
+                if progress:
+                    progress.update(collector.env_steps if cfg.steps else now - self.started,
+                                    self._progress_fields(sps, metrics))
+
+    def _label_metrics(self, ids: np.ndarray, batch) -> dict[str, float]:
+        """Staleness of the sampled labels; with on-sample refresh, stale rows are relabelled first."""
+        now = time.monotonic()
+        lag, seconds = staleness(batch.label_version, self.teacher_version, self.published_at, now)
+        out = {
+            "buffer/label_staleness": float(lag.mean()),
+            "buffer/label_staleness_p95": float(np.percentile(lag, 95)),
+            "buffer/label_staleness_s": float(seconds.mean()),
+        }
+        stale = lag > 0
+        if self.config.refresh == "on-sample" and stale.any():
+            q = self.teacher_policy.q_values(batch.observations[stale])
+            batch.teacher_q[stale] = q
+            batch.label_version[stale] = self.teacher_version
+            self.buffer.relabel(ids[stale], q, self.teacher_version)
+            self.counters["labels/relabelled_on_sample"] += int(stale.sum())
+        return out
+
+    def _keep_best(self, result: dict[str, float], snapshot: tuple[int, dict]) -> None:
+        version, weights = snapshot
+        for name in self.config.distill.students:
+            ret = result[f"eval/return/{name}"]
+            if name not in self.best or ret > self.best[name][0]:
+                self.best[name] = (ret, version, weights[name])
+                self.save_student(name, "best", version, weights[name])
+
+    def save_student(self, name: str, which: str, version: int, weights: dict[str, np.ndarray]) -> str:
+        ckpt = checkpoint.Checkpoint(name, self.info.obs_shape, self.info.n_actions, self.config.env, version, weights)
+        return str(checkpoint.save(self.run.checkpoints / f"student-{name}-{which}.pt", ckpt))
+
+    def _reached_target(self, result: dict[str, float]) -> bool:
+        target = self.config.target_return
+        return target is not None and all(
+            result[f"eval/return/{name}"] >= target for name in self.config.distill.students)
+
+    def _progress_fields(self, sps: float, metrics: dict[str, float]) -> dict[str, str]:
+        fields = {"steps/s": f"{sps:,.0f}", "stale": f"{metrics.get('buffer/label_staleness', 0):.1f}"}
+        for name in self.config.distill.students:
+            ret = self.last_eval.get(f"eval/return/{name}")
+            agr = self.last_eval.get(f"eval/agreement/{name}")
+            loss = metrics.get(f"learner/distill_loss/{name}")
+            fields[name] = (f"ret {ret:.0f} " if ret is not None else "ret - ") + \
+                (f"agr {agr:.2f} " if agr is not None else "") + (f"loss {loss:.3g}" if loss is not None else "")
+        return fields

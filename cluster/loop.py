@@ -1,0 +1,60 @@
+"""Pieces both drivers' loops are made of: paced collection and prefetched sampling."""
+
+from __future__ import annotations
+
+import ray
+
+from ..actors.remote import ShardedBuffer
+from ..learners.batch import TransitionBatch
+
+
+class Collector:
+    """Keeps rollout actors busy with one `collect` call each, never further ahead than allowed."""
+
+    def __init__(self, actors: list[ray.actor.ActorHandle], *, steps_per_call: int, envs_per_actor: int) -> None:
+        self.actors = actors
+        self.steps_per_call = steps_per_call
+        self.call_size = steps_per_call * envs_per_actor
+        self.pending: dict[ray.ObjectRef, int] = {}
+        self.idle = list(range(len(actors)))
+        self.env_steps = 0
+
+    def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0) -> None:
+        """Start collects on idle actors while the steps collected or under way stay within `allowed_env_steps`."""
+        while self.idle and self.env_steps + len(self.pending) * self.call_size < allowed_env_steps:
+            i = self.idle.pop()
+            self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta)] = i
+
+    def harvest(self, timeout: float = 0.0) -> list[dict[str, object]]:
+        """Results of the collects that have finished (waiting up to `timeout` for the first)."""
+        if not self.pending:
+            return []
+        ready, _ = ray.wait(list(self.pending), num_returns=1, timeout=timeout)
+        if ready:
+            ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
+        results = []
+        for ref in ready:
+            self.idle.append(self.pending.pop(ref))
+            result = ray.get(ref)
+            self.env_steps += result["env_steps"]
+            results.append(result)
+        return results
+
+
+class Prefetcher:
+    """Samples `chunk` transitions from the buffer, keeping the next request in flight."""
+
+    def __init__(self, buffer: ShardedBuffer, chunk: int) -> None:
+        self.buffer = buffer
+        self.chunk = chunk
+        self.next_refs: list | None = None
+
+    def sample(self) -> tuple:
+        refs = self.next_refs or self.buffer.sample_async(self.chunk)
+        self.next_refs = self.buffer.sample_async(self.chunk)
+        return self.buffer.gather(refs)
+
+
+def minibatches(batch: TransitionBatch, size: int):
+    for start in range(0, len(batch) - size + 1, size):
+        yield batch.take(slice(start, start + size))

@@ -1,0 +1,82 @@
+"""DistillLearner: trains several students at once on the same batch of teacher labels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
+from .networks import QNetwork, count_params, parse_spec, to_numpy
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    students: tuple[str, ...] = ("16x16",)
+    loss: str = "kl"
+    tau: float = DEFAULT_TAU
+    lr: float = 1e-3
+    batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        if not self.students:
+            raise ValueError("student spec list is empty: give at least one network spec, e.g. '16x16'")
+        seen: set[str] = set()
+        for spec in self.students:
+            parse_spec(spec)
+            if spec in seen:
+                raise ValueError(f"students name {spec!r} twice: give each student spec once")
+            seen.add(spec)
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss {self.loss!r} is not known: expected one of {', '.join(LOSSES)}")
+        if not (self.tau > 0 and math.isfinite(self.tau)):
+            raise ValueError(f"tau {self.tau} is not valid: expected a temperature > 0")
+        if not self.lr > 0:
+            raise ValueError(f"distill lr {self.lr} is not valid: expected a number > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"distill batch_size {self.batch_size} is not valid: expected an integer >= 1")
+
+
+def parse_students(text: str) -> tuple[str, ...]:
+    """``"64x64,16x16"`` → ``("64x64", "16x16")``."""
+    specs = tuple(s.strip() for s in text.split(",")) if text.strip() else ()
+    if not specs:
+        raise ValueError(f"student spec list {text!r} is empty: give network specs joined by ',', e.g. '64x64,16x16'")
+    return specs
+
+
+class DistillLearner:
+    """One QNetwork and one Adam per student; `step` is one gradient step for each."""
+
+    def __init__(self, config: DistillConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0) -> None:
+        torch.manual_seed(seed)
+        self.config = config
+        self.students = {spec: QNetwork(spec, obs_shape, n_actions) for spec in config.students}
+        self.optimizers = {
+            name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
+        }
+        self.steps = 0
+
+    def params(self) -> dict[str, int]:
+        return {name: count_params(net) for name, net in self.students.items()}
+
+    def step(self, observations: np.ndarray, teacher_q: np.ndarray) -> dict[str, float]:
+        obs = torch.as_tensor(observations, dtype=torch.float32)
+        target = torch.as_tensor(teacher_q, dtype=torch.float32)
+        metrics: dict[str, float] = {}
+        for name, net in self.students.items():
+            q = net(obs)
+            loss = distill_loss(self.config.loss, q, target, tau=self.config.tau)
+            opt = self.optimizers[name]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            metrics[f"learner/distill_loss/{name}"] = float(loss.detach())
+            metrics[f"learner/agreement/{name}"] = agreement(q.detach(), target)
+        self.steps += 1
+        return metrics
+
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        return {name: to_numpy(net.state_dict()) for name, net in self.students.items()}
