@@ -12,6 +12,30 @@ from ..learners.batch import TransitionBatch
 class Buffer(Protocol):
     def add(self, batch: TransitionBatch) -> None: ...
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]: ...
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int: ...
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int:
+        """Rewrite the labels of the given ids in place; ids evicted meanwhile are skipped.
+
+        Returns how many were rewritten.
+        """
+        if self.storage is None:
+            return 0
+        ids = np.asarray(ids, dtype=np.int64)
+        live = (ids >= self.inserted - len(self)) & (ids < self.inserted)
+        slots = ids[live] % self.capacity
+        self.storage["teacher_q"][slots] = np.asarray(teacher_q, dtype=np.float32)[live]
+        self.storage["label_version"][slots] = version
+        self.relabelled += int(live.sum())
+        return int(live.sum())
+
+    def stale_ids(self, version: int, limit: int) -> np.ndarray:
+        """Up to `limit` ids whose label is older than `version`, oldest first."""
+        if self.storage is None:
+            return np.zeros(0, dtype=np.int64)
+        ids = self.ids()
+        stale = ids[self.storage["label_version"][ids % self.capacity] < version]
+        return stale[:limit]
+
     def stats(self) -> dict[str, float]: ...
 
 
@@ -30,6 +54,7 @@ class ReplayRing:
         self.storage: dict[str, np.ndarray] | None = None
         self.inserted = 0  # total transitions ever added; the next id
         self.sampled = 0
+        self.relabelled = 0
 
     def __len__(self) -> int:
         return min(self.inserted, self.capacity)
@@ -79,6 +104,29 @@ class ReplayRing:
         self.sampled += batch_size
         return ids, self.get(ids)
 
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int:
+        """Rewrite the labels of the given ids in place; ids evicted meanwhile are skipped.
+
+        Returns how many were rewritten.
+        """
+        if self.storage is None:
+            return 0
+        ids = np.asarray(ids, dtype=np.int64)
+        live = (ids >= self.inserted - len(self)) & (ids < self.inserted)
+        slots = ids[live] % self.capacity
+        self.storage["teacher_q"][slots] = np.asarray(teacher_q, dtype=np.float32)[live]
+        self.storage["label_version"][slots] = version
+        self.relabelled += int(live.sum())
+        return int(live.sum())
+
+    def stale_ids(self, version: int, limit: int) -> np.ndarray:
+        """Up to `limit` ids whose label is older than `version`, oldest first."""
+        if self.storage is None:
+            return np.zeros(0, dtype=np.int64)
+        ids = self.ids()
+        stale = ids[self.storage["label_version"][ids % self.capacity] < version]
+        return stale[:limit]
+
     def stats(self) -> dict[str, float]:
         nbytes = sum(a.nbytes for a in self.storage.values()) if self.storage else 0
         return {
@@ -86,5 +134,6 @@ class ReplayRing:
             "buffer/capacity": float(self.capacity),
             "buffer/inserted": float(self.inserted),
             "buffer/sampled": float(self.sampled),
+            "buffer/relabelled": float(self.relabelled),
             "buffer/bytes": float(nbytes),
         }

@@ -12,6 +12,7 @@ from ..learners.networks import GreedyPolicy
 from .evaluate import EvalResult, evaluate, visited_states
 
 HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
+FINAL_OFFSET = 100_000  # the final evaluation's episodes differ from the periodic ones
 
 
 class Evaluator:
@@ -42,19 +43,23 @@ class Evaluator:
         for name, w in weights.items():
             self.students[name].load(version, w)
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self, *, final: bool = False) -> dict[str, float]:
+        """Returns, agreement and KL; `final` plays other held-out episodes than the periodic ones
+        (which chose the best checkpoints), with the teacher replayed on the same seeds."""
         if self.teacher_result is None:
             raise ValueError("the evaluator has no teacher yet: call load_teacher first")
         start = time.monotonic()
-        teacher_mean = self.teacher_result.mean
+        seed = self.seed + (FINAL_OFFSET if final else 0)
+        teacher = evaluate(self.env_id, self.teacher.act, episodes=self.episodes, seed=seed) if final else self.teacher_result
+        teacher_mean = teacher.mean
         metrics = {
             "eval/return/teacher": teacher_mean,
-            "eval/return_std/teacher": self.teacher_result.std,
+            "eval/return_std/teacher": teacher.std,
             "eval/teacher_version": float(self.teacher.version),
         }
         teacher_q = torch.from_numpy(self.heldout_q)
         for name, student in self.students.items():
-            result = evaluate(self.env_id, student.act, episodes=self.episodes, seed=self.seed)
+            result = evaluate(self.env_id, student.act, episodes=self.episodes, seed=seed)
             student_q = torch.from_numpy(student.q_values(self.heldout))
             metrics[f"eval/return/{name}"] = result.mean
             metrics[f"eval/return_std/{name}"] = result.std

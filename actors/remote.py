@@ -7,13 +7,26 @@ import ray
 
 from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing
+from .evaluator import Evaluator
 from .params import ParameterServer
+from .refresh import LabelRefresher
 from .rollout import Rollout
 
 
 @ray.remote(num_cpus=0)
 class BufferShard(ReplayRing):
-    """One shard of the Ray buffer: a ReplayRing inside an actor."""
+    """One shard of the Ray buffer: a ReplayRing inside an actor, relabelling next to its data."""
+
+    def attach_teacher(self, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        self.teacher_params = params
+        self.refresher = LabelRefresher(net, obs_shape, n_actions)
+
+    def refresh(self, chunk: int) -> int:
+        """Pull the teacher if it moved, then relabel up to `chunk` stale records."""
+        version, weights = ray.get(self.teacher_params.pull.remote(self.refresher.teacher.version))
+        if weights is not None:
+            self.refresher.load_teacher(version, weights)
+        return self.refresher.refresh(self, chunk)
 
 
 @ray.remote(num_cpus=0)
@@ -23,10 +36,11 @@ class ParameterServerActor(ParameterServer):
 
 @ray.remote
 class RolloutActor:
-    """Steps a vector env next to its data and streams batches to a buffer shard.
+    """Steps a vector env next to its data and streams labelled batches to a buffer shard.
 
-    Before each collect it pulls newer weights by version; at most `max_in_flight` adds are
-    outstanding, so a slow shard pushes back on the actor instead of filling the object store.
+    Before each collect it pulls newer teacher (and student) weights by version; at most
+    `max_in_flight` adds are outstanding, so a slow shard pushes back on the actor instead of
+    filling the object store.
     """
 
     def __init__(
@@ -41,31 +55,44 @@ class RolloutActor:
         actor_id: int,
         params: ray.actor.ActorHandle,
         shard: ray.actor.ActorHandle,
+        student: str | None = None,
+        student_params: ray.actor.ActorHandle | None = None,
         max_in_flight: int = 1,
     ) -> None:
         import torch
 
         torch.set_num_threads(1)
-        self.rollout = Rollout(
-            env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
-            num_envs=num_envs, seed=seed, actor_id=actor_id,
-        )
+        self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
+                               num_envs=num_envs, seed=seed, actor_id=actor_id, student=student)
         self.params = params
+        self.student_name = student
+        self.student_params = student_params
         self.shard = shard
         self.max_in_flight = max_in_flight
         self.in_flight: list[ray.ObjectRef] = []
 
-    def collect(self, num_steps: int, epsilon: float) -> dict[str, object]:
-        version, weights = ray.get(self.params.pull.remote(self.rollout.policy.version))
+    def _pull(self) -> int:
+        refs = [self.params.pull.remote(self.rollout.teacher.version)]
+        if self.student_params is not None:
+            refs.append(self.student_params.pull.remote(self.rollout.student.version))
+        pulled = ray.get(refs)
+        version, weights = pulled[0]
         if weights is not None:
             self.rollout.load_weights(version, weights)
-        batch, episodes = self.rollout.collect(num_steps, epsilon)
+        if len(pulled) > 1 and pulled[1][1] is not None:
+            self.rollout.load_student(pulled[1][0], pulled[1][1][self.student_name])
+        return version
+
+    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> dict[str, object]:
+        latest = self._pull()
+        batch, episodes = self.rollout.collect(num_steps, epsilon, beta)
         self._add(batch)
         return {
             "env_steps": len(batch),
             "episodes": episodes,
-            "weights_version": self.rollout.policy.version,
-            "latest_version": version,
+            "weights_version": self.rollout.teacher.version,
+            "latest_version": latest,
+            "student_steps": int((batch.behaviour == 1).sum()),
         }
 
     def _add(self, batch: TransitionBatch) -> None:
@@ -78,6 +105,25 @@ class RolloutActor:
         ray.get(self.in_flight)
         self.in_flight = []
         return self.rollout.env_steps
+
+
+@ray.remote
+class EvaluatorActor:
+    """Greedy episodes of the teacher and students, away from the learner's CPU."""
+
+    def __init__(self, env_id: str, *, teacher_net: str, students: tuple[str, ...], obs_shape: tuple[int, ...],
+                 n_actions: int, episodes: int, seed: int, tau: float, teacher_version: int,
+                 teacher_weights: dict[str, np.ndarray]) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.evaluator = Evaluator(env_id, teacher_net=teacher_net, students=students, obs_shape=obs_shape,
+                                   n_actions=n_actions, episodes=episodes, seed=seed, tau=tau)
+        self.evaluator.load_teacher(teacher_version, teacher_weights)
+
+    def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False) -> dict[str, float]:
+        self.evaluator.load_students(version, students)
+        return self.evaluator.evaluate(final=final)
 
 
 class ShardedBuffer:
@@ -105,6 +151,18 @@ class ShardedBuffer:
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
         return self.gather(self.sample_async(batch_size))
+
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> list[ray.ObjectRef]:
+        """Send each shard the new labels of its own ids."""
+        n = len(self.shards)
+        return [shard.relabel.remote(ids[ids % n == i] // n, teacher_q[ids % n == i], version)
+                for i, shard in enumerate(self.shards) if (ids % n == i).any()]
+
+    def attach_teacher(self, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        ray.get([s.attach_teacher.remote(params, net, obs_shape, n_actions) for s in self.shards])
+
+    def refresh_async(self, chunk: int) -> list[ray.ObjectRef]:
+        return [s.refresh.remote(chunk) for s in self.shards]
 
     def stats(self) -> dict[str, float]:
         total: dict[str, float] = {}

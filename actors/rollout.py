@@ -1,16 +1,21 @@
-"""Rollout: steps a vector env with an ε-greedy policy and cuts the steps into TransitionBatches."""
+"""Rollout: steps a vector env, acting ε-greedy with the teacher or a student, labelling every
+state with the teacher's Q-values, and cuts the steps into TransitionBatches."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..learners.batch import BEHAVIOUR_TEACHER, TransitionBatch
+from ..learners.batch import BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER, TransitionBatch
 from ..learners.networks import GreedyPolicy
 from .envs import as_float32, make_vector_env
 
 
 class Rollout:
-    """Plain class: the same code runs in-process (tests) and inside a RolloutActor."""
+    """Plain class: the same code runs in-process (tests) and inside a RolloutActor.
+
+    Behaviour is drawn per episode: the student acts with probability 1 − β, the teacher
+    otherwise; the teacher labels every state either way (DAgger-style).
+    """
 
     def __init__(
         self,
@@ -22,9 +27,11 @@ class Rollout:
         num_envs: int = 8,
         seed: int = 0,
         actor_id: int = 0,
+        student: str | None = None,
     ) -> None:
         self.env = make_vector_env(env_id, num_envs)
-        self.policy = GreedyPolicy(net, obs_shape, n_actions)
+        self.teacher = GreedyPolicy(net, obs_shape, n_actions)
+        self.student = GreedyPolicy(student, obs_shape, n_actions) if student else None
         self.n_actions = n_actions
         self.num_envs = num_envs
         self.actor_id = actor_id
@@ -32,28 +39,44 @@ class Rollout:
         self.obs = as_float32(self.env.reset(seed=seed)[0])
         # True where the previous step ended an episode: this step is the autoreset step.
         self.resetting = np.zeros(num_envs, dtype=bool)
+        self.new_episode = np.ones(num_envs, dtype=bool)  # behaviour not drawn yet
+        self.student_acting = np.zeros(num_envs, dtype=bool)
         self.episode_return = np.zeros(num_envs, dtype=np.float64)
         self.episode_length = np.zeros(num_envs, dtype=np.int64)
         self.env_steps = 0
 
     def load_weights(self, version: int, weights: dict[str, np.ndarray]) -> None:
-        self.policy.load(version, weights)
+        """The teacher's weights (during teacher training: the learner's)."""
+        self.teacher.load(version, weights)
 
-    def _act(self, epsilon: float) -> np.ndarray:
-        greedy = self.policy.act(self.obs)
+    def load_student(self, version: int, weights: dict[str, np.ndarray]) -> None:
+        if self.student is None:
+            raise ValueError("this rollout has no student to load weights into")
+        self.student.load(version, weights)
+
+    def _act(self, teacher_q: np.ndarray, epsilon: float, beta: float) -> np.ndarray:
+        if self.new_episode.any():
+            draw = self.rng.random(self.num_envs) >= beta
+            self.student_acting = np.where(self.new_episode, draw & (self.student is not None), self.student_acting)
+            self.new_episode[:] = False
+        actions = teacher_q.argmax(axis=1)
+        if self.student_acting.any():
+            actions = np.where(self.student_acting, self.student.act(self.obs), actions)
         explore = self.rng.random(self.num_envs) < epsilon
         random_actions = self.rng.integers(0, self.n_actions, self.num_envs)
-        return np.where(explore, random_actions, greedy).astype(np.int64)
+        return np.where(explore, random_actions, actions).astype(np.int64)
 
-    def collect(self, num_steps: int, epsilon: float) -> tuple[TransitionBatch, list[tuple[float, int]]]:
+    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, list[tuple[float, int]]]:
         """Step every sub-env `num_steps` times; returns the real transitions and finished episodes."""
         parts: list[TransitionBatch] = []
         episodes: list[tuple[float, int]] = []
         for _ in range(num_steps):
-            actions = self._act(epsilon)
+            teacher_q = self.teacher.q_values(self.obs)
+            actions = self._act(teacher_q, epsilon, beta)
             next_obs, rewards, terms, truncs, _ = self.env.step(actions)
             next_obs = as_float32(next_obs)
             keep = ~self.resetting
+            n = int(keep.sum())
             self.episode_return += np.where(keep, rewards, 0.0)
             self.episode_length += keep
             parts.append(
@@ -64,8 +87,10 @@ class Rollout:
                     next_observations=next_obs[keep],
                     terminations=np.asarray(terms, dtype=bool)[keep],
                     truncations=np.asarray(truncs, dtype=bool)[keep],
-                    behaviour=np.full(int(keep.sum()), BEHAVIOUR_TEACHER, dtype=np.int8),
-                    actor_id=np.full(int(keep.sum()), self.actor_id, dtype=np.int32),
+                    teacher_q=teacher_q[keep],
+                    label_version=np.full(n, self.teacher.version, dtype=np.int64),
+                    behaviour=np.where(self.student_acting[keep], BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
+                    actor_id=np.full(n, self.actor_id, dtype=np.int32),
                 )
             )
             done = keep & (np.asarray(terms) | np.asarray(truncs))
@@ -73,9 +98,10 @@ class Rollout:
                 episodes.append((float(self.episode_return[i]), int(self.episode_length[i])))
             self.episode_return[done] = 0.0
             self.episode_length[done] = 0
+            self.new_episode |= self.resetting  # the episode after an autoreset step starts now
             self.resetting = done
             self.obs = next_obs
-            self.env_steps += int(keep.sum())
+            self.env_steps += n
         return TransitionBatch.concat(parts), episodes
 
     def close(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from ..learners.distill import DistillConfig
 from ..learners.dqn import DQNConfig
 
 
@@ -29,8 +30,8 @@ class ExplorationConfig:
 
 
 @dataclass(frozen=True)
-class TeacherRunConfig:
-    """Everything `qdistill train-teacher` needs; the CLI maps its flags one-to-one onto it."""
+class RunConfig:
+    """What every run has: env, budget, placement of rollout actors and buffer, pacing."""
 
     env: str
     out: str
@@ -38,23 +39,20 @@ class TeacherRunConfig:
     time: float | None = None  # wall-clock budget in seconds
     target_return: float | None = None  # stop once greedy evaluation reaches it
     seed: int = 0
-    init: str | None = None  # start from this teacher checkpoint
     address: str | None = None  # None: an embedded local Ray runtime
     actors: int = 2
     envs_per_actor: int = 8
     steps_per_call: int = 32  # vector steps per collect call
     actor_cpus: float = 1.0
-    learner_threads: int = 1  # torch threads for the learner; small MLPs lose to thread hand-offs
     shards: int = 1
     buffer_capacity: int = 100_000
     learning_starts: int = 1_000
     replay_ratio: float = 0.25  # learner steps per env step
     updates_per_sample: int = 16  # minibatches fetched per buffer call
     publish_every: int = 32  # learner steps between weight versions
-    eval_every: int = 2_000  # env steps between greedy evaluations
+    learner_threads: int = 1  # torch threads for the learner; small MLPs lose to thread hand-offs
     eval_episodes: int = 20
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
-    dqn: DQNConfig = field(default_factory=DQNConfig)
 
     def __post_init__(self) -> None:
         _check(self.steps is None or self.steps > 0,
@@ -65,11 +63,11 @@ class TeacherRunConfig:
                "no budget: give steps (env steps) or time (seconds)")
         _check(self.target_return is None or math.isfinite(self.target_return),
                f"target return {self.target_return} is not valid: expected a finite number")
+        _check(self.seed >= 0, f"seed {self.seed} is not valid: expected an integer >= 0")
         for name in ("actors", "envs_per_actor", "steps_per_call", "shards", "buffer_capacity",
-                     "updates_per_sample", "publish_every", "learner_threads", "eval_every", "eval_episodes"):
+                     "updates_per_sample", "publish_every", "learner_threads", "eval_episodes"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
-        _check(self.seed >= 0, f"seed {self.seed} is not valid: expected an integer >= 0")
         _check(self.learning_starts >= 0, f"learning_starts {self.learning_starts} is not valid: expected an integer >= 0")
         _check(self.replay_ratio > 0, f"replay_ratio {self.replay_ratio} is not valid: expected a number > 0")
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")
@@ -78,9 +76,61 @@ class TeacherRunConfig:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class TeacherRunConfig(RunConfig):
+    """`qdistill train-teacher`: the CLI maps its flags one-to-one onto these fields."""
+
+    init: str | None = None  # start from this teacher checkpoint
+    eval_every: int = 2_000  # env steps between greedy evaluations
+    dqn: DQNConfig = field(default_factory=DQNConfig)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.eval_every >= 1, f"eval_every {self.eval_every} is not valid: expected an integer >= 1")
+
+
+BEHAVIOURS = ("teacher", "student", "mixed")
+REFRESH_MODES = ("periodic", "on-sample", "off")
+MODES = ("online", "offline")
+
+
+@dataclass(frozen=True)
+class DistillRunConfig(RunConfig):
+    """`qdistill run`: distill a teacher into students, online (or offline, the baseline)."""
+
+    teacher: str | None = None  # teacher checkpoint; None: train one first
+    mode: str = "online"
+    distill: DistillConfig = field(default_factory=DistillConfig)
+    behaviour: str = "teacher"
+    beta_start: float = 1.0  # mixed: P(teacher acts) at the start ...
+    beta_end: float = 0.0  # ... and after beta_steps env steps
+    beta_steps: int = 20_000
+    refresh: str = "periodic"
+    refresh_every: int = 100  # learner steps between shard-side refresh passes
+    refresh_chunk: int = 4_096  # records relabelled per shard per pass
+    eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
+    samples: int = 50_000  # offline: teacher-labelled states, labelled once
+    epochs: int = 10  # offline: passes over them
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check(self.mode in MODES, f"mode {self.mode!r} is not known: expected one of {', '.join(MODES)}")
+        _check(self.behaviour in BEHAVIOURS,
+               f"behaviour {self.behaviour!r} is not known: expected one of {', '.join(BEHAVIOURS)}")
+        _check(self.refresh in REFRESH_MODES,
+               f"refresh {self.refresh!r} is not known: expected one of {', '.join(REFRESH_MODES)}")
+        for name in ("beta_start", "beta_end"):
+            value = getattr(self, name)
+            _check(0.0 <= value <= 1.0, f"{name} {value} is not valid: expected a number in [0, 1]")
+        for name in ("beta_steps", "refresh_every", "refresh_chunk", "samples", "epochs"):
+            value = getattr(self, name)
+            _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
+        _check(self.eval_every_s > 0, f"eval_every_s {self.eval_every_s} is not valid: expected seconds > 0")
+
+
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
-# (see benchmarks/teacher_time.py). Flags override them.
-PRESETS: dict[str, dict[str, object]] = {
+# (benchmarks/teacher_time.py, benchmarks/distill_quality.py). Flags override them.
+TEACHER_PRESETS: dict[str, dict[str, object]] = {
     "CartPole-v1": {
         "steps": 300_000,
         "dqn": {"net": "256x256", "lr": 5e-4, "batch_size": 64, "target_update": 250},
@@ -105,26 +155,54 @@ PRESETS: dict[str, dict[str, object]] = {
         "eval_every": 20_000,
     },
 }
-DEFAULT_PRESET: dict[str, object] = {"steps": 500_000}
+DISTILL_DEFAULTS: dict[str, object] = {
+    "steps": 500_000,
+    "actors": 1,
+    "replay_ratio": 0.1,
+    "updates_per_sample": 4,
+    "exploration": {"start": 0.05, "end": 0.05, "steps": 0},
+}
+DISTILL_PRESETS: dict[str, dict[str, object]] = {
+    "CartPole-v1": {"distill": {"students": ("16x16",)}},
+    "Acrobot-v1": {"distill": {"students": ("16x16",)}},
+    "LunarLander-v3": {"distill": {"students": ("64x64",)}, "buffer_capacity": 200_000, "eval_every_s": 5.0},
+}
+_TEACHER_NESTED = {"dqn": DQNConfig, "exploration": ExplorationConfig}
+_DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig}
 
 
 def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
-    """Preset for `env`, then `overrides` (None means "not given"); validated on construction.
+    """The env's preset, then `overrides` (None means "not given"); validated on construction.
 
-    Overrides for DQN and exploration fields go in `dqn` / `exploration` dicts.
+    Overrides of nested fields go in dicts: `dqn={...}`, `exploration={...}`.
     """
-    preset = PRESETS.get(env, DEFAULT_PRESET)
-    flat = {k: v for k, v in preset.items() if k not in ("dqn", "exploration")}
-    given = {k: v for k, v in overrides.items() if v is not None and k not in ("dqn", "exploration")}
+    preset = TEACHER_PRESETS.get(env, {"steps": 500_000})
+    return _resolve(TeacherRunConfig, preset, _TEACHER_NESTED, env, out, overrides)
+
+
+def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
+    """Like `teacher_config`; nested overrides in `distill={...}`, `exploration={...}`."""
+    preset = _merge(DISTILL_DEFAULTS, DISTILL_PRESETS.get(env, {}))
+    return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
+
+
+def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for k, v in top.items():
+        merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _resolve(cls, preset: dict[str, object], nested: dict[str, type], env: str, out: str,
+             overrides: dict[str, object]):
+    flat = {k: v for k, v in preset.items() if k not in nested}
+    given = {k: v for k, v in overrides.items() if v is not None and k not in nested}
     if given.get("time") is not None and "steps" not in given:
         flat.pop("steps", None)  # a time budget alone replaces the preset's step budget
     flat.update(given)
-    dqn = DQNConfig(**{**preset.get("dqn", {}), **_given(overrides.get("dqn"))})
-    exploration = ExplorationConfig(**{**preset.get("exploration", {}), **_given(overrides.get("exploration"))})
-    return TeacherRunConfig(env=env, out=out, dqn=dqn, exploration=exploration, **flat)
+    subs = {name: sub(**{**preset.get(name, {}), **_given(overrides.get(name))}) for name, sub in nested.items()}
+    return cls(env=env, out=out, **subs, **flat)
 
 
 def _given(d: object) -> dict[str, object]:
     return {k: v for k, v in (d or {}).items() if v is not None}  # type: ignore[union-attr]
-
-

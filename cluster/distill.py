@@ -18,12 +18,12 @@ from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, 
 from ..learners import checkpoint
 from ..learners.distill import DistillLearner
 from ..learners.networks import GreedyPolicy
-from ..learners.schedule import LinearSchedule
+from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .connect import connect
 from .loop import Collector, Prefetcher, minibatches
 from .progress import Progress
-from .report import finish_distill_run
+from .report import summarize
 from .rundir import RunDir
 
 
@@ -50,11 +50,7 @@ class DistillDriver:
         self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0}
 
     def _beta(self, env_steps: int) -> float:
-        if self.config.behaviour == "teacher":
-            return 1.0
-        if self.config.behaviour == "student":
-            return 0.0
-        return self.beta(env_steps)
+        return behaviour_beta(self.config.behaviour, self.beta, env_steps)
 
     def train(self) -> dict[str, object]:
         cfg = self.config
@@ -92,9 +88,9 @@ class DistillDriver:
         finally:
             if progress:
                 progress.close()
-        self.distill_wall_s = time.monotonic() - self.distill_started
+        distill_wall_s = time.monotonic() - self.distill_started
         try:
-            return finish_distill_run(self, reason)
+            return self._finish(reason, distill_wall_s)
         finally:
             for handle in [*self.actors, *self.buffer.shards, self.teacher_params, self.student_params, self.evaluator]:
                 ray.kill(handle)
@@ -150,10 +146,7 @@ class DistillDriver:
             if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
                 result = ray.get(eval_ref)
                 eval_ref = None
-                self.last_eval = result
-                self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
-                              "distill_s": round(now - self.distill_started, 3), **result})
-                self._keep_best(result, eval_snapshot)
+                self._record_eval(result, eval_snapshot)
                 if self._reached_target(result):
                     return "target"
 
@@ -168,6 +161,32 @@ class DistillDriver:
                 if progress:
                     progress.update(collector.env_steps if cfg.steps else now - self.started,
                                     self._progress_fields(sps, metrics))
+
+    def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:
+        """Last checkpoints, then the final evaluation of each student's best on other held-out episodes."""
+        last = self.learner.weights()
+        # the last weights compete for best on the same episodes as every periodic evaluation
+        snapshot = (self.student_version, last)
+        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot)), snapshot)
+        students = {}
+        for name in self.config.distill.students:
+            last_path = self.save_student(name, "last", self.student_version, last[name])
+            students[name] = {"last_checkpoint": last_path,
+                              "checkpoint": str(self.run.checkpoints / f"student-{name}-best.pt")}
+        best = {name: self.best[name][2] for name in students}
+        final = ray.get(self.evaluator.evaluate.remote(self.student_version, best, final=True))
+        facts = {
+            "mode": "online",
+            "wall_s": round(time.monotonic() - self.started, 2),
+            "distill_wall_s": round(distill_wall_s, 2),
+            "env_steps": self.collector.env_steps,
+            "learner_steps": self.learner.steps,
+            "stop_reason": reason,
+            "labels": dict(self.counters),
+        }
+        summary = summarize(self.run, self.config, self.teacher, final, students, facts)
+        self.run.close()
+        return summary
 
     def _label_metrics(self, ids: np.ndarray, batch) -> dict[str, float]:
         """Staleness of the sampled labels; with on-sample refresh, stale rows are relabelled first."""
@@ -187,7 +206,11 @@ class DistillDriver:
             self.counters["labels/relabelled_on_sample"] += int(stale.sum())
         return out
 
-    def _keep_best(self, result: dict[str, float], snapshot: tuple[int, dict]) -> None:
+    def _record_eval(self, result: dict[str, float], snapshot: tuple[int, dict]) -> None:
+        """Log an evaluation and keep each student's best weights (by greedy return)."""
+        self.last_eval = result
+        self.run.log({"env_steps": self.collector.env_steps, "learner/steps": self.learner.steps,
+                      "distill_s": round(time.monotonic() - self.distill_started, 3), **result})
         version, weights = snapshot
         for name in self.config.distill.students:
             ret = result[f"eval/return/{name}"]

@@ -4,81 +4,68 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-import ray
 
 from ..learners import checkpoint
 from ..learners.networks import action_latency_us, count_params
+from .config import DistillRunConfig
+from .rundir import RunDir
 
-if TYPE_CHECKING:
-    from .distill import DistillDriver
 
-
-def finish_distill_run(driver: DistillDriver, reason: str) -> dict[str, object]:
-    cfg, run = driver.config, driver.run
-    last = driver.learner.weights()
-    best = {}
-    for name in cfg.distill.students:
-        last_path = driver.save_student(name, "last", driver.student_version, last[name])
-        if name not in driver.best:  # never evaluated: the last is the best we know
-            driver.best[name] = (float("nan"), driver.student_version, last[name])
-            driver.save_student(name, "best", driver.student_version, last[name])
-        best[name] = driver.best[name][2]
-        driver.best[name] = (*driver.best[name], last_path)  # type: ignore[assignment]
-    final = ray.get(driver.evaluator.evaluate.remote(driver.student_version, best, final=True))
-    teacher_path = checkpoint.save(run.checkpoints / "teacher.pt", driver.teacher)
-    teacher_net = driver.teacher.network()
-    students = {}
-    for name in cfg.distill.students:
-        net = checkpoint.load(run.checkpoints / f"student-{name}-best.pt").network()
-        students[name] = {
+def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoint.Checkpoint],
+                   final: dict[str, float]) -> dict[str, dict]:
+    """Teacher and students side by side: size, return, closeness to the teacher, latency."""
+    teacher_net = teacher.network()
+    rows = {}
+    for name, ckpt in students.items():
+        net = ckpt.network()
+        rows[name] = {
             "params": count_params(net),
             "eval_return_mean": final[f"eval/return/{name}"],
             "eval_return_std": final[f"eval/return_std/{name}"],
             "pct_of_teacher": final[f"eval/pct_of_teacher/{name}"],
             "agreement": final[f"eval/agreement/{name}"],
             "kl": final[f"eval/kl/{name}"],
-            "us_per_action": action_latency_us(net, driver.info.obs_shape),
-            "version": driver.best[name][1],
-            "checkpoint": str(run.checkpoints / f"student-{name}-best.pt"),
-            "last_checkpoint": driver.best[name][3],
+            "us_per_action": action_latency_us(net, ckpt.obs_shape),
+            "version": ckpt.version,
         }
-    summary = {
-        "env": cfg.env,
-        "mode": "online",
-        "wall_s": round(_now() - driver.started, 2),
-        "distill_wall_s": round(driver.distill_wall_s, 2),
-        "env_steps": driver.collector.env_steps,
-        "learner_steps": driver.learner.steps,
-        "stop_reason": reason,
-        "loss": cfg.distill.loss,
-        "behaviour": cfg.behaviour,
-        "refresh": cfg.refresh,
-        "target_return": cfg.target_return,
-        "labels": dict(driver.counters),
+    return {
         "teacher": {
-            "net": driver.teacher.net,
+            "net": teacher.net,
             "params": count_params(teacher_net),
             "eval_return_mean": final["eval/return/teacher"],
             "eval_return_std": final["eval/return_std/teacher"],
-            "eval_episodes": cfg.eval_episodes,
-            "version": driver.teacher.version,
-            "checkpoint": str(teacher_path),
-            "us_per_action": action_latency_us(teacher_net, driver.info.obs_shape),
+            "version": teacher.version,
+            "us_per_action": action_latency_us(teacher_net, teacher.obs_shape),
         },
-        "students": students,
+        "students": rows,
+    }
+
+
+def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint, final: dict[str, float],
+              students: dict[str, dict[str, str]], run_facts: dict[str, object]) -> dict[str, object]:
+    """Write summary.json, report.md and return.png from the final evaluation.
+
+    `students` maps each name to its `checkpoint` (best) and `last_checkpoint` paths;
+    `run_facts` holds the run's own counters (mode, wall times, steps, stop reason, labels).
+    """
+    teacher_path = checkpoint.save(run.checkpoints / "teacher.pt", teacher)
+    policies = policy_summary(teacher, {n: checkpoint.load(p["checkpoint"]) for n, p in students.items()}, final)
+    policies["teacher"].update(checkpoint=str(teacher_path), eval_episodes=cfg.eval_episodes)
+    for name, paths in students.items():
+        policies["students"][name].update(paths)
+    summary = {
+        "env": cfg.env,
+        **run_facts,
+        "loss": cfg.distill.loss,
+        "tau": cfg.distill.tau,
+        "behaviour": cfg.behaviour,
+        "refresh": cfg.refresh,
+        "target_return": cfg.target_return,
+        **policies,
     }
     run.write_json("summary.json", summary)
     write_report(run.path, summary)
-    run.close()
     return summary
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def table(summary: dict[str, object]) -> str:
@@ -100,7 +87,7 @@ def table(summary: dict[str, object]) -> str:
 def write_report(path: Path, summary: dict[str, object]) -> None:
     episodes = summary["teacher"]["eval_episodes"]
     text = (f"# qdistill run: {summary['env']}\n\n"
-            f"Loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
+            f"Mode `{summary['mode']}`, loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. "
             f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
@@ -125,7 +112,8 @@ def plot_returns(metrics: Path, out: Path, students: list[str]) -> None:
     ax.set_xlabel("distillation wall time (s)")
     ax.set_ylabel("greedy return")
     ax.grid(alpha=0.3)
-    ax.legend()
+    if records:
+        ax.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

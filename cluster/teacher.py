@@ -19,10 +19,11 @@ from ..actors.evaluate import EvalResult, evaluate
 from ..actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
 from ..learners import checkpoint
 from ..learners.dqn import DQNLearner
-from ..learners.networks import greedy_actions
+from ..learners.networks import GreedyPolicy, greedy_actions
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .connect import connect
+from .loop import Collector, Prefetcher, minibatches
 from .progress import Progress
 from .rundir import RunDir
 
@@ -89,17 +90,14 @@ class TeacherDriver:
 
     def _loop(self, progress: Progress | None) -> str:
         cfg = self.config
-        call_size = cfg.envs_per_actor * cfg.steps_per_call
-        pending: dict[ray.ObjectRef, int] = {}
-        idle = list(range(cfg.actors))
-        sample_refs = None
+        collector = Collector(self.actors, steps_per_call=cfg.steps_per_call, envs_per_actor=cfg.envs_per_actor)
+        prefetch = Prefetcher(self.buffer, cfg.dqn.batch_size * cfg.updates_per_sample)
         next_eval = max(cfg.eval_every, cfg.learning_starts)
-        last_log = time.monotonic()
-        steps_at_log = 0
+        last_log, steps_at_log = time.monotonic(), 0
         metrics: dict[str, float] = {}
-        staleness = 0
-        actor_version = -1
+        staleness, actor_version = 0, -1
         while True:
+            self.env_steps = collector.env_steps
             elapsed = time.monotonic() - self.started
             if cfg.steps is not None and self.env_steps >= cfg.steps:
                 return "steps"
@@ -107,65 +105,55 @@ class TeacherDriver:
                 return "time"
 
             # collect: keep actors busy, but no further ahead of the learner than one call each
-            absorbable = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * call_size
-            while idle and self.env_steps + len(pending) * call_size < absorbable:
-                i = idle.pop()
-                pending[self.actors[i].collect.remote(cfg.steps_per_call, self.epsilon(self.env_steps))] = i
-            ready, _ = ray.wait(list(pending), num_returns=len(pending), timeout=0)
-            for ref in ready:
-                result = ray.get(ref)
-                idle.append(pending.pop(ref))
-                self.env_steps += result["env_steps"]
+            learning = self.env_steps >= cfg.learning_starts
+            owed = (self.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
+            allowed = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * collector.call_size
+            collector.launch(allowed, self.epsilon(self.env_steps))
+            for result in collector.harvest(timeout=0.0 if (learning and owed > 0) else 0.05):
                 self.recent_returns.extend(ret for ret, _ in result["episodes"])
                 staleness = result["latest_version"] - result["weights_version"]
                 actor_version = result["weights_version"]
 
             # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
-            owed = (self.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
-            if self.env_steps >= cfg.learning_starts and owed > 0:
-                chunk = cfg.dqn.batch_size * cfg.updates_per_sample
-                if sample_refs is None:
-                    sample_refs = self.buffer.sample_async(chunk)
-                _, batch = self.buffer.gather(sample_refs)
-                sample_refs = self.buffer.sample_async(chunk)
-                for k in range(cfg.updates_per_sample):
-                    metrics = self.learner.step(batch.take(slice(k * cfg.dqn.batch_size, (k + 1) * cfg.dqn.batch_size)))
+            if learning and owed > 0:
+                _, batch = prefetch.sample()
+                for mb in minibatches(batch, cfg.dqn.batch_size):
+                    metrics = self.learner.step(mb)
                     if self.learner.steps % cfg.publish_every == 0:
                         self.version += 1
                         self.params.publish.remote(self.version, self.learner.weights())
-            elif pending:
-                ray.wait(list(pending), num_returns=1, timeout=0.05)
 
-            if self.env_steps >= next_eval and self.learner.steps > 0:
+            if collector.env_steps >= next_eval and self.learner.steps > 0:
+                self.env_steps = collector.env_steps
                 next_eval += cfg.eval_every
                 if self._evaluate():
                     return "target"
 
             now = time.monotonic()
             if now - last_log >= 2.0:
-                sps = (self.env_steps - steps_at_log) / (now - last_log)
-                last_log, steps_at_log = now, self.env_steps
+                sps = (collector.env_steps - steps_at_log) / (now - last_log)
+                last_log, steps_at_log = now, collector.env_steps
                 self.run.log({
-                    "env_steps": self.env_steps,
+                    "env_steps": collector.env_steps,
                     "learner/steps": self.learner.steps,
                     "weights/version": self.version,
                     "rollout/steps_per_s": round(sps, 1),
-                    "rollout/epsilon": round(self.epsilon(self.env_steps), 4),
+                    "rollout/epsilon": round(self.epsilon(collector.env_steps), 4),
                     "rollout/weights_version": actor_version,
                     "rollout/weights_staleness": staleness,
                     "charts/episodic_return": self._recent(),
                     **metrics,
                 })
                 if progress:
-                    progress.update(self.env_steps if cfg.steps else elapsed, {
+                    progress.update(collector.env_steps if cfg.steps else elapsed, {
                         "steps/s": f"{sps:,.0f}",
-                        "ε": f"{self.epsilon(self.env_steps):.3f}",
-                        "return": f"{self._recent():.1f}",
+                        "ε": f"{self.epsilon(collector.env_steps):.3f}",
+                        "return": f"{self._recent():.1f}" if self.recent_returns else "-",
                         "eval": f"{self.best.eval_mean:.1f}" if self.best.weights else "-",
                     })
 
-    def _recent(self) -> float:
-        return float(np.mean(self.recent_returns)) if self.recent_returns else float("nan")
+    def _recent(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
 
     # -- evaluation and checkpoints ------------------------------------------------------------
 
@@ -187,9 +175,9 @@ class TeacherDriver:
         return self.best.final.mean >= cfg.target_return
 
     def _final_eval(self, weights: dict[str, np.ndarray]) -> EvalResult:
-        net = checkpoint.Checkpoint(self.config.dqn.net, self.info.obs_shape, self.info.n_actions,
-                                    self.config.env, 0, weights).network()
-        return evaluate(self.config.env, lambda obs: greedy_actions(net, obs),
+        policy = GreedyPolicy(self.config.dqn.net, self.info.obs_shape, self.info.n_actions)
+        policy.load(self.version, weights)
+        return evaluate(self.config.env, policy.act,
                         episodes=self.config.eval_episodes, seed=FINAL_SEED + self.config.seed * 1000)
 
     def _save(self, name: str, version: int, weights: dict[str, np.ndarray]) -> str:

@@ -21,6 +21,8 @@ class TransitionBatch:
     next_observations: np.ndarray  # [B, *obs_shape] float32
     terminations: np.ndarray  # [B] bool
     truncations: np.ndarray  # [B] bool
+    teacher_q: np.ndarray  # [B, A] float32: the teacher's Q-values for `observations` (the soft label)
+    label_version: np.ndarray  # [B] int64: the teacher version that produced `teacher_q`
     behaviour: np.ndarray  # [B] int8, BEHAVIOUR_*
     actor_id: np.ndarray  # [B] int32
 

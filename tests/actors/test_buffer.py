@@ -17,6 +17,8 @@ def _batch(start: int, n: int, actor: int = 0) -> TransitionBatch:
         next_observations=np.stack([seq + 1, -seq - 1], axis=1).astype(np.float32),
         terminations=seq % 3 == 0,
         truncations=seq % 5 == 0,
+        teacher_q=np.stack([seq, 2 * seq], axis=1).astype(np.float32),
+        label_version=np.zeros(n, np.int64),
         behaviour=np.zeros(n, np.int8),
         actor_id=np.full(n, actor, np.int32),
     )
@@ -30,6 +32,7 @@ def _check_aligned(batch: TransitionBatch) -> None:
     np.testing.assert_array_equal(batch.next_observations[:, 0], seq + 1)
     np.testing.assert_array_equal(batch.terminations, seq % 3 == 0)
     np.testing.assert_array_equal(batch.truncations, seq % 5 == 0)
+    np.testing.assert_array_equal(batch.teacher_q[:, 0], seq)
 
 
 def test_fifo_wrap_around_keeps_the_newest():

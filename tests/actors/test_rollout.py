@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import ray
+import torch
 
 from qdistill.actors.envs import EnvError, describe
 from qdistill.actors.evaluate import evaluate
@@ -103,3 +104,53 @@ def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
     finally:
         for handle in [actor, params, *buffer.shards]:
             ray.kill(handle)
+
+
+def _policy_weights(spec, seed, obs_shape=(4,), n_actions=2):
+    torch.manual_seed(seed)
+    return to_numpy(QNetwork(spec, obs_shape, n_actions).state_dict())
+
+
+def test_every_state_carries_the_teachers_label():
+    r = Rollout("CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=1)
+    weights = _policy_weights("8", 5)
+    r.load_weights(11, weights)
+    batch, _ = r.collect(40, epsilon=0.3)
+    net = QNetwork("8", (4,), 2)
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
+    with torch.no_grad():
+        np.testing.assert_allclose(batch.teacher_q, net(torch.from_numpy(batch.observations)).numpy(), rtol=1e-6)
+    assert batch.teacher_q.dtype == np.float32 and (batch.label_version == 11).all()
+
+
+def _mixed_rollout(num_envs=1):
+    r = Rollout("CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=num_envs, seed=2, student="4")
+    r.load_weights(1, _policy_weights("8", 0))
+    r.load_student(1, _policy_weights("4", 1))
+    return r
+
+
+@pytest.mark.parametrize("beta, expected", [(1.0, {0}), (0.0, {1})])
+def test_beta_one_is_all_teacher_and_zero_all_student(beta, expected):
+    batch, _ = _mixed_rollout(num_envs=4).collect(60, epsilon=0.0, beta=beta)
+    assert set(np.unique(batch.behaviour)) == expected
+
+
+def test_mixed_behaviour_is_drawn_per_episode():
+    r = _mixed_rollout(num_envs=1)
+    batch, episodes = r.collect(2_000, epsilon=1.0, beta=0.5)
+    ends = np.flatnonzero(batch.terminations | batch.truncations)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    per_episode = [np.unique(batch.behaviour[s:e + 1]) for s, e in zip(starts, ends)]
+    assert all(len(u) == 1 for u in per_episode)  # one actor for a whole episode
+    share = np.mean([u[0] for u in per_episode])
+    assert len(per_episode) > 50 and 0.3 < share < 0.7
+
+
+def test_student_actions_are_the_students_greedy_actions():
+    r = _mixed_rollout(num_envs=2)
+    batch, _ = r.collect(30, epsilon=0.0, beta=0.0)
+    student = QNetwork("4", (4,), 2)
+    student.load_state_dict({k: torch.from_numpy(v) for k, v in _policy_weights("4", 1).items()})
+    with torch.no_grad():
+        np.testing.assert_array_equal(batch.actions, student(torch.from_numpy(batch.observations)).argmax(1).numpy())

@@ -69,3 +69,46 @@ def test_checkpoint_for_another_env(tmp_path):
                     f"checkpoint '{path}' was made for env 'Acrobot-v1', not 'CartPole-v1'; "
                     "observation shape (6,), not (4,); 3 actions, not 2")
     assert not out.exists()
+
+
+RUN_CASES = [
+    (["--loss", "hinge"], "loss 'hinge' is not known: expected one of mse, kl, nll"),
+    (["--tau", "0"], "tau 0.0 is not valid: expected a temperature > 0"),
+    (["--tau", "-0.5"], "tau -0.5 is not valid: expected a temperature > 0"),
+    (["--students", "16y16"],
+     "network spec '16y16' is not valid: expected hidden layer widths joined by 'x', each a positive integer, e.g. '256x256' or '64'"),
+    (["--students", ""], "student spec list '' is empty: give network specs joined by ',', e.g. '64x64,16x16'"),
+    (["--students", "16x16,"],
+     "network spec '' is not valid: expected hidden layer widths joined by 'x', each a positive integer, e.g. '256x256' or '64'"),
+    (["--students", "16x16,64x64,16x16"], "students name '16x16' twice: give each student spec once"),
+    (["--behaviour", "random"], "behaviour 'random' is not known: expected one of teacher, student, mixed"),
+    (["--refresh", "sometimes"], "refresh 'sometimes' is not known: expected one of periodic, on-sample, off"),
+    (["--mode", "batch"], "mode 'batch' is not known: expected one of online, offline"),
+]
+
+
+@pytest.mark.parametrize("args, message", RUN_CASES, ids=[c[1].split(":")[0][:40] for c in RUN_CASES])
+def test_run_bad_input_is_refused(tmp_path, args, message):
+    out = tmp_path / "run"
+    _assert_refused(_run("run", "--env", "CartPole-v1", *args, "--out", str(out)), message)
+    assert not out.exists()
+
+
+def test_run_teacher_checkpoints_are_checked(tmp_path):
+    out = tmp_path / "run"
+    missing = tmp_path / "nope.pt"
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(missing), "--out", str(out)),
+                    f"checkpoint '{missing}' does not exist")
+    acrobot = tmp_path / "acrobot.pt"
+    checkpoint.save(acrobot, checkpoint.Checkpoint("64", (6,), 3, "Acrobot-v1", 1,
+                                                   to_numpy(QNetwork("64", (6,), 3).state_dict())))
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(acrobot), "--out", str(out)),
+                    f"checkpoint '{acrobot}' was made for env 'Acrobot-v1', not 'CartPole-v1'; "
+                    "observation shape (6,), not (4,); 3 actions, not 2")
+    # same env id, other action count (a checkpoint edited or made for a variant)
+    odd = tmp_path / "odd.pt"
+    checkpoint.save(odd, checkpoint.Checkpoint("64", (4,), 3, "CartPole-v1", 1,
+                                               to_numpy(QNetwork("64", (4,), 3).state_dict())))
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(odd), "--out", str(out)),
+                    f"checkpoint '{odd}' was made for 3 actions, not 2")
+    assert not out.exists()

@@ -40,6 +40,8 @@ def _batch(n=4, seed=0):
         next_observations=rng.normal(size=(n, 4)).astype(np.float32),
         terminations=np.array([False, True] * (n // 2)),
         truncations=np.zeros(n, bool),
+        teacher_q=np.zeros((n, 2), np.float32),
+        label_version=np.zeros(n, np.int64),
         behaviour=np.zeros(n, np.int8),
         actor_id=np.zeros(n, np.int32),
     )
@@ -95,3 +97,13 @@ def test_linear_schedule():
 def test_dqn_config_refuses_bad_values(kwargs, message):
     with pytest.raises(ValueError, match=message):
         DQNConfig(**kwargs)
+
+
+def test_behaviour_beta():
+    from qdistill.learners.schedule import behaviour_beta
+
+    schedule = LinearSchedule(1.0, 0.2, 1000)
+    assert [behaviour_beta("mixed", schedule, t) for t in (0, 500, 1000, 5000)] == pytest.approx([1.0, 0.6, 0.2, 0.2])
+    assert behaviour_beta("teacher", schedule, 500) == 1.0 and behaviour_beta("student", schedule, 0) == 0.0
+    with pytest.raises(ValueError, match="^behaviour 'random' is not known: expected one of teacher, student, mixed$"):
+        behaviour_beta("random", schedule, 0)

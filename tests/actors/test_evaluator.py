@@ -1,0 +1,27 @@
+import numpy as np
+import pytest
+
+from qdistill.actors.evaluator import Evaluator, percent_of
+from qdistill.learners.networks import QNetwork, to_numpy
+
+
+def test_a_student_equal_to_its_teacher_matches_it_exactly():
+    weights = to_numpy(QNetwork("16", (4,), 2).state_dict())
+    ev = Evaluator("CartPole-v1", teacher_net="16", students=("16", "8"), obs_shape=(4,), n_actions=2,
+                   episodes=5, heldout_states=300)
+    ev.load_teacher(3, weights)
+    ev.load_students(1, {"16": weights, "8": to_numpy(QNetwork("8", (4,), 2).state_dict())})
+    m = ev.evaluate()
+    assert m["eval/return/16"] == m["eval/return/teacher"]
+    assert m["eval/pct_of_teacher/16"] == 100.0
+    assert m["eval/agreement/16"] == 1.0 and m["eval/kl/16"] == pytest.approx(0.0, abs=1e-6)
+    assert 0.0 <= m["eval/agreement/8"] <= 1.0 and m["eval/kl/8"] >= 0.0
+    assert ev.heldout.shape == (300, 4)
+    final = ev.evaluate(final=True)  # other episodes, same comparison
+    assert final["eval/return/16"] == final["eval/return/teacher"]
+
+
+def test_percent_of_teacher():
+    assert percent_of(450.0, 500.0) == 90.0
+    assert percent_of(-100.0, -80.0) == pytest.approx(80.0)  # negative returns: closer is higher
+    assert np.isnan(percent_of(5.0, 0.0))
