@@ -219,8 +219,8 @@ class DistillDriver:
                 self.save_student(name, "best", version, weights[name])
 
     def save_student(self, name: str, which: str, version: int, weights: dict[str, np.ndarray]) -> str:
-        ckpt = checkpoint.Checkpoint(name, self.info.obs_shape, self.info.n_actions, self.config.env, version, weights)
-        return str(checkpoint.save(self.run.checkpoints / f"student-{name}-{which}.pt", ckpt))
+        return self.run.save_student(name, which, env=self.config.env, obs_shape=self.info.obs_shape,
+                                     n_actions=self.info.n_actions, version=version, weights=weights)
 
     def _reached_target(self, result: dict[str, float]) -> bool:
         target = self.config.target_return

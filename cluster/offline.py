@@ -35,23 +35,37 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     rollout.close()
     observations = np.concatenate([b.observations for b in parts])[: cfg.samples]
     labels = np.concatenate([b.teacher_q for b in parts])[: cfg.samples]
-    # 2. fit each student for E epochs
+    # 2. fit each student for E epochs, evaluating after each (the same early stopping as online)
     learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions, seed=cfg.seed)
-    metrics = fit(learner, observations, labels, epochs=cfg.epochs, seed=cfg.seed)
-    run.log({"env_steps": len(observations), "learner/steps": learner.steps, **metrics})
-    # 3. test
-    weights = learner.weights()
-    students = {}
-    for name in cfg.distill.students:
-        ckpt = checkpoint.Checkpoint(name, info.obs_shape, info.n_actions, cfg.env, 1, weights[name])
-        path = str(checkpoint.save(run.checkpoints / f"student-{name}-best.pt", ckpt))
-        students[name] = {"checkpoint": path, "last_checkpoint": path}
     evaluator = Evaluator(cfg.env, teacher_net=teacher.net, students=cfg.distill.students,
                           obs_shape=info.obs_shape, n_actions=info.n_actions, episodes=cfg.eval_episodes,
                           seed=cfg.seed, tau=cfg.distill.tau)
     evaluator.load_teacher(teacher.version, teacher.weights)
-    evaluator.load_students(1, weights)
+    best: dict[str, tuple[float, dict[str, np.ndarray]]] = {}
+
+    def after_epoch(epoch: int) -> None:
+        weights = learner.weights()
+        evaluator.load_students(epoch + 1, weights)
+        result = evaluator.evaluate()
+        run.log({"env_steps": len(observations), "learner/steps": learner.steps, "epoch": epoch + 1,
+                 "distill_s": round(time.monotonic() - t0, 3), **result})
+        for name in cfg.distill.students:
+            if name not in best or result[f"eval/return/{name}"] > best[name][0]:
+                best[name] = (result[f"eval/return/{name}"], weights[name])
+                run.save_student(name, "best", env=cfg.env, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                                 version=epoch + 1, weights=weights[name])
+
+    fit(learner, observations, labels, epochs=cfg.epochs, seed=cfg.seed, after_epoch=after_epoch)
     distill_wall_s = time.monotonic() - t0
+    # 3. test each student's best on other held-out episodes
+    students = {}
+    last = learner.weights()
+    for name in cfg.distill.students:
+        students[name] = {"checkpoint": str(run.checkpoints / f"student-{name}-best.pt"),
+                          "last_checkpoint": run.save_student(name, "last", env=cfg.env, obs_shape=info.obs_shape,
+                                                             n_actions=info.n_actions, version=cfg.epochs,
+                                                             weights=last[name])}
+        evaluator.load_students(0, {name: best[name][1]})
     final = evaluator.evaluate(final=True)
     facts = {
         "mode": "offline",
@@ -65,3 +79,4 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     summary = summarize(run, cfg, teacher, final, students, facts)
     run.close()
     return summary
+

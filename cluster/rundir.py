@@ -8,6 +8,10 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
+from ..learners import checkpoint
+
 
 class RunDirError(ValueError):
     """An output directory that cannot hold a run."""
@@ -39,6 +43,12 @@ class RunDir:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
         self._t0 = time.time()
+
+    def save_student(self, name: str, which: str, *, env: str, obs_shape: tuple[int, ...], n_actions: int,
+                     version: int, weights: dict[str, np.ndarray]) -> str:
+        """checkpoints/student-NAME-{best,last}.pt; NAME is the student's network spec."""
+        ckpt = checkpoint.Checkpoint(name, obs_shape, n_actions, env, version, weights)
+        return str(checkpoint.save(self.checkpoints / f"student-{name}-{which}.pt", ckpt))
 
     def write_json(self, name: str, payload: dict[str, object]) -> Path:
         target = self.path / name
