@@ -13,29 +13,6 @@ class Buffer(Protocol):
     def add(self, batch: TransitionBatch) -> None: ...
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]: ...
     def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int: ...
-    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int:
-        """Rewrite the labels of the given ids in place; ids evicted meanwhile are skipped.
-
-        Returns how many were rewritten.
-        """
-        if self.storage is None:
-            return 0
-        ids = np.asarray(ids, dtype=np.int64)
-        live = (ids >= self.inserted - len(self)) & (ids < self.inserted)
-        slots = ids[live] % self.capacity
-        self.storage["teacher_q"][slots] = np.asarray(teacher_q, dtype=np.float32)[live]
-        self.storage["label_version"][slots] = version
-        self.relabelled += int(live.sum())
-        return int(live.sum())
-
-    def stale_ids(self, version: int, limit: int) -> np.ndarray:
-        """Up to `limit` ids whose label is older than `version`, oldest first."""
-        if self.storage is None:
-            return np.zeros(0, dtype=np.int64)
-        ids = self.ids()
-        stale = ids[self.storage["label_version"][ids % self.capacity] < version]
-        return stale[:limit]
-
     def stats(self) -> dict[str, float]: ...
 
 

@@ -21,7 +21,7 @@ from ..learners.networks import GreedyPolicy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .connect import connect
-from .loop import Collector, Prefetcher, minibatches
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace
 from .progress import Progress
 from .report import summarize
 from .rundir import RunDir
@@ -110,20 +110,16 @@ class DistillDriver:
         last_log, steps_at_log = time.monotonic(), 0
         self.last_eval: dict[str, float] = {}
         while True:
-            elapsed = time.monotonic() - self.distill_started
-            if cfg.steps is not None and collector.env_steps >= cfg.steps:
-                return "steps"
-            if cfg.time is not None and elapsed >= cfg.time:
-                return "time"
+            spent = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started)
+            if spent:
+                return spent
 
-            learning = collector.env_steps >= cfg.learning_starts
-            owed = (collector.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
-            allowed = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * collector.call_size
+            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size)
             collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
-            for result in collector.harvest(timeout=0.0 if (learning and owed > 0) else 0.05):
+            for result in collector.harvest(timeout=0.0 if owes else 0.05):
                 recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
 
-            if learning and owed > 0:
+            if owes:
                 ids, batch = prefetch.sample()
                 metrics.update(self._label_metrics(ids, batch))
                 for mb in minibatches(batch, cfg.distill.batch_size):

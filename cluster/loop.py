@@ -6,6 +6,24 @@ import ray
 
 from ..actors.remote import ShardedBuffer
 from ..learners.batch import TransitionBatch
+from .config import RunConfig
+
+
+def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None:
+    """"steps" or "time" once that budget is spent, else None."""
+    if cfg.steps is not None and env_steps >= cfg.steps:
+        return "steps"
+    if cfg.time is not None and elapsed_s >= cfg.time:
+        return "time"
+    return None
+
+
+def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int) -> tuple[bool, float]:
+    """The replay ratio, both ways: whether the learner owes steps for the data collected, and how
+    many env steps the actors may have collected or under way (one call each ahead of the learner)."""
+    owes = env_steps >= cfg.learning_starts and (env_steps - cfg.learning_starts) * cfg.replay_ratio > learner_steps
+    allowed = cfg.learning_starts + learner_steps / cfg.replay_ratio + cfg.actors * call_size
+    return owes, allowed
 
 
 class Collector:

@@ -23,7 +23,7 @@ from ..learners.networks import GreedyPolicy, greedy_actions
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .connect import connect
-from .loop import Collector, Prefetcher, minibatches
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace
 from .progress import Progress
 from .rundir import RunDir
 
@@ -98,24 +98,20 @@ class TeacherDriver:
         staleness, actor_version = 0, -1
         while True:
             self.env_steps = collector.env_steps
-            elapsed = time.monotonic() - self.started
-            if cfg.steps is not None and self.env_steps >= cfg.steps:
-                return "steps"
-            if cfg.time is not None and elapsed >= cfg.time:
-                return "time"
+            spent = budget_spent(cfg, self.env_steps, time.monotonic() - self.started)
+            if spent:
+                return spent
 
             # collect: keep actors busy, but no further ahead of the learner than one call each
-            learning = self.env_steps >= cfg.learning_starts
-            owed = (self.env_steps - cfg.learning_starts) * cfg.replay_ratio - self.learner.steps
-            allowed = cfg.learning_starts + self.learner.steps / cfg.replay_ratio + cfg.actors * collector.call_size
+            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size)
             collector.launch(allowed, self.epsilon(self.env_steps))
-            for result in collector.harvest(timeout=0.0 if (learning and owed > 0) else 0.05):
+            for result in collector.harvest(timeout=0.0 if owes else 0.05):
                 self.recent_returns.extend(ret for ret, _ in result["episodes"])
                 staleness = result["latest_version"] - result["weights_version"]
                 actor_version = result["weights_version"]
 
             # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
-            if learning and owed > 0:
+            if owes:
                 _, batch = prefetch.sample()
                 for mb in minibatches(batch, cfg.dqn.batch_size):
                     metrics = self.learner.step(mb)
@@ -145,7 +141,7 @@ class TeacherDriver:
                     **metrics,
                 })
                 if progress:
-                    progress.update(collector.env_steps if cfg.steps else elapsed, {
+                    progress.update(collector.env_steps if cfg.steps else now - self.started, {
                         "steps/s": f"{sps:,.0f}",
                         "ε": f"{self.epsilon(collector.env_steps):.3f}",
                         "return": f"{self._recent():.1f}" if self.recent_returns else "-",
