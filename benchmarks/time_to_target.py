@@ -37,7 +37,7 @@ def run_once(command: str, env: str, seed: int, extra: list[str]) -> dict[str, o
         row.update(distill_wall_s=summary["distill_wall_s"], student=name,
                    return_mean=student["eval_return_mean"], return_std=student["eval_return_std"])
     else:
-        row.update(distill_wall_s=0.0, student="-", return_mean=summary["teacher"]["eval_return_mean"],
+        row.update(distill_wall_s=float("nan"), student="-", return_mean=summary["teacher"]["eval_return_mean"],
                    return_std=summary["teacher"]["eval_return_std"])
     row["reached"] = summary["target_return"] is not None and row["return_mean"] >= summary["target_return"]
     return row
