@@ -16,6 +16,11 @@ class Buffer(Protocol):
     def stats(self) -> dict[str, float]: ...
 
 
+def check_capacity(capacity: int) -> None:
+    if capacity < 1:
+        raise ValueError(f"buffer capacity {capacity} is not valid: expected at least 1 transition")
+
+
 class ReplayRing:
     """Bounded FIFO ring of transitions with uniform sampling.
 
@@ -24,8 +29,7 @@ class ReplayRing:
     """
 
     def __init__(self, capacity: int, *, seed: int = 0) -> None:
-        if capacity < 1:
-            raise ValueError(f"buffer capacity {capacity} is not valid: expected at least 1 transition")
+        check_capacity(capacity)
         self.capacity = capacity
         self.rng = np.random.default_rng(seed)
         self.storage: dict[str, np.ndarray] | None = None

@@ -6,7 +6,7 @@ import numpy as np
 import ray
 
 from ..learners.batch import TransitionBatch
-from .buffer import ReplayRing
+from .buffer import ReplayRing, check_capacity
 from .evaluator import Evaluator
 from .params import ParameterServer
 from .refresh import LabelRefresher
@@ -132,6 +132,7 @@ class ShardedBuffer:
     def __init__(self, num_shards: int, capacity: int, *, seed: int = 0) -> None:
         if num_shards < 1:
             raise ValueError(f"shard count {num_shards} is not valid: expected at least 1")
+        check_capacity(capacity)
         per_shard = -(-capacity // num_shards)
         self.shards = [BufferShard.remote(per_shard, seed=seed + i) for i in range(num_shards)]
 

@@ -28,8 +28,8 @@ def _batch(start: int, n: int, version: int = 0) -> TransitionBatch:
     )
 
 
-def test_relabel_after_wrap_around_stays_aligned():
-    ring = ReplayRing(10)
+def test_relabel_after_wrap_around_stays_aligned(make_buffer):
+    ring = make_buffer(10)
     for start in range(0, 15, 5):
         ring.add(_batch(start, 5))  # ids 5..14 stored, 0..4 evicted
     ids = np.array([14, 2, 7, 5])  # 2 was evicted
@@ -50,8 +50,8 @@ def test_relabel_after_wrap_around_stays_aligned():
     assert ring.stats()["buffer/relabelled"] == 3
 
 
-def test_stale_ids_oldest_first():
-    ring = ReplayRing(8)
+def test_stale_ids_oldest_first(make_buffer):
+    ring = make_buffer(8)
     ring.add(_batch(0, 4, version=1))
     ring.add(_batch(4, 4, version=2))
     ring.add(_batch(8, 2, version=1))  # ids 2..9 stored
@@ -62,7 +62,7 @@ def test_stale_ids_oldest_first():
 
 
 def test_refresher_relabels_chunk_by_chunk_with_its_teacher():
-    ring = ReplayRing(100)
+    ring = ReplayRing(100)  # the refresher works on the ring in-process (inside a shard, or a client)
     ring.add(_batch(0, 10, version=0))
     net = QNetwork("4", (2,), 2)
     refresher = LabelRefresher("4", (2,), 2)

@@ -1,0 +1,342 @@
+"""The Redis backend of the buffer contract: a shared, persistent FIFO ring outside Ray.
+
+Layout under a run's key prefix P:
+  P:meta       hash: the wire header (schema), chunk size, capacity in chunks
+  P:head       chunks ever written (the next chunk number)
+  P:size       transitions stored; P:inserted, P:sampled, P:relabelled: counters
+  P:c:<n>      chunk n: up to `chunk_size` transitions as packed wire records
+
+Transition id = chunk number × chunk_size + row. Writes, reads and relabels are Lua scripts: one
+round trip each, atomic on the server, no pickle anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from urllib.parse import urlparse
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from ..learners.batch import TransitionBatch
+from .buffer import check_capacity
+from .wire import Schema, SchemaError, decode, encode
+
+PASSWORD_ENV = "QDISTILL_REDIS_PASSWORD"
+
+# ARGV: prefix, capacity (chunks), rows, record size, chunk 1, chunk 2, …  Returns the first chunk number.
+_ADD = """
+local p, cap, rows, R = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local k = #ARGV - 4
+local first = redis.call('INCRBY', p..':head', k) - k
+local size = rows
+for i = 1, k do
+  local n = first + i - 1
+  redis.call('SET', p..':c:'..n, ARGV[4 + i])
+  if n >= cap then
+    local old = p..':c:'..(n - cap)
+    size = size - math.floor(redis.call('STRLEN', old) / R)
+    redis.call('DEL', old)
+  end
+end
+redis.call('INCRBY', p..':size', size)
+redis.call('INCRBY', p..':inserted', rows)
+return first
+"""
+
+# ARGV: prefix, record size, chunk size, capacity (chunks), sampling flag, ids (space-separated).
+# Returns {head, concatenated records, per-id '1' missing / '0' present}.
+_FETCH = """
+local p, R, C, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local head = tonumber(redis.call('GET', p..':head') or '0')
+local out, missing = {}, {}
+for id in string.gmatch(ARGV[6], '%d+') do
+  local n = math.floor(tonumber(id) / C)
+  local row = tonumber(id) - n * C
+  local rec = ''
+  if n >= head - cap and n < head then
+    rec = redis.call('GETRANGE', p..':c:'..n, row * R, row * R + R - 1)
+  end
+  if #rec == R then
+    out[#out + 1] = rec
+    missing[#missing + 1] = '0'
+  else
+    missing[#missing + 1] = '1'
+  end
+end
+if ARGV[5] == '1' then redis.call('INCRBY', p..':sampled', #out) end
+return {head, table.concat(out), table.concat(missing)}
+"""
+
+# ARGV: prefix, record size, chunk size, q offset, q size, version offset, packed version, ids, packed q.
+_RELABEL = """
+local p, R, C = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
+local qoff, qsize, voff, version = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+local i, done = 0, 0
+for id in string.gmatch(ARGV[8], '%d+') do
+  i = i + 1
+  local n = math.floor(tonumber(id) / C)
+  local row = tonumber(id) - n * C
+  local key = p..':c:'..n
+  if redis.call('STRLEN', key) >= (row + 1) * R then
+    redis.call('SETRANGE', key, row * R + qoff, string.sub(ARGV[9], (i - 1) * qsize + 1, i * qsize))
+    redis.call('SETRANGE', key, row * R + voff, version)
+    done = done + 1
+  end
+end
+redis.call('INCRBY', p..':relabelled', done)
+return done
+"""
+
+
+class RedisBufferError(ValueError):
+    """A Redis buffer that cannot be reached or used as asked."""
+
+
+@dataclass(frozen=True)
+class RedisSpec:
+    """Everything a process needs to open the same Redis buffer (picklable: no connection)."""
+
+    url: str
+    prefix: str
+    capacity: int
+    chunk_size: int
+    schema: Schema
+
+
+def _where(url: str) -> str:
+    parsed = urlparse(url)
+    return f"{parsed.hostname}:{parsed.port or 6379}"
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for `url` (password from the URL or $QDISTILL_REDIS_PASSWORD), checked with a ping.
+
+    Operations retry with exponential backoff (about 30 s in all), so a restarting server is
+    ridden out; the first contact does not, so a wrong address fails at once.
+    """
+    parsed = urlparse(url)
+    if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
+        raise RedisBufferError(f"redis URL {_redacted(url)!r} is not valid: expected "
+                               "redis://[user:password@]host:port/db (or rediss:// for TLS)")
+    try:
+        parsed.port  # noqa: B018 - raises on a bad port
+        password = None if parsed.password else os.environ.get(PASSWORD_ENV)
+        probe = redis.Redis.from_url(url, password=password, socket_connect_timeout=3, socket_timeout=5)
+    except ValueError as exc:
+        raise RedisBufferError(f"redis URL {_redacted(url)!r} is not valid: {exc}") from None
+    where = _where(url)
+    try:
+        probe.ping()
+    except redis.AuthenticationError as exc:
+        raise RedisBufferError(f"redis at {where} refused the credentials ({exc}): check the password in "
+                               f"the URL or in ${PASSWORD_ENV}") from None
+    except redis.ResponseError as exc:
+        raise RedisBufferError(f"redis at {where} refused the connection: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError) as exc:
+        raise RedisBufferError(f"cannot reach redis at {where}: {exc}") from None
+    finally:
+        probe.close()
+    return redis.Redis.from_url(
+        url, password=password, socket_connect_timeout=3, socket_timeout=10,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 30),
+        retry_on_error=[redis.ConnectionError, redis.TimeoutError],
+    )
+
+
+def _redacted(url: str) -> str:
+    parsed = urlparse(url)
+    if parsed.password:
+        return url.replace(f":{parsed.password}@", ":***@")
+    return url
+
+
+class RedisBuffer:
+    """Bounded FIFO ring of transitions in Redis, with the same contract as ReplayRing.
+
+    Capacity is counted in chunks (capacity / chunk_size, rounded up): eviction is FIFO by chunk.
+    `add` accumulates rows until a chunk is full; `flush` writes a last, partial chunk.
+    """
+
+    def __init__(self, spec: RedisSpec, *, seed: int = 0) -> None:
+        check_capacity(spec.capacity)
+        if spec.chunk_size < 1:
+            raise ValueError(f"chunk size {spec.chunk_size} is not valid: expected at least 1 transition")
+        self.spec = spec
+        self.schema = spec.schema
+        self.p = spec.prefix
+        self.chunk_size = spec.chunk_size
+        self.cap_chunks = -(-spec.capacity // spec.chunk_size)
+        self.capacity = self.cap_chunks * spec.chunk_size
+        self.r = connect(spec.url)
+        self._claim_prefix()
+        self._add = self.r.register_script(_ADD)
+        self._fetch = self.r.register_script(_FETCH)
+        self._relabel = self.r.register_script(_RELABEL)
+        self.rng = np.random.default_rng(seed)
+        self.pending: list[TransitionBatch] = []
+        self.pending_rows = 0
+        self.head = 0
+        self._scan = (-1, 0)  # (label version, first chunk that may hold stale rows)
+        self._prefetch: ThreadPoolExecutor | None = None
+
+    def _claim_prefix(self) -> None:
+        """Write this run's schema under the prefix, or check the one already there."""
+        mine = {"header": self.schema.header(), "chunk_size": str(self.chunk_size),
+                "capacity_chunks": str(self.cap_chunks)}
+        meta = self.p + ":meta"
+        if self.r.hsetnx(meta, "header", mine["header"]):
+            self.r.hset(meta, mapping=mine)
+            return
+        theirs = {k.decode(): v.decode() for k, v in self.r.hgetall(meta).items()}
+        try:
+            self.schema.check_header(theirs["header"])
+            for key in ("chunk_size", "capacity_chunks"):
+                if theirs.get(key) != mine[key]:
+                    raise SchemaError(f"{key} {theirs.get(key)}, not {mine[key]}")
+        except SchemaError as exc:
+            raise RedisBufferError(
+                f"redis prefix {self.p!r} at {_where(self.spec.url)} holds another run's buffer ({exc}): "
+                "use another prefix, or delete its keys") from None
+
+    # -- the contract --------------------------------------------------------------------------
+
+    def add(self, batch: TransitionBatch) -> None:
+        if len(batch) == 0:
+            return
+        self.pending.append(batch)
+        self.pending_rows += len(batch)
+        if self.pending_rows >= self.chunk_size:
+            self._write(final=False)
+
+    def flush(self) -> None:
+        if self.pending_rows:
+            self._write(final=True)
+
+    def _write(self, *, final: bool) -> None:
+        rows = TransitionBatch.concat(self.pending)
+        whole = len(rows) - len(rows) % self.chunk_size if not final else len(rows)
+        data = encode(rows.take(slice(0, whole)), self.schema)
+        step = self.chunk_size * self.schema.record_size
+        chunks = [data[i:i + step] for i in range(0, len(data), step)]
+        self._add(args=[self.p, self.cap_chunks, whole, self.schema.record_size, *chunks])
+        rest = rows.take(slice(whole, len(rows)))
+        self.pending, self.pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
+
+    def _fetch_ids(self, ids: np.ndarray, *, sampling: bool) -> tuple[int, bytes, np.ndarray]:
+        head, data, missing = self._fetch(args=[
+            self.p, self.schema.record_size, self.chunk_size, self.cap_chunks, "1" if sampling else "0",
+            " ".join(map(str, ids.tolist()))])
+        self.head = int(head)
+        return self.head, data, np.frombuffer(missing, dtype=np.uint8) == ord("1")
+
+    def get(self, ids: np.ndarray) -> TransitionBatch:
+        ids = np.asarray(ids, dtype=np.int64)
+        _, data, missing = self._fetch_ids(ids, sampling=False)
+        if missing.any():
+            raise KeyError(f"ids not stored: {ids[missing][:5].tolist()}")
+        return decode(data, self.schema)
+
+    def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
+        """Uniform over stored rows: a random chunk and a random row in it; a row past the end of a
+        partial chunk, or in a chunk evicted meanwhile, is drawn again."""
+        if batch_size < 1:
+            raise ValueError(f"batch size {batch_size} is not valid: expected at least 1")
+        if self.head == 0:
+            self.head = int(self.r.get(self.p + ":head") or 0)
+        ids_out, parts, need = [], [], batch_size
+        for _ in range(20):
+            stored = min(self.head, self.cap_chunks)
+            if stored == 0:
+                raise ValueError("cannot sample from an empty buffer")
+            chunks = self.head - stored + self.rng.integers(0, stored, need)
+            ids = chunks * self.chunk_size + self.rng.integers(0, self.chunk_size, need)
+            _, data, missing = self._fetch_ids(ids, sampling=True)
+            ids_out.append(ids[~missing])
+            parts.append(decode(data, self.schema))
+            need = int(missing.sum())
+            if need == 0:
+                return np.concatenate(ids_out), TransitionBatch.concat(parts)
+        raise RuntimeError(f"could not draw {batch_size} stored rows from redis prefix {self.p!r}")
+
+    def sample_async(self, batch_size: int) -> Future:
+        """Prefetch: a sample drawn on a background thread (redis-py releases the GIL on I/O)."""
+        if self._prefetch is None:
+            self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdistill-prefetch")
+        return self._prefetch.submit(self.sample, batch_size)
+
+    @staticmethod
+    def gather(future: Future) -> tuple[np.ndarray, TransitionBatch]:
+        return future.result()
+
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int:
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size == 0:
+            return 0
+        q = np.ascontiguousarray(teacher_q, dtype=np.float32)
+        return int(self._relabel(args=[
+            self.p, self.schema.record_size, self.chunk_size, self.schema.offset("teacher_q"),
+            q.shape[1] * 4, self.schema.offset("label_version"), np.int64(version).tobytes(),
+            " ".join(map(str, ids.tolist())), q.tobytes()]))
+
+    def _stored_chunks(self) -> range:
+        self.head = int(self.r.get(self.p + ":head") or 0)
+        return range(max(0, self.head - self.cap_chunks), self.head)
+
+    def ids(self) -> np.ndarray:
+        chunks = self._stored_chunks()
+        pipe = self.r.pipeline(transaction=False)
+        for n in chunks:
+            pipe.strlen(f"{self.p}:c:{n}")
+        lengths = pipe.execute()
+        return np.concatenate([n * self.chunk_size + np.arange(length // self.schema.record_size)
+                               for n, length in zip(chunks, lengths)] or [np.zeros(0, np.int64)]).astype(np.int64)
+
+    def stale_ids(self, version: int, limit: int) -> np.ndarray:
+        """Up to `limit` ids labelled by a teacher older than `version`, oldest first. Chunks found
+        all fresh for this version are not read again."""
+        chunks = self._stored_chunks()
+        start = max(self._scan[1], chunks.start) if self._scan[0] == version else chunks.start
+        found: list[np.ndarray] = []
+        count = 0
+        for n in range(start, chunks.stop):
+            data = self.r.get(f"{self.p}:c:{n}")
+            if data is None:
+                continue
+            lv = np.frombuffer(data, dtype=self.schema.dtype)["label_version"]
+            stale = n * self.chunk_size + np.flatnonzero(lv < version)
+            if stale.size == 0 and count == 0:
+                self._scan = (version, n + 1)
+            found.append(stale)
+            count += stale.size
+            if count >= limit:
+                break
+        else:
+            if count == 0:
+                self._scan = (version, chunks.stop)
+        return np.concatenate(found or [np.zeros(0, np.int64)])[:limit].astype(np.int64)
+
+    def __len__(self) -> int:
+        return int(self.r.get(self.p + ":size") or 0)
+
+    def stats(self) -> dict[str, float]:
+        size, inserted, sampled, relabelled = (int(v or 0) for v in self.r.mget(
+            [self.p + k for k in (":size", ":inserted", ":sampled", ":relabelled")]))
+        return {
+            "buffer/size": float(size),
+            "buffer/capacity": float(self.capacity),
+            "buffer/inserted": float(inserted),
+            "buffer/sampled": float(sampled),
+            "buffer/relabelled": float(relabelled),
+            "buffer/bytes": float(size * self.schema.record_size),
+        }
+
+    def close(self) -> None:
+        self.flush()
+        if self._prefetch is not None:
+            self._prefetch.shutdown(wait=False)
+        self.r.close()
