@@ -7,23 +7,7 @@ import ray
 
 from qdistill.actors.remote import ShardedBuffer
 from qdistill.learners.batch import TransitionBatch
-
-def _batch(start: int, n: int, actor: int = 0) -> TransitionBatch:
-    """Transitions whose every field encodes its sequence number, so alignment is checkable."""
-    seq = np.arange(start, start + n)
-    return TransitionBatch(
-        observations=np.stack([seq, -seq], axis=1).astype(np.float32),
-        actions=seq.astype(np.int64),
-        rewards=seq.astype(np.float32),
-        next_observations=np.stack([seq + 1, -seq - 1], axis=1).astype(np.float32),
-        terminations=seq % 3 == 0,
-        truncations=seq % 5 == 0,
-        teacher_q=np.stack([seq, 2 * seq], axis=1).astype(np.float32),
-        label_version=np.zeros(n, np.int64),
-        behaviour=np.zeros(n, np.int8),
-        actor_id=np.full(n, actor, np.int32),
-    )
-
+from batches import sequence_batch
 
 def _check_aligned(batch: TransitionBatch) -> None:
     seq = batch.actions
@@ -39,7 +23,7 @@ def _check_aligned(batch: TransitionBatch) -> None:
 def test_fifo_wrap_around_keeps_the_newest(make_buffer):
     ring = make_buffer(10)
     for start in range(15):  # 15 single adds into capacity 10
-        ring.add(_batch(start, 1))
+        ring.add(sequence_batch(start, 1))
     np.testing.assert_array_equal(ring.ids(), np.arange(5, 15))
     stored = ring.get(ring.ids())
     np.testing.assert_array_equal(stored.actions, np.arange(5, 15))
@@ -50,20 +34,20 @@ def test_fifo_wrap_around_keeps_the_newest(make_buffer):
 def test_wrap_around_in_uneven_chunks(make_buffer):
     ring = make_buffer(10)
     for start, n in [(0, 4), (4, 4), (8, 4), (12, 3)]:
-        ring.add(_batch(start, n))
+        ring.add(sequence_batch(start, n))
     np.testing.assert_array_equal(ring.get(ring.ids()).actions, np.arange(5, 15))
 
 
 def test_a_batch_larger_than_capacity_keeps_its_newest_rows(make_buffer):
     ring = make_buffer(4)
-    ring.add(_batch(0, 11))
+    ring.add(sequence_batch(0, 11))
     np.testing.assert_array_equal(ring.ids(), [7, 8, 9, 10])
     np.testing.assert_array_equal(ring.get(ring.ids()).actions, [7, 8, 9, 10])
 
 
 def test_evicted_ids_cannot_be_read(make_buffer):
     ring = make_buffer(4)
-    ring.add(_batch(0, 6))
+    ring.add(sequence_batch(0, 6))
     with pytest.raises(KeyError):
         ring.get(np.array([1]))
     np.testing.assert_array_equal(ring.get(np.array([2, 5])).actions, [2, 5])
@@ -71,7 +55,7 @@ def test_evicted_ids_cannot_be_read(make_buffer):
 
 def test_sampling_is_uniform_over_stored_rows_and_aligned(make_buffer):
     ring = make_buffer(10, seed=1)
-    ring.add(_batch(0, 15))
+    ring.add(sequence_batch(0, 15))
     ids, batch = ring.sample(20_000)
     np.testing.assert_array_equal(batch.actions, ids)  # row i is the transition with id ids[i]
     _check_aligned(batch)
@@ -85,7 +69,7 @@ def test_sample_refuses_bad_requests(make_buffer):
     ring = make_buffer(4)
     with pytest.raises(ValueError, match="cannot sample from an empty buffer"):
         ring.sample(1)
-    ring.add(_batch(0, 2))
+    ring.add(sequence_batch(0, 2))
     with pytest.raises(ValueError, match="batch size 0 is not valid: expected at least 1"):
         ring.sample(0)
     with pytest.raises(ValueError, match="buffer capacity 0 is not valid: expected at least 1 transition"):
@@ -95,8 +79,8 @@ def test_sample_refuses_bad_requests(make_buffer):
 def test_sharded_buffer_on_ray(ray_session):
     buffer = ShardedBuffer(2, 20, seed=0)
     try:
-        ray.get([buffer.shard_for(0).add.remote(_batch(0, 6, actor=0)),
-                 buffer.shard_for(1).add.remote(_batch(100, 4, actor=1))])
+        ray.get([buffer.shard_for(0).add.remote(sequence_batch(0, 6, actor=0)),
+                 buffer.shard_for(1).add.remote(sequence_batch(100, 4, actor=1))])
         stats = buffer.stats()
         assert stats["buffer/size"] == 10 and stats["buffer/capacity"] == 20
         ids, batch = buffer.sample(400)

@@ -10,28 +10,13 @@ from qdistill.actors.refresh import LabelRefresher, staleness
 from qdistill.actors.remote import ParameterServerActor, ShardedBuffer
 from qdistill.learners.batch import TransitionBatch
 from qdistill.learners.networks import QNetwork, to_numpy
-
-
-def _batch(start: int, n: int, version: int = 0) -> TransitionBatch:
-    seq = np.arange(start, start + n)
-    return TransitionBatch(
-        observations=np.stack([seq, -seq], axis=1).astype(np.float32),
-        actions=seq.astype(np.int64) % 2,
-        rewards=seq.astype(np.float32),
-        next_observations=np.stack([seq + 1, -seq - 1], axis=1).astype(np.float32),
-        terminations=np.zeros(n, bool),
-        truncations=np.zeros(n, bool),
-        teacher_q=np.stack([seq, 2 * seq], axis=1).astype(np.float32),
-        label_version=np.full(n, version, np.int64),
-        behaviour=np.zeros(n, np.int8),
-        actor_id=np.zeros(n, np.int32),
-    )
+from batches import sequence_batch
 
 
 def test_relabel_after_wrap_around_stays_aligned(make_buffer):
     ring = make_buffer(10)
     for start in range(0, 15, 5):
-        ring.add(_batch(start, 5))  # ids 5..14 stored, 0..4 evicted
+        ring.add(sequence_batch(start, 5))  # ids 5..14 stored, 0..4 evicted
     ids = np.array([14, 2, 7, 5])  # 2 was evicted
     new_q = np.array([[140, -14], [20, -2], [70, -7], [50, -5]], np.float32)
     assert ring.relabel(ids, new_q, version=3) == 3
@@ -42,7 +27,7 @@ def test_relabel_after_wrap_around_stays_aligned(make_buffer):
     np.testing.assert_array_equal(stored.teacher_q, expected_q)
     np.testing.assert_array_equal(stored.label_version, [3, 0, 3, 0, 0, 0, 0, 0, 0, 3])
     # five more inserts overwrite ids 5..9: the relabelled 14 keeps its label, 5 and 7 are gone
-    ring.add(_batch(15, 5))
+    ring.add(sequence_batch(15, 5))
     after = ring.get(ring.ids())
     np.testing.assert_array_equal(after.rewards, np.arange(10, 20))
     np.testing.assert_array_equal(after.label_version, [0, 0, 0, 0, 3, 0, 0, 0, 0, 0])
@@ -52,9 +37,9 @@ def test_relabel_after_wrap_around_stays_aligned(make_buffer):
 
 def test_stale_ids_oldest_first(make_buffer):
     ring = make_buffer(8)
-    ring.add(_batch(0, 4, version=1))
-    ring.add(_batch(4, 4, version=2))
-    ring.add(_batch(8, 2, version=1))  # ids 2..9 stored
+    ring.add(sequence_batch(0, 4, version=1))
+    ring.add(sequence_batch(4, 4, version=2))
+    ring.add(sequence_batch(8, 2, version=1))  # ids 2..9 stored
     np.testing.assert_array_equal(ring.stale_ids(2, limit=10), [2, 3, 8, 9])
     np.testing.assert_array_equal(ring.stale_ids(2, limit=3), [2, 3, 8])
     np.testing.assert_array_equal(ring.stale_ids(3, limit=3), [2, 3, 4])
@@ -63,7 +48,7 @@ def test_stale_ids_oldest_first(make_buffer):
 
 def test_refresher_relabels_chunk_by_chunk_with_its_teacher():
     ring = ReplayRing(100)  # the refresher works on the ring in-process (inside a shard, or a client)
-    ring.add(_batch(0, 10, version=0))
+    ring.add(sequence_batch(0, 10, version=0))
     net = QNetwork("4", (2,), 2)
     refresher = LabelRefresher("4", (2,), 2)
     assert refresher.refresh(ring, chunk=4) == 0  # no teacher yet
@@ -88,7 +73,7 @@ def test_shards_refresh_next_to_their_data_and_route_relabels(ray_session):
     params = ParameterServerActor.remote()
     buffer = ShardedBuffer(2, 40)
     try:
-        ray.get([buffer.shard_for(0).add.remote(_batch(0, 6)), buffer.shard_for(1).add.remote(_batch(100, 6))])
+        ray.get([buffer.shard_for(0).add.remote(sequence_batch(0, 6)), buffer.shard_for(1).add.remote(sequence_batch(100, 6))])
         net = QNetwork("4", (2,), 2)
         ray.get(params.publish.remote(7, to_numpy(net.state_dict())))
         buffer.attach_teacher(params, "4", (2,), 2)

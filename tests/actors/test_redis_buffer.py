@@ -1,0 +1,161 @@
+"""What only the Redis backend has: chunks, the wire format, prefixes, failures and restarts."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+import redis as redis_py
+
+from qdistill.actors.redis_buffer import PASSWORD_ENV, RedisBuffer, RedisBufferError, RedisSpec
+from qdistill.actors.wire import Schema, SchemaError, decode, encode
+from redis_server import RedisServer, free_port
+from batches import sequence_batch as _batch
+
+SCHEMA = Schema(obs_shape=(2,), n_actions=2)
+
+
+def _buffer(url, prefix, capacity=100, chunk_size=4, schema=SCHEMA, seed=0):
+    return RedisBuffer(RedisSpec(url, prefix, capacity, chunk_size, schema), seed=seed)
+
+
+def test_wire_round_trip_is_raw_numpy_records():
+    batch = _batch(3, 5)
+    data = encode(batch, SCHEMA)
+    assert len(data) == 5 * SCHEMA.record_size
+    back = decode(data, SCHEMA)
+    for name in batch.field_names():
+        np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
+        assert getattr(back, name).dtype == getattr(batch, name).dtype
+    records = np.frombuffer(data, dtype=SCHEMA.dtype)  # no pickle: numpy alone reads it
+    np.testing.assert_array_equal(records["actions"], np.arange(3, 8))
+    with pytest.raises(SchemaError, match="^7 bytes is not a whole number of"):
+        decode(b"x" * 7, SCHEMA)
+
+
+def test_header_names_the_first_difference():
+    with pytest.raises(SchemaError, match=r"^field observations is <f4 \(8,\), not <f4 \(2,\)$"):
+        SCHEMA.check_header(Schema(obs_shape=(8,), n_actions=4).header())
+    SCHEMA.check_header(Schema(obs_shape=(2,), n_actions=2).header())
+
+
+def test_rows_are_written_in_whole_chunks_and_flush_writes_the_rest(redis_server, redis_prefix):
+    buf = _buffer(redis_server.url, redis_prefix, capacity=10, chunk_size=4)
+    assert buf.capacity == 12  # 3 chunks of 4
+    buf.add(_batch(0, 3))
+    assert buf.stats()["buffer/inserted"] == 0  # still accumulating
+    buf.add(_batch(3, 3))
+    assert buf.stats()["buffer/inserted"] == 4
+    buf.flush()
+    np.testing.assert_array_equal(buf.ids(), [0, 1, 2, 3, 4, 5])
+    ids, batch = buf.sample(2_000)
+    assert set(ids.tolist()) == {0, 1, 2, 3, 4, 5}  # never a row past the partial chunk's end
+    np.testing.assert_array_equal(batch.actions, [{0: 0, 1: 1, 2: 2, 3: 3, 4: 4, 5: 5}[i] for i in ids])
+    counts = np.bincount(ids, minlength=6)
+    assert counts.min() > 260 and counts.max() < 410  # ~333 each: uniform over rows
+    buf.add(_batch(6, 12))  # chunks 2, 3, 4: chunk 0 and 1 (ids 0..7) are evicted
+    np.testing.assert_array_equal(buf.ids(), np.arange(8, 20))
+    assert buf.stats()["buffer/size"] == 12 and buf.stats()["buffer/inserted"] == 18
+    buf.close()
+
+
+def test_prefixes_keep_runs_apart_and_refuse_another_schema(redis_server, redis_prefix):
+    a = _buffer(redis_server.url, redis_prefix + ":a", chunk_size=1)
+    b = _buffer(redis_server.url, redis_prefix + ":b", chunk_size=1)
+    a.add(_batch(0, 5))
+    b.add(_batch(100, 2))
+    assert len(a) == 5 and len(b) == 2
+    _buffer(redis_server.url, redis_prefix + ":a", chunk_size=1)  # same schema: reopened
+    with pytest.raises(RedisBufferError, match=(
+            rf"^redis prefix '{redis_prefix}:a' at 127.0.0.1:{redis_server.port} holds another run's buffer "
+            r"\(field observations is <f4 \(2,\), not <f4 \(8,\)\): use another prefix, or delete its keys$")):
+        _buffer(redis_server.url, redis_prefix + ":a", chunk_size=1, schema=Schema((8,), 4))
+    with pytest.raises(RedisBufferError, match=r"holds another run's buffer \(chunk_size 1, not 4\)"):
+        _buffer(redis_server.url, redis_prefix + ":a", chunk_size=4)
+    assert len(a) == 5  # nothing overwritten
+
+
+@pytest.mark.parametrize("url, message", [
+    ("http://127.0.0.1:6379/0", "redis URL 'http://127.0.0.1:6379/0' is not valid: expected "
+                                "redis://[user:password@]host:port/db (or rediss:// for TLS)"),
+    ("redis://", "redis URL 'redis://' is not valid: expected"),
+    ("redis://127.0.0.1:notaport/0", "redis URL 'redis://127.0.0.1:notaport/0' is not valid: "),
+])
+def test_malformed_url(url, message):
+    with pytest.raises(RedisBufferError, match="^" + message.replace("[", r"\[").replace("]", r"\]")
+                       .replace("(", r"\(").replace(")", r"\)")):
+        _buffer(url, "p")
+
+
+def test_unreachable_host_names_the_address():
+    port = free_port()
+    with pytest.raises(RedisBufferError, match=f"^cannot reach redis at 127.0.0.1:{port}: "):
+        _buffer(f"redis://127.0.0.1:{port}/0", "p")
+
+
+def test_passwords_from_the_url_or_the_environment(tmp_path, monkeypatch):
+    server = RedisServer(tmp_path / "auth", password="s3cret").start()
+    try:
+        bad = f"redis://:wrong@127.0.0.1:{server.port}/0"
+        with pytest.raises(RedisBufferError, match=(
+                rf"^redis at 127.0.0.1:{server.port} refused the credentials \(.*\): check the password in "
+                rf"the URL or in \${PASSWORD_ENV}$")):
+            _buffer(bad, "p")
+        with pytest.raises(RedisBufferError, match="refused the credentials"):
+            _buffer(f"redis://127.0.0.1:{server.port}/0", "p")  # no password at all
+        _buffer(server.url, "p").close()
+        monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+        buf = _buffer(f"redis://127.0.0.1:{server.port}/0", "p2")
+        buf.add(_batch(0, 4))
+        assert len(buf) == 4
+    finally:
+        server.stop()
+
+
+def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
+    """A writer keeps adding while the server is killed and restarted on the same data directory:
+    it rides out the restart, and every batch acknowledged > 1 s before the kill is still there."""
+    server = RedisServer(tmp_path / "aof", aof=True).start()
+    spec = RedisSpec(server.url, "restart", 10_000_000, 64, SCHEMA)
+    acked: list[tuple[int, float]] = []  # (first id of the batch, time its add returned)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def writer():
+        buf = RedisBuffer(spec)
+        n = 0
+        try:
+            while not stop.is_set():
+                buf.add(_batch(n * 64, 64))  # exactly one chunk: written and acknowledged now
+                acked.append((n * 64, time.monotonic()))
+                n += 1
+                time.sleep(0.002)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(2.0)
+        killed_at = time.monotonic()
+        server.kill()
+        time.sleep(0.5)
+        server.start()  # same port, same directory: replays the AOF
+        time.sleep(1.5)
+    finally:
+        stop.set()
+        thread.join(timeout=60)
+    try:
+        assert not errors, errors
+        before = [first for first, t in acked if t < killed_at - 1.0]
+        after = [first for first, t in acked if t > killed_at + 0.5]
+        assert len(before) > 50 and len(after) > 50  # it wrote before, and continued after the restart
+        reader = RedisBuffer(spec)
+        stored = set(reader.ids().tolist())
+        lost = [first for first in before if first not in stored]
+        assert lost == []
+        got = reader.get(np.array(before))
+        np.testing.assert_array_equal(got.actions, before)  # the right rows, intact
+        assert all(first in stored for first in after)
+    finally:
+        server.stop()

@@ -1,0 +1,21 @@
+"""Test batches whose every field encodes the transition's sequence number, so alignment is checkable."""
+
+import numpy as np
+
+from qdistill.learners.batch import TransitionBatch
+
+
+def sequence_batch(start: int, n: int, *, version: int = 0, actor: int = 0) -> TransitionBatch:
+    seq = np.arange(start, start + n)
+    return TransitionBatch(
+        observations=np.stack([seq, -seq], axis=1).astype(np.float32),
+        actions=seq.astype(np.int64),
+        rewards=seq.astype(np.float32),
+        next_observations=np.stack([seq + 1, -seq - 1], axis=1).astype(np.float32),
+        terminations=seq % 3 == 0,
+        truncations=seq % 5 == 0,
+        teacher_q=np.stack([seq, 2 * seq], axis=1).astype(np.float32),
+        label_version=np.full(n, version, np.int64),
+        behaviour=np.zeros(n, np.int8),
+        actor_id=np.full(n, actor, np.int32),
+    )
