@@ -149,10 +149,8 @@ def connect(url: str) -> redis.Redis:
 
 
 def _redacted(url: str) -> str:
-    parsed = urlparse(url)
-    if parsed.password:
-        return url.replace(f":{parsed.password}@", ":***@")
-    return url
+    password = urlparse(url).password
+    return url.replace(f":{password}@", ":***@") if password else url
 
 
 class RedisBuffer:

@@ -9,8 +9,10 @@ from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing, check_capacity
 from .evaluator import Evaluator
 from .params import ParameterServer
+from .redis_buffer import RedisBuffer, RedisSpec
 from .refresh import LabelRefresher
 from .rollout import Rollout
+from .wire import Schema
 
 
 @ray.remote(num_cpus=0)
@@ -54,7 +56,7 @@ class RolloutActor:
         seed: int,
         actor_id: int,
         params: ray.actor.ActorHandle,
-        shard: ray.actor.ActorHandle,
+        shard: ray.actor.ActorHandle | RedisSpec,
         student: str | None = None,
         student_params: ray.actor.ActorHandle | None = None,
         max_in_flight: int = 1,
@@ -67,7 +69,9 @@ class RolloutActor:
         self.params = params
         self.student_name = student
         self.student_params = student_params
-        self.shard = shard
+        # a Ray buffer shard to send batches to, or a Redis buffer this actor writes to itself
+        self.shard = shard if not isinstance(shard, RedisSpec) else None
+        self.redis = RedisBuffer(shard, seed=seed) if isinstance(shard, RedisSpec) else None
         self.max_in_flight = max_in_flight
         self.in_flight: list[ray.ObjectRef] = []
 
@@ -96,12 +100,18 @@ class RolloutActor:
         }
 
     def _add(self, batch: TransitionBatch) -> None:
+        if self.redis is not None:
+            self.redis.add(batch)
+            return
         self.in_flight.append(self.shard.add.remote(batch))
         if len(self.in_flight) > self.max_in_flight:
             done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight) - self.max_in_flight)
             ray.get(done)
 
     def flush(self) -> int:
+        """Everything collected so far is in the buffer when this returns."""
+        if self.redis is not None:
+            self.redis.flush()
         ray.get(self.in_flight)
         self.in_flight = []
         return self.rollout.env_steps
@@ -124,6 +134,54 @@ class EvaluatorActor:
     def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False) -> dict[str, float]:
         self.evaluator.load_students(version, students)
         return self.evaluator.evaluate(final=final)
+
+
+@ray.remote(num_cpus=0)
+class RedisRefresherActor:
+    """Label refresh next to a Redis buffer: its own teacher copy, relabelling chunk by chunk."""
+
+    def __init__(self, spec: RedisSpec, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...],
+                 n_actions: int) -> None:
+        import torch
+
+        torch.set_num_threads(1)
+        self.buffer = RedisBuffer(spec)
+        self.params = params
+        self.refresher = LabelRefresher(net, obs_shape, n_actions)
+
+    def refresh(self, chunk: int) -> int:
+        version, weights = ray.get(self.params.pull.remote(self.refresher.teacher.version))
+        if weights is not None:
+            self.refresher.load_teacher(version, weights)
+        return self.refresher.refresh(self.buffer, chunk)
+
+
+class RedisBufferClient(RedisBuffer):
+    """The driver's side of a Redis buffer: the same client surface as ShardedBuffer."""
+
+    def __init__(self, spec: RedisSpec, *, seed: int = 0) -> None:
+        super().__init__(spec, seed=seed)
+        self.refresher: ray.actor.ActorHandle | None = None
+
+    def shard_for(self, actor_id: int) -> RedisSpec:
+        return self.spec  # every actor writes to Redis itself
+
+    def attach_teacher(self, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
+        self.refresher = RedisRefresherActor.remote(self.spec, params, net, obs_shape, n_actions)
+
+    def refresh_async(self, chunk: int) -> list[ray.ObjectRef]:
+        return [self.refresher.refresh.remote(chunk)] if self.refresher else []
+
+    def actors(self) -> list[ray.actor.ActorHandle]:
+        return [self.refresher] if self.refresher else []
+
+
+def make_buffer(url: str, *, capacity: int, shards: int, prefix: str, chunk_size: int, schema: Schema,
+                seed: int = 0) -> ShardedBuffer | RedisBufferClient:
+    """`ray`: Ray buffer shards; `redis://…` / `rediss://…`: the Redis backend."""
+    if url == "ray":
+        return ShardedBuffer(shards, capacity, seed=seed)
+    return RedisBufferClient(RedisSpec(url, prefix, capacity, chunk_size, schema), seed=seed)
 
 
 class ShardedBuffer:
@@ -164,6 +222,9 @@ class ShardedBuffer:
 
     def refresh_async(self, chunk: int) -> list[ray.ObjectRef]:
         return [s.refresh.remote(chunk) for s in self.shards]
+
+    def actors(self) -> list[ray.actor.ActorHandle]:
+        return list(self.shards)
 
     def stats(self) -> dict[str, float]:
         total: dict[str, float] = {}

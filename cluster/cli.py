@@ -11,7 +11,20 @@ from ..actors.envs import EnvInfo, describe
 from ..learners import checkpoint
 from ..learners.distill import parse_students
 from .config import distill_config, teacher_config
+from ..actors.redis_buffer import PASSWORD_ENV
+from .config import RunConfig
 from .rundir import check_writable
+
+
+def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
+    """A Redis buffer is reached and its prefix claimed (or found compatible) before anything starts."""
+    if config.buffer == "ray":
+        return
+    from ..actors.redis_buffer import RedisBuffer, RedisSpec
+    from ..actors.wire import Schema
+
+    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, config.buffer_capacity, config.chunk_size,
+                          Schema(info.obs_shape, info.n_actions))).close()
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -27,6 +40,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-target", action="store_true", help="use the whole budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--address", help="Ray address to join (default: an embedded local Ray runtime)")
+    p.add_argument("--buffer", help="'ray' (default: Ray buffer shards) or redis://[user:password@]host:port/db "
+                                    f"(rediss:// for TLS; the password may come from ${PASSWORD_ENV})")
+    p.add_argument("--buffer-prefix", help="Redis key prefix: the run's namespace (default: qdistill:<run dir>)")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, help="learner minibatch size")
     p.add_argument("--replay-ratio", type=float, help="learner steps per env step")
@@ -85,10 +101,11 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
         args.env, _out(args),
         steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed, init=args.init,
         address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
-        replay_ratio=args.replay_ratio,
+        replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
         dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
     )
     check_writable(config.out)
+    _check_buffer(config, info)
 
     from .teacher import TeacherDriver  # imports Ray: only once the input is known to be good
 
@@ -118,15 +135,17 @@ def _run(args: argparse.Namespace, started: float) -> int:
         args.env, out,
         steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
         teacher=args.teacher, address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
-        replay_ratio=args.replay_ratio, mode=args.mode, behaviour=args.behaviour, refresh=args.refresh,
+        replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour, refresh=args.refresh,
         refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
         distill={"students": parse_students(args.students) if args.students is not None else None,
                  "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
     )
     teacher_cfg = None if teacher else teacher_config(
         args.env, str(Path(out) / "teacher"), seed=args.seed, address=args.address,
-        target_return=info.reward_threshold)
+        target_return=info.reward_threshold, buffer=args.buffer,
+        buffer_prefix=f"{args.buffer_prefix}:teacher" if args.buffer_prefix else None)
     check_writable(out)
+    _check_buffer(config, info)
 
     from .distill import DistillDriver  # imports Ray: only once the input is known to be good
     from .offline import run_offline

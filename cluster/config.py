@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
+from urllib.parse import urlparse
 from dataclasses import asdict, dataclass, field
 
 from ..learners.distill import DistillConfig
 from ..learners.dqn import DQNConfig
+
+
+def redact_url(url: str) -> str:
+    password = urlparse(url).password
+    return url.replace(f":{password}@", ":***@") if password else url
 
 
 def _check(ok: bool, message: str) -> None:
@@ -44,6 +51,9 @@ class RunConfig:
     envs_per_actor: int = 8
     steps_per_call: int = 32  # vector steps per collect call
     actor_cpus: float = 1.0
+    buffer: str = "ray"  # "ray" (buffer shards) or redis://[user:password@]host:port/db, rediss://…
+    buffer_prefix: str | None = None  # Redis key prefix (default: qdistill:<run directory>)
+    chunk_size: int = 256  # Redis: transitions per chunk
     shards: int = 1
     buffer_capacity: int = 100_000
     learning_starts: int = 1_000
@@ -64,7 +74,10 @@ class RunConfig:
         _check(self.target_return is None or math.isfinite(self.target_return),
                f"target return {self.target_return} is not valid: expected a finite number")
         _check(self.seed >= 0, f"seed {self.seed} is not valid: expected an integer >= 0")
-        for name in ("actors", "envs_per_actor", "steps_per_call", "shards", "buffer_capacity",
+        _check(self.buffer == "ray" or self.buffer.startswith(("redis://", "rediss://")),
+               f"buffer {self.buffer!r} is not valid: expected 'ray' or redis://[user:password@]host:port/db "
+               "(rediss:// for TLS)")
+        for name in ("actors", "envs_per_actor", "steps_per_call", "shards", "buffer_capacity", "chunk_size",
                      "updates_per_sample", "publish_every", "learner_threads", "eval_episodes"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
@@ -73,7 +86,14 @@ class RunConfig:
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")
 
     def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+        """The resolved config, with any password in the buffer URL masked."""
+        d = asdict(self)
+        d["buffer"] = redact_url(self.buffer)
+        return d
+
+    @property
+    def redis_prefix(self) -> str:
+        return self.buffer_prefix or f"qdistill:{Path(self.out).resolve()}"
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,9 @@ import ray
 import torch
 
 from ..actors.envs import EnvInfo
+from ..actors.wire import Schema
 from ..actors.refresh import staleness
-from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, ShardedBuffer
+from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, make_buffer
 from ..learners import checkpoint
 from ..learners.distill import DistillLearner
 from ..learners.networks import GreedyPolicy
@@ -60,7 +61,9 @@ class DistillDriver:
         self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)
         self.student_params = ParameterServerActor.remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
-        self.buffer = ShardedBuffer(cfg.shards, cfg.buffer_capacity, seed=cfg.seed)
+        self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
+                                  chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
+                                  seed=cfg.seed)
         if cfg.refresh == "periodic":
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
@@ -92,7 +95,9 @@ class DistillDriver:
         try:
             return self._finish(reason, distill_wall_s)
         finally:
-            for handle in [*self.actors, *self.buffer.shards, self.teacher_params, self.student_params, self.evaluator]:
+            flushes = [actor.flush.remote() for actor in self.actors]  # what was collected reaches the buffer
+            ray.wait(flushes, num_returns=len(flushes), timeout=10)
+            for handle in [*self.actors, *self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator]:
                 ray.kill(handle)
 
     def _loop(self, progress: Progress | None) -> str:

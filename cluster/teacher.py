@@ -15,8 +15,9 @@ import ray
 import torch
 
 from ..actors.envs import EnvInfo
+from ..actors.wire import Schema
 from ..actors.evaluate import EvalResult, evaluate
-from ..actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
+from ..actors.remote import ParameterServerActor, RolloutActor, make_buffer
 from ..learners import checkpoint
 from ..learners.dqn import DQNLearner
 from ..learners.networks import GreedyPolicy, greedy_actions
@@ -66,7 +67,9 @@ class TeacherDriver:
         connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
         self.params = ParameterServerActor.remote()
         self.params.publish.remote(self.version, self.learner.weights())
-        self.buffer = ShardedBuffer(cfg.shards, cfg.buffer_capacity, seed=cfg.seed)
+        self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
+                                  chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
+                                  seed=cfg.seed)
         self.actors = [
             RolloutActor.options(num_cpus=cfg.actor_cpus).remote(
                 cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
@@ -84,7 +87,9 @@ class TeacherDriver:
         finally:
             if progress:
                 progress.close()
-            for handle in [*self.actors, *self.buffer.shards, self.params]:
+            flushes = [actor.flush.remote() for actor in self.actors]  # what was collected reaches the buffer
+            ray.wait(flushes, num_returns=len(flushes), timeout=10)
+            for handle in [*self.actors, *self.buffer.actors(), self.params]:
                 ray.kill(handle)
         return self._finish(reason)
 

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 from qdistill.learners import checkpoint
+from redis_server import free_port
 from qdistill.learners.networks import QNetwork, to_numpy
 
 
@@ -111,4 +112,25 @@ def test_run_teacher_checkpoints_are_checked(tmp_path):
                                                to_numpy(QNetwork("64", (4,), 3).state_dict())))
     _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(odd), "--out", str(out)),
                     f"checkpoint '{odd}' was made for 3 actions, not 2")
+    assert not out.exists()
+
+
+def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, redis_prefix):
+    out = tmp_path / "run"
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", "mongodb://x", "--out", str(out)),
+                    "buffer 'mongodb://x' is not valid: expected 'ray' or redis://[user:password@]host:port/db "
+                    "(rediss:// for TLS)")
+    port = free_port()
+    result = _run("train-teacher", "--env", "CartPole-v1", "--buffer", f"redis://127.0.0.1:{port}/0", "--out", str(out))
+    assert result.returncode == 2 and result.stderr.startswith(f"qdistill: error: cannot reach redis at 127.0.0.1:{port}: ")
+    assert result.stderr.count("\n") == 1
+    # a prefix that holds a LunarLander buffer is refused for CartPole, and left as it was
+    from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
+    from qdistill.actors.wire import Schema
+
+    RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 1000, 256, Schema((8,), 4))).close()
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", redis_server.url, "--buffer-prefix", redis_prefix,
+                         "--out", str(out)),
+                    f"redis prefix '{redis_prefix}' at 127.0.0.1:{redis_server.port} holds another run's buffer "
+                    "(field observations is <f4 (8,), not <f4 (4,)): use another prefix, or delete its keys")
     assert not out.exists()

@@ -58,3 +58,24 @@ def test_offline_baseline(small_teacher, tmp_path):
     assert summary["learner_steps"] == 3 * (4_000 // 256)
     assert summary["labels"] == {"labelled": 4_000}
     assert (out / "report.md").is_file() and (out / "checkpoints" / "student-16x16-best.pt").is_file()
+
+
+def test_online_run_with_the_redis_buffer(small_teacher, redis_server, redis_prefix, tmp_path):
+    _, teacher_summary = small_teacher
+    out = tmp_path / "redis-run"
+    code = main(["run", "--env", "CartPole-v1", "--teacher", teacher_summary["teacher"]["checkpoint"],
+                 "--buffer", redis_server.url, "--buffer-prefix", redis_prefix, "--steps", "12000", "--no-target",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] >= 12_000 and summary["learner_steps"] > 500
+    assert summary["students"]["16x16"]["agreement"] > 0.7
+    assert json.loads((out / "config.json").read_text())["buffer"] == redis_server.url
+    # the transitions live in Redis under the run's prefix, and outlive the run
+    from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
+    from qdistill.actors.wire import Schema
+
+    buffer = RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 100_000, 256, Schema((4,), 2)))
+    stats = buffer.stats()
+    assert stats["buffer/inserted"] == summary["env_steps"]  # the actors flushed their last rows
+    assert stats["buffer/sampled"] >= summary["learner_steps"] * 256
