@@ -12,6 +12,7 @@ round trip each, atomic on the server, no pickle anywhere.
 
 from __future__ import annotations
 
+import math
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from .buffer import check_capacity
 from .wire import Schema, SchemaError, decode, encode
 
 PASSWORD_ENV = "QDISTILL_REDIS_PASSWORD"
+SAMPLE_BLOCK = 4  # rows read per server call when sampling
 
 # ARGV: prefix, capacity (chunks), rows, record size, chunk 1, chunk 2, …  Returns the first chunk number.
 _ADD = """
@@ -48,27 +50,27 @@ redis.call('INCRBY', p..':inserted', rows)
 return first
 """
 
-# ARGV: prefix, record size, chunk size, capacity (chunks), sampling flag, ids (space-separated).
-# Returns {head, concatenated records, per-id '1' missing / '0' present}.
+# ARGV: prefix, record size, chunk size, capacity (chunks), sampling flag, block length L, start ids.
+# Reads L consecutive rows from each start id (one GETRANGE per block). Returns {head, concatenated
+# records, per-row '1' missing / '0' present} (a block past a partial chunk's end is cut short).
 _FETCH = """
 local p, R, C, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local L = tonumber(ARGV[6])
 local head = tonumber(redis.call('GET', p..':head') or '0')
-local out, missing = {}, {}
-for id in string.gmatch(ARGV[6], '%d+') do
+local out, missing, got = {}, {}, 0
+for id in string.gmatch(ARGV[7], '%d+') do
   local n = math.floor(tonumber(id) / C)
   local row = tonumber(id) - n * C
-  local rec = ''
+  local recs = ''
   if n >= head - cap and n < head then
-    rec = redis.call('GETRANGE', p..':c:'..n, row * R, row * R + R - 1)
+    recs = redis.call('GETRANGE', p..':c:'..n, row * R, (row + L) * R - 1)
   end
-  if #rec == R then
-    out[#out + 1] = rec
-    missing[#missing + 1] = '0'
-  else
-    missing[#missing + 1] = '1'
-  end
+  local rows = math.floor(#recs / R)
+  out[#out + 1] = recs
+  got = got + rows
+  missing[#missing + 1] = string.rep('0', rows)..string.rep('1', L - rows)
 end
-if ARGV[5] == '1' then redis.call('INCRBY', p..':sampled', #out) end
+if ARGV[5] == '1' then redis.call('INCRBY', p..':sampled', got) end
 return {head, table.concat(out), table.concat(missing)}
 """
 
@@ -176,6 +178,7 @@ class RedisBuffer:
         self._fetch = self.r.register_script(_FETCH)
         self._relabel = self.r.register_script(_RELABEL)
         self.rng = np.random.default_rng(seed)
+        self.block = math.gcd(SAMPLE_BLOCK, self.chunk_size)
         self.pending: list[TransitionBatch] = []
         self.pending_rows = 0
         self.head = 0
@@ -225,23 +228,25 @@ class RedisBuffer:
         rest = rows.take(slice(whole, len(rows)))
         self.pending, self.pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
 
-    def _fetch_ids(self, ids: np.ndarray, *, sampling: bool) -> tuple[int, bytes, np.ndarray]:
+    def _fetch_ids(self, starts: np.ndarray, *, sampling: bool, block: int = 1) -> tuple[bytes, np.ndarray]:
+        """Rows starts[i] … starts[i] + block − 1; returns their records and which were missing."""
         head, data, missing = self._fetch(args=[
-            self.p, self.schema.record_size, self.chunk_size, self.cap_chunks, "1" if sampling else "0",
-            " ".join(map(str, ids.tolist()))])
+            self.p, self.schema.record_size, self.chunk_size, self.cap_chunks, "1" if sampling else "0", block,
+            " ".join(map(str, starts.tolist()))])
         self.head = int(head)
-        return self.head, data, np.frombuffer(missing, dtype=np.uint8) == ord("1")
+        return data, np.frombuffer(missing, dtype=np.uint8) == ord("1")
 
     def get(self, ids: np.ndarray) -> TransitionBatch:
         ids = np.asarray(ids, dtype=np.int64)
-        _, data, missing = self._fetch_ids(ids, sampling=False)
+        data, missing = self._fetch_ids(ids, sampling=False)
         if missing.any():
             raise KeyError(f"ids not stored: {ids[missing][:5].tolist()}")
         return decode(data, self.schema)
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
-        """Uniform over stored rows: a random chunk and a random row in it; a row past the end of a
-        partial chunk, or in a chunk evicted meanwhile, is drawn again."""
+        """Uniform over stored rows, read in aligned blocks of `block` rows (one server call per
+        block: each row is still equally likely) and shuffled. A row past the end of a partial
+        chunk, or in a chunk evicted meanwhile, is drawn again."""
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size} is not valid: expected at least 1")
         if self.head == 0:
@@ -251,14 +256,18 @@ class RedisBuffer:
             stored = min(self.head, self.cap_chunks)
             if stored == 0:
                 raise ValueError("cannot sample from an empty buffer")
-            chunks = self.head - stored + self.rng.integers(0, stored, need)
-            ids = chunks * self.chunk_size + self.rng.integers(0, self.chunk_size, need)
-            _, data, missing = self._fetch_ids(ids, sampling=True)
-            ids_out.append(ids[~missing])
+            blocks = -(-need // self.block)
+            chunks = self.head - stored + self.rng.integers(0, stored, blocks)
+            starts = chunks * self.chunk_size + self.block * self.rng.integers(0, self.chunk_size // self.block, blocks)
+            data, missing = self._fetch_ids(starts, sampling=True, block=self.block)
+            ids = (starts[:, None] + np.arange(self.block)).ravel()[~missing]
+            ids_out.append(ids)
             parts.append(decode(data, self.schema))
-            need = int(missing.sum())
-            if need == 0:
-                return np.concatenate(ids_out), TransitionBatch.concat(parts)
+            need -= len(ids)
+            if need <= 0:
+                ids = np.concatenate(ids_out)
+                order = self.rng.permutation(len(ids))[:batch_size]  # mix the blocks across the batch
+                return ids[order], TransitionBatch.concat(parts).take(order)
         raise RuntimeError(f"could not draw {batch_size} stored rows from redis prefix {self.p!r}")
 
     def sample_async(self, batch_size: int) -> Future:
