@@ -22,7 +22,7 @@ from ..learners.networks import GreedyPolicy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .connect import connect
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .report import summarize
 from .rundir import RunDir
@@ -81,24 +81,12 @@ class DistillDriver:
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
             teacher_version=self.teacher_version, teacher_weights=self.teacher.weights,
         )
-        total = cfg.steps or cfg.time or 0
-        progress = Progress(total, "steps" if cfg.steps else "s") if self.show_progress else None
-        reason = "interrupted"
-        try:
-            reason = self._loop(progress)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            if progress:
-                progress.close()
+        reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
         distill_wall_s = time.monotonic() - self.distill_started
         try:
             return self._finish(reason, distill_wall_s)
         finally:
-            flushes = [actor.flush.remote() for actor in self.actors]  # what was collected reaches the buffer
-            ray.wait(flushes, num_returns=len(flushes), timeout=10)
-            for handle in [*self.actors, *self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator]:
-                ray.kill(handle)
+            stop_actors(self.actors, [*self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator])
 
     def _loop(self, progress: Progress | None) -> str:
         cfg = self.config

@@ -2,11 +2,34 @@
 
 from __future__ import annotations
 
+from typing import Callable
+
 import ray
 
 from ..actors.remote import ShardedBuffer
 from ..learners.batch import TransitionBatch
 from .config import RunConfig
+from .progress import Progress
+
+
+def run_loop(loop: Callable[[Progress | None], str], cfg: RunConfig, *, show_progress: bool) -> str:
+    """Run a driver's loop under a progress line; Ctrl-C ends it as "interrupted", not a traceback."""
+    progress = Progress(cfg.steps or cfg.time or 0, "steps" if cfg.steps else "s") if show_progress else None
+    try:
+        return loop(progress)
+    except KeyboardInterrupt:
+        return "interrupted"
+    finally:
+        if progress:
+            progress.close()
+
+
+def stop_actors(rollout_actors: list[ray.actor.ActorHandle], others: list[ray.actor.ActorHandle]) -> None:
+    """Let the rollout actors hand over what they collected (10 s at most), then end every actor."""
+    flushes = [actor.flush.remote() for actor in rollout_actors]
+    ray.wait(flushes, num_returns=len(flushes), timeout=10)
+    for handle in [*rollout_actors, *others]:
+        ray.kill(handle)
 
 
 def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None:

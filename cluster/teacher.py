@@ -11,7 +11,6 @@ from collections import deque
 from dataclasses import dataclass
 
 import numpy as np
-import ray
 import torch
 
 from ..actors.envs import EnvInfo
@@ -24,7 +23,7 @@ from ..learners.networks import GreedyPolicy, greedy_actions
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .connect import connect
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .rundir import RunDir
 
@@ -78,19 +77,10 @@ class TeacherDriver:
             )
             for i in range(cfg.actors)
         ]
-        progress = Progress(cfg.steps or cfg.time or 0, "steps" if cfg.steps else "s") if self.show_progress else None
-        reason = "interrupted"
         try:
-            reason = self._loop(progress)
-        except KeyboardInterrupt:
-            pass
+            reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
         finally:
-            if progress:
-                progress.close()
-            flushes = [actor.flush.remote() for actor in self.actors]  # what was collected reaches the buffer
-            ray.wait(flushes, num_returns=len(flushes), timeout=10)
-            for handle in [*self.actors, *self.buffer.actors(), self.params]:
-                ray.kill(handle)
+            stop_actors(self.actors, [*self.buffer.actors(), self.params])
         return self._finish(reason)
 
     def _loop(self, progress: Progress | None) -> str:
