@@ -8,11 +8,10 @@ import time
 from pathlib import Path
 
 from ..actors.envs import EnvInfo, describe
+from ..actors.redis_buffer import PASSWORD_ENV
 from ..learners import checkpoint
 from ..learners.distill import parse_students
-from .config import distill_config, teacher_config
-from ..actors.redis_buffer import PASSWORD_ENV
-from .config import RunConfig
+from .config import RunConfig, distill_config, teacher_config
 from .rundir import check_writable
 
 

@@ -148,7 +148,7 @@ class DistillDriver:
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
                               "students/version": self.student_version, **self.counters, **metrics})
                 if progress:
-                    progress.update(collector.env_steps if cfg.steps else now - self.started,
+                    progress.update(collector.env_steps if cfg.steps else now - self.distill_started,
                                     self._progress_fields(sps, metrics))
 
     def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:

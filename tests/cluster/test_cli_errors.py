@@ -134,3 +134,9 @@ def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, 
                     f"redis prefix '{redis_prefix}' at 127.0.0.1:{redis_server.port} holds another run's buffer "
                     "(field observations is <f4 (8,), not <f4 (4,)): use another prefix, or delete its keys")
     assert not out.exists()
+
+
+def test_eval_needs_a_run_directory_or_a_checkpoint(tmp_path):
+    _assert_refused(_run("eval", str(tmp_path)),
+                    f"run directory '{tmp_path}' has no checkpoints/teacher.pt: expected a `qdistill run` "
+                    "directory, or a checkpoint file")
