@@ -113,8 +113,9 @@ def test_passwords_from_the_url_or_the_environment(tmp_path, monkeypatch):
 
 
 def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
-    """A writer keeps adding while the server is killed and restarted on the same data directory:
-    it rides out the restart, and every batch acknowledged > 1 s before the kill is still there."""
+    """A writer keeps adding and a sampler keeps sampling while the server is killed and restarted on
+    the same data directory: both ride out the restart, and every batch acknowledged > 1 s before
+    the kill is still there."""
     server = RedisServer(tmp_path / "aof", aof=True).start()
     spec = RedisSpec(server.url, "restart", 10_000_000, 64, SCHEMA)
     acked: list[tuple[int, float]] = []  # (first id of the batch, time its add returned)
@@ -133,8 +134,23 @@ def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
-    thread = threading.Thread(target=writer)
-    thread.start()
+    sampled: list[float] = []  # times a sample came back
+
+    def sampler():
+        buf = RedisBuffer(spec, seed=1)
+        while len(acked) < 2:
+            time.sleep(0.01)
+        try:
+            while not stop.is_set():
+                ids, batch = buf.sample(256)
+                np.testing.assert_array_equal(batch.actions, ids)  # rows stay aligned across the restart
+                sampled.append(time.monotonic())
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer), threading.Thread(target=sampler)]
+    for thread in threads:
+        thread.start()
     try:
         time.sleep(2.0)
         killed_at = time.monotonic()
@@ -144,12 +160,14 @@ def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
         time.sleep(1.5)
     finally:
         stop.set()
-        thread.join(timeout=60)
+        for thread in threads:
+            thread.join(timeout=60)
     try:
         assert not errors, errors
         before = [first for first, t in acked if t < killed_at - 1.0]
         after = [first for first, t in acked if t > killed_at + 0.5]
         assert len(before) > 50 and len(after) > 50  # it wrote before, and continued after the restart
+        assert sum(t > killed_at + 0.5 for t in sampled) > 10  # and the learner's side kept sampling
         reader = RedisBuffer(spec)
         stored = set(reader.ids().tolist())
         lost = [first for first in before if first not in stored]

@@ -79,3 +79,45 @@ def test_online_run_with_the_redis_buffer(small_teacher, redis_server, redis_pre
     stats = buffer.stats()
     assert stats["buffer/inserted"] == summary["env_steps"]  # the actors flushed their last rows
     assert stats["buffer/sampled"] >= summary["learner_steps"] * 256
+
+
+def test_a_run_rides_out_a_redis_restart(small_teacher, tmp_path):
+    """kill -9 the Redis server mid-run (AOF on), start it again on the same data directory: the
+    actors and the learner wait it out and the run finishes."""
+    import subprocess
+    import sys
+    import time
+
+    from redis_server import RedisServer
+
+    _, teacher_summary = small_teacher
+    server = RedisServer(tmp_path / "redis", aof=True).start()
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "CartPole-v1",
+                             "--teacher", teacher_summary["teacher"]["checkpoint"], "--buffer", server.url,
+                             "--steps", "60000", "--no-target", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not any(r.get("learner/steps", 0) > 200 for r in _records_if_any(out)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started learning"
+            time.sleep(0.2)
+        steps_at_kill = max(r["env_steps"] for r in _records_if_any(out))
+        server.kill()
+        time.sleep(1.0)
+        server.start()
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        server.stop()
+    assert proc.returncode == 0, stderr[-2000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 60_000 > steps_at_kill
+    assert summary["students"]["16x16"]["agreement"] > 0.7
+
+
+def _records_if_any(out):
+    path = out / "metrics.jsonl"
+    return _records(out) if path.exists() else []
