@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import numpy as np
 import ray
 
@@ -55,22 +57,25 @@ class RolloutActor:
         num_envs: int,
         seed: int,
         actor_id: int,
-        params: ray.actor.ActorHandle,
-        shard: ray.actor.ActorHandle | RedisSpec,
+        params: str,
+        shard: str | RedisSpec,
         student: str | None = None,
-        student_params: ray.actor.ActorHandle | None = None,
+        student_params: str | None = None,
         max_in_flight: int = 1,
     ) -> None:
+        """`params`, `student_params` and a Ray `shard` are named actors, looked up here: a
+        restarted actor finds them again (handles passed as arguments would pin the restart to
+        objects that may be gone)."""
         import torch
 
         torch.set_num_threads(1)
         self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
                                num_envs=num_envs, seed=seed, actor_id=actor_id, student=student)
-        self.params = params
+        self.params = ray.get_actor(params)
         self.student_name = student
-        self.student_params = student_params
+        self.student_params = ray.get_actor(student_params) if student_params else None
         # a Ray buffer shard to send batches to, or a Redis buffer this actor writes to itself
-        self.shard = shard if not isinstance(shard, RedisSpec) else None
+        self.shard = ray.get_actor(shard) if isinstance(shard, str) else None
         self.redis = RedisBuffer(shard, seed=seed) if isinstance(shard, RedisSpec) else None
         self.max_in_flight = max_in_flight
         self.in_flight: list[ray.ObjectRef] = []
@@ -107,6 +112,9 @@ class RolloutActor:
         if len(self.in_flight) > self.max_in_flight:
             done, self.in_flight = ray.wait(self.in_flight, num_returns=len(self.in_flight) - self.max_in_flight)
             ray.get(done)
+
+    def node(self) -> str:
+        return ray.util.get_node_ip_address()
 
     def flush(self) -> int:
         """Everything collected so far is in the buffer when this returns."""
@@ -159,15 +167,16 @@ class RedisRefresherActor:
 class RedisBufferClient(RedisBuffer):
     """The driver's side of a Redis buffer: the same client surface as ShardedBuffer."""
 
-    def __init__(self, spec: RedisSpec, *, seed: int = 0) -> None:
+    def __init__(self, spec: RedisSpec, *, seed: int = 0, options: dict | None = None) -> None:
         super().__init__(spec, seed=seed)
+        self.options = options or {}
         self.refresher: ray.actor.ActorHandle | None = None
 
     def shard_for(self, actor_id: int) -> RedisSpec:
         return self.spec  # every actor writes to Redis itself
 
     def attach_teacher(self, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
-        self.refresher = RedisRefresherActor.remote(self.spec, params, net, obs_shape, n_actions)
+        self.refresher = RedisRefresherActor.options(**self.options).remote(self.spec, params, net, obs_shape, n_actions)
 
     def refresh_async(self, chunk: int) -> list[ray.ObjectRef]:
         return [self.refresher.refresh.remote(chunk)] if self.refresher else []
@@ -177,25 +186,30 @@ class RedisBufferClient(RedisBuffer):
 
 
 def make_buffer(url: str, *, capacity: int, shards: int, prefix: str, chunk_size: int, schema: Schema,
-                seed: int = 0) -> ShardedBuffer | RedisBufferClient:
-    """`ray`: Ray buffer shards; `redis://…` / `rediss://…`: the Redis backend."""
+                seed: int = 0, options: dict | None = None, name: str | None = None) -> ShardedBuffer | RedisBufferClient:
+    """`ray`: Ray buffer shards; `redis://…` / `rediss://…`: the Redis backend. `options` place
+    the buffer's own actors (shards, or the Redis refresher)."""
     if url == "ray":
-        return ShardedBuffer(shards, capacity, seed=seed)
-    return RedisBufferClient(RedisSpec(url, prefix, capacity, chunk_size, schema), seed=seed)
+        return ShardedBuffer(shards, capacity, seed=seed, options=options, name=name)
+    return RedisBufferClient(RedisSpec(url, prefix, capacity, chunk_size, schema), seed=seed, options=options)
 
 
 class ShardedBuffer:
     """Client side of the Ray buffer: actors write to their own shard; samples come from all."""
 
-    def __init__(self, num_shards: int, capacity: int, *, seed: int = 0) -> None:
+    def __init__(self, num_shards: int, capacity: int, *, seed: int = 0, options: dict | None = None,
+                 name: str | None = None) -> None:
         if num_shards < 1:
             raise ValueError(f"shard count {num_shards} is not valid: expected at least 1")
         check_capacity(capacity)
         per_shard = -(-capacity // num_shards)
-        self.shards = [BufferShard.remote(per_shard, seed=seed + i) for i in range(num_shards)]
+        self.names = [f"{name or 'qdistill-' + uuid.uuid4().hex[:8]}-shard-{i}" for i in range(num_shards)]
+        self.shards = [BufferShard.options(name=n, **(options or {})).remote(per_shard, seed=seed + i)
+                       for i, n in enumerate(self.names)]
 
-    def shard_for(self, actor_id: int) -> ray.actor.ActorHandle:
-        return self.shards[actor_id % len(self.shards)]
+    def shard_for(self, actor_id: int) -> str:
+        """The name of the shard a rollout actor writes to."""
+        return self.names[actor_id % len(self.shards)]
 
     def sample_async(self, batch_size: int) -> list[tuple[int, ray.ObjectRef]]:
         sizes = np.full(len(self.shards), batch_size // len(self.shards))

@@ -51,6 +51,7 @@ class RunConfig:
     envs_per_actor: int = 8
     steps_per_call: int = 32  # vector steps per collect call
     actor_cpus: float = 1.0
+    actor_resources: dict[str, float] = field(default_factory=dict)  # custom resources per rollout actor
     buffer: str = "ray"  # "ray" (buffer shards) or redis://[user:password@]host:port/db, rediss://…
     buffer_prefix: str | None = None  # Redis key prefix (default: qdistill:<run directory>)
     chunk_size: int = 256  # Redis: transitions per chunk
@@ -84,6 +85,10 @@ class RunConfig:
         _check(self.learning_starts >= 0, f"learning_starts {self.learning_starts} is not valid: expected an integer >= 0")
         _check(self.replay_ratio > 0, f"replay_ratio {self.replay_ratio} is not valid: expected a number > 0")
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")
+        _check(isinstance(self.actor_resources, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in self.actor_resources.items()),
+            f"actor resources {self.actor_resources!r} are not valid: expected names with numbers >= 0, "
+            "e.g. {\"rollout\": 1}")
 
     def to_dict(self) -> dict[str, object]:
         """The resolved config, with any password in the buffer URL masked."""

@@ -7,6 +7,7 @@ collect (teacher/student/mixed behaviour, teacher labels) → buffer.add → buf
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 import ray
@@ -22,6 +23,7 @@ from ..learners.networks import GreedyPolicy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .connect import connect
+from .placement import actors_per_node, beside_driver, check_feasible, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .report import summarize
@@ -57,32 +59,37 @@ class DistillDriver:
         cfg = self.config
         self.distill_started = time.monotonic()
         connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
-        self.teacher_params = ParameterServerActor.remote()
+        check_feasible(cfg)
+        local = beside_driver()
+        run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
+        self.teacher_params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
         self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)
-        self.student_params = ParameterServerActor.remote()
+        self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
         self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
                                   chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
-                                  seed=cfg.seed)
+                                  seed=cfg.seed, options=local, name=run_id)
         if cfg.refresh == "periodic":
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
         self.actors = [
-            RolloutActor.options(num_cpus=cfg.actor_cpus).remote(
+            RolloutActor.options(**rollout_options(cfg)).remote(
                 cfg.env, net=self.teacher.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
                 num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-                params=self.teacher_params, shard=self.buffer.shard_for(i),
-                student=acting, student_params=self.student_params if acting else None,
+                params=f"{run_id}-teacher-params", shard=self.buffer.shard_for(i),
+                student=acting, student_params=f"{run_id}-student-params" if acting else None,
             )
             for i in range(cfg.actors)
         ]
-        self.evaluator = EvaluatorActor.options(num_cpus=0).remote(
+        self.evaluator = EvaluatorActor.options(num_cpus=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
             teacher_version=self.teacher_version, teacher_weights=self.teacher.weights,
         )
+        self.placement = {"actors_per_node_at_start": actors_per_node(self.actors, timeout=60)}
         reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
         distill_wall_s = time.monotonic() - self.distill_started
+        self.placement.update(actors_per_node_at_end=actors_per_node(self.actors), actor_failures=self.collector.failures)
         try:
             return self._finish(reason, distill_wall_s)
         finally:
@@ -102,17 +109,16 @@ class DistillDriver:
         last_refresh = 0
         last_log, steps_at_log = time.monotonic(), 0
         self.last_eval: dict[str, float] = {}
-        while True:
-            spent = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started)
-            if spent:
-                return spent
-
+        stop = None
+        while stop is None:
+            stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started)
             owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size)
-            collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
-            for result in collector.harvest(timeout=0.0 if owes else 0.05):
+            if not stop:
+                collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
+            for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
                 recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
 
-            if owes:
+            if owes and not stop:
                 ids, batch = prefetch.sample()
                 metrics.update(self._label_metrics(ids, batch))
                 for mb in minibatches(batch, cfg.distill.batch_size):
@@ -128,7 +134,7 @@ class DistillDriver:
                         last_refresh = self.learner.steps
 
             now = time.monotonic()
-            if eval_ref is None and self.learner.steps > 0 and now - last_eval >= cfg.eval_every_s:
+            if eval_ref is None and not stop and self.learner.steps > 0 and now - last_eval >= cfg.eval_every_s:
                 eval_snapshot = (self.student_version, self.learner.weights())
                 eval_ref = self.evaluator.evaluate.remote(*eval_snapshot)
                 last_eval = now
@@ -137,19 +143,21 @@ class DistillDriver:
                 eval_ref = None
                 self._record_eval(result, eval_snapshot)
                 if self._reached_target(result):
-                    return "target"
+                    stop = "target"
 
-            if now - last_log >= 2.0:
-                sps = (collector.env_steps - steps_at_log) / (now - last_log)
+            if stop or now - last_log >= 2.0:  # and once more at the end
+                sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
                 last_log, steps_at_log = now, collector.env_steps
                 self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
                               "distill_s": round(now - self.distill_started, 3),
+                              "rollout/actor_failures": collector.failures,
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
                               "students/version": self.student_version, **self.counters, **metrics})
                 if progress:
                     progress.update(collector.env_steps if cfg.steps else now - self.distill_started,
                                     self._progress_fields(sps, metrics))
+        return stop
 
     def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:
         """Last checkpoints, then the final evaluation of each student's best on other held-out episodes."""
@@ -171,6 +179,7 @@ class DistillDriver:
             "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps,
             "stop_reason": reason,
+            "actors": self.placement,
             "labels": dict(self.counters),
         }
         summary = summarize(self.run, self.config, self.teacher, final, students, facts)

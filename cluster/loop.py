@@ -59,6 +59,7 @@ class Collector:
         self.pending: dict[ray.ObjectRef, int] = {}
         self.idle = list(range(len(actors)))
         self.env_steps = 0
+        self.failures = 0  # collects lost with their actor (Ray restarts the actor)
 
     def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0) -> None:
         """Start collects on idle actors while the steps collected or under way stay within `allowed_env_steps`."""
@@ -76,7 +77,11 @@ class Collector:
         results = []
         for ref in ready:
             self.idle.append(self.pending.pop(ref))
-            result = ray.get(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError:
+                self.failures += 1  # the next collect waits for the restarted actor
+                continue
             self.env_steps += result["env_steps"]
             results.append(result)
         return results

@@ -7,6 +7,7 @@ learner.step → params.publish, with greedy evaluation keeping the best teacher
 from __future__ import annotations
 
 import time
+import uuid
 from collections import deque
 from dataclasses import dataclass
 
@@ -23,6 +24,7 @@ from ..learners.networks import GreedyPolicy, greedy_actions
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .connect import connect
+from .placement import actors_per_node, beside_driver, check_feasible, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .rundir import RunDir
@@ -64,21 +66,27 @@ class TeacherDriver:
     def train(self) -> dict[str, object]:
         cfg = self.config
         connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
-        self.params = ParameterServerActor.remote()
+        check_feasible(cfg)
+        local = beside_driver()
+        run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
+        self.params = ParameterServerActor.options(name=f"{run_id}-params", **local).remote()
         self.params.publish.remote(self.version, self.learner.weights())
         self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
                                   chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
-                                  seed=cfg.seed)
+                                  seed=cfg.seed, options=local, name=run_id)
         self.actors = [
-            RolloutActor.options(num_cpus=cfg.actor_cpus).remote(
+            RolloutActor.options(**rollout_options(cfg)).remote(
                 cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
                 num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-                params=self.params, shard=self.buffer.shard_for(i),
+                params=f"{run_id}-params", shard=self.buffer.shard_for(i),
             )
             for i in range(cfg.actors)
         ]
+        self.placement = {"actors_per_node_at_start": actors_per_node(self.actors, timeout=60)}
         try:
             reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
+            self.placement.update(actors_per_node_at_end=actors_per_node(self.actors),
+                                  actor_failures=self.collector.failures)
         finally:
             stop_actors(self.actors, [*self.buffer.actors(), self.params])
         return self._finish(reason)
@@ -86,27 +94,28 @@ class TeacherDriver:
     def _loop(self, progress: Progress | None) -> str:
         cfg = self.config
         collector = Collector(self.actors, steps_per_call=cfg.steps_per_call, envs_per_actor=cfg.envs_per_actor)
+        self.collector = collector
         prefetch = Prefetcher(self.buffer, cfg.dqn.batch_size * cfg.updates_per_sample)
         next_eval = max(cfg.eval_every, cfg.learning_starts)
         last_log, steps_at_log = time.monotonic(), 0
         metrics: dict[str, float] = {}
         staleness, actor_version = 0, -1
-        while True:
+        stop = None
+        while stop is None:
             self.env_steps = collector.env_steps
-            spent = budget_spent(cfg, self.env_steps, time.monotonic() - self.started)
-            if spent:
-                return spent
+            stop = budget_spent(cfg, self.env_steps, time.monotonic() - self.started)
 
             # collect: keep actors busy, but no further ahead of the learner than one call each
             owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size)
-            collector.launch(allowed, self.epsilon(self.env_steps))
-            for result in collector.harvest(timeout=0.0 if owes else 0.05):
+            if not stop:
+                collector.launch(allowed, self.epsilon(self.env_steps))
+            for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
                 self.recent_returns.extend(ret for ret, _ in result["episodes"])
                 staleness = result["latest_version"] - result["weights_version"]
                 actor_version = result["weights_version"]
 
             # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
-            if owes:
+            if owes and not stop:
                 _, batch = prefetch.sample()
                 for mb in minibatches(batch, cfg.dqn.batch_size):
                     metrics = self.learner.step(mb)
@@ -114,18 +123,19 @@ class TeacherDriver:
                         self.version += 1
                         self.params.publish.remote(self.version, self.learner.weights())
 
-            if collector.env_steps >= next_eval and self.learner.steps > 0:
+            if not stop and collector.env_steps >= next_eval and self.learner.steps > 0:
                 self.env_steps = collector.env_steps
                 next_eval += cfg.eval_every
                 if self._evaluate():
-                    return "target"
+                    stop = "target"
 
             now = time.monotonic()
-            if now - last_log >= 2.0:
-                sps = (collector.env_steps - steps_at_log) / (now - last_log)
+            if stop or now - last_log >= 2.0:  # and once more at the end
+                sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
                 last_log, steps_at_log = now, collector.env_steps
                 self.run.log({
                     "env_steps": collector.env_steps,
+                    "rollout/actor_failures": collector.failures,
                     "learner/steps": self.learner.steps,
                     "weights/version": self.version,
                     "rollout/steps_per_s": round(sps, 1),
@@ -142,6 +152,7 @@ class TeacherDriver:
                         "return": f"{self._recent():.1f}" if self.recent_returns else "-",
                         "eval": f"{self.best.eval_mean:.1f}" if self.best.weights else "-",
                     })
+        return stop
 
     def _recent(self) -> float | None:
         return float(np.mean(self.recent_returns)) if self.recent_returns else None
@@ -190,6 +201,7 @@ class TeacherDriver:
             "learner_steps": self.learner.steps,
             "weights_version": self.version,
             "stop_reason": reason,
+            "actors": self.placement,
             "target_return": cfg.target_return,
             "reached_target": cfg.target_return is not None and final.mean >= cfg.target_return,
             "teacher": {

@@ -79,8 +79,8 @@ def test_sample_refuses_bad_requests(make_buffer):
 def test_sharded_buffer_on_ray(ray_session):
     buffer = ShardedBuffer(2, 20, seed=0)
     try:
-        ray.get([buffer.shard_for(0).add.remote(sequence_batch(0, 6, actor=0)),
-                 buffer.shard_for(1).add.remote(sequence_batch(100, 4, actor=1))])
+        ray.get([buffer.shards[0].add.remote(sequence_batch(0, 6, actor=0)),
+                 buffer.shards[1].add.remote(sequence_batch(100, 4, actor=1))])
         stats = buffer.stats()
         assert stats["buffer/size"] == 10 and stats["buffer/capacity"] == 20
         ids, batch = buffer.sample(400)

@@ -73,7 +73,7 @@ def test_shards_refresh_next_to_their_data_and_route_relabels(ray_session):
     params = ParameterServerActor.remote()
     buffer = ShardedBuffer(2, 40)
     try:
-        ray.get([buffer.shard_for(0).add.remote(sequence_batch(0, 6)), buffer.shard_for(1).add.remote(sequence_batch(100, 6))])
+        ray.get([buffer.shards[0].add.remote(sequence_batch(0, 6)), buffer.shards[1].add.remote(sequence_batch(100, 6))])
         net = QNetwork("4", (2,), 2)
         ray.get(params.publish.remote(7, to_numpy(net.state_dict())))
         buffer.attach_teacher(params, "4", (2,), 2)

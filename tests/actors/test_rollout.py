@@ -85,13 +85,13 @@ def test_evaluate_runs_each_episode_to_its_end():
 
 
 def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
-    params = ParameterServerActor.remote()
+    params = ParameterServerActor.options(name="test-rollout-params").remote()
     buffer = ShardedBuffer(1, 10_000)
     net = QNetwork("8", (4,), 2)
     ray.get(params.publish.remote(4, to_numpy(net.state_dict())))
     actor = RolloutActor.options(num_cpus=0).remote(
         "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=0, actor_id=0,
-        params=params, shard=buffer.shard_for(0))
+        params="test-rollout-params", shard=buffer.shard_for(0))
     try:
         first = ray.get(actor.collect.remote(20, 0.5))
         assert first["weights_version"] == 4 and first["latest_version"] == 4
