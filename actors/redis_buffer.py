@@ -95,6 +95,13 @@ return done
 """
 
 
+# Claims a prefix atomically: writes the meta hash only where there is none; returns what is there.
+_CLAIM = """
+if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
+return redis.call('HGETALL', KEYS[1])
+"""
+
+
 class RedisBufferError(ValueError):
     """A Redis buffer that cannot be reached or used as asked."""
 
@@ -189,11 +196,8 @@ class RedisBuffer:
         """Write this run's schema under the prefix, or check the one already there."""
         mine = {"header": self.schema.header(), "chunk_size": str(self.chunk_size),
                 "capacity_chunks": str(self.cap_chunks)}
-        meta = self.p + ":meta"
-        if self.r.hsetnx(meta, "header", mine["header"]):
-            self.r.hset(meta, mapping=mine)
-            return
-        theirs = {k.decode(): v.decode() for k, v in self.r.hgetall(meta).items()}
+        flat = self.r.register_script(_CLAIM)(keys=[self.p + ":meta"], args=[x for kv in mine.items() for x in kv])
+        theirs = {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2])}
         try:
             self.schema.check_header(theirs["header"])
             for key in ("chunk_size", "capacity_chunks"):

@@ -114,7 +114,8 @@ class RolloutActor:
             ray.get(done)
 
     def node(self) -> str:
-        return ray.util.get_node_ip_address()
+        """Where this actor runs: "IP/node-id prefix" (nodes of one machine share an IP)."""
+        return f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}"
 
     def flush(self) -> int:
         """Everything collected so far is in the buffer when this returns."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -13,6 +14,15 @@ from ..learners import checkpoint
 from ..learners.distill import parse_students
 from .config import RunConfig, distill_config, teacher_config
 from .rundir import check_writable
+
+
+def _place(config: RunConfig) -> None:
+    """Connect to Ray and refuse a rollout actor no node can host, before anything is written."""
+    from .connect import connect
+    from .placement import check_feasible
+
+    connect(config.address, min_cpus=config.actors * config.actor_cpus)
+    check_feasible(config)
 
 
 def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
@@ -26,11 +36,25 @@ def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
                           Schema(info.obs_shape, info.n_actions))).close()
 
 
+def _resources(text: str) -> dict[str, float]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of resource names and amounts, "
+                                         "e.g. '{\"rollout\": 1}'")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1")
     p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty")
     p.add_argument("--actors", type=int, help="rollout actors")
     p.add_argument("--envs-per-actor", type=int, help="vector env width per actor (default 8)")
+    p.add_argument("--actor-cpus", type=float, help="CPUs each rollout actor reserves (default 1)")
+    p.add_argument("--actor-resources", type=_resources,
+                   help="custom Ray resources each rollout actor needs, as JSON, e.g. '{\"rollout\": 1}'")
     budget = p.add_mutually_exclusive_group()
     budget.add_argument("--steps", type=int, help="env-step budget (default: the env's preset)")
     budget.add_argument("--time", type=float, help="wall-clock budget in seconds")
@@ -100,13 +124,15 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
         args.env, _out(args),
         steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed, init=args.init,
         address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
+        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
         replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
         dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
     )
     check_writable(config.out)
     _check_buffer(config, info)
+    _place(config)
 
-    from .teacher import TeacherDriver  # imports Ray: only once the input is known to be good
+    from .teacher import TeacherDriver
 
     summary = TeacherDriver(config, info, init=init, started=started, show_progress=not args.quiet).train()
     teacher = summary["teacher"]
@@ -134,6 +160,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
         args.env, out,
         steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
         teacher=args.teacher, address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
+        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
         replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour, refresh=args.refresh,
         refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
         distill={"students": parse_students(args.students) if args.students is not None else None,
@@ -145,8 +172,9 @@ def _run(args: argparse.Namespace, started: float) -> int:
         buffer_prefix=f"{args.buffer_prefix}:teacher" if args.buffer_prefix else None)
     check_writable(out)
     _check_buffer(config, info)
+    _place(config)
 
-    from .distill import DistillDriver  # imports Ray: only once the input is known to be good
+    from .distill import DistillDriver
     from .offline import run_offline
     from .report import table
     from .rundir import RunDir

@@ -23,7 +23,7 @@ from ..learners.networks import GreedyPolicy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .connect import connect
-from .placement import actors_per_node, beside_driver, check_feasible, rollout_options
+from .placement import actors_per_node, check_feasible, on_head, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .report import summarize
@@ -60,7 +60,7 @@ class DistillDriver:
         self.distill_started = time.monotonic()
         connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
         check_feasible(cfg)
-        local = beside_driver()
+        local = on_head()
         run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.teacher_params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
         self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)

@@ -1,6 +1,6 @@
 """Where actors go: rollout actors spread over the nodes and restarted when they fail; the buffer
-shards, parameter servers and evaluator beside the driver, so a lost worker node takes only
-rollout actors with it."""
+shards, parameter servers and evaluator on the head node, so a lost worker node takes only rollout
+actors with it (losing the head loses the cluster anyway)."""
 
 from __future__ import annotations
 
@@ -26,9 +26,10 @@ def rollout_options(cfg: RunConfig) -> dict[str, object]:
     }
 
 
-def beside_driver() -> dict[str, object]:
-    node = ray.get_runtime_context().get_node_id()
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
+def on_head() -> dict[str, object]:
+    head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
+                ray.get_runtime_context().get_node_id())
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)}
 
 
 def check_feasible(cfg: RunConfig) -> None:
@@ -45,7 +46,8 @@ def check_feasible(cfg: RunConfig) -> None:
 
 
 def actors_per_node(actors: list[ray.actor.ActorHandle], timeout: float = 10.0) -> dict[str, int]:
-    """Node IP → how many of these actors run there (actors not answering in time are left out)."""
+    """"IP/node-id prefix" → how many of these actors run there (actors not answering in time are
+    left out)."""
     refs = [a.node.remote() for a in actors]
     ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
     counts: Counter[str] = Counter()

@@ -24,7 +24,7 @@ from ..learners.networks import GreedyPolicy, greedy_actions
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .connect import connect
-from .placement import actors_per_node, beside_driver, check_feasible, rollout_options
+from .placement import actors_per_node, check_feasible, on_head, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
 from .progress import Progress
 from .rundir import RunDir
@@ -67,7 +67,7 @@ class TeacherDriver:
         cfg = self.config
         connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
         check_feasible(cfg)
-        local = beside_driver()
+        local = on_head()
         run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.params = ParameterServerActor.options(name=f"{run_id}-params", **local).remote()
         self.params.publish.remote(self.version, self.learner.weights())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import uuid
@@ -12,6 +13,8 @@ import ray
 
 sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers: redis_server
 from redis_server import RedisServer  # noqa: E402
+
+from qdistill.cluster.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -36,3 +39,13 @@ def redis_server(tmp_path_factory):
 @pytest.fixture
 def redis_prefix() -> str:
     return f"qdistill-test:{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def small_teacher(ray_session, tmp_path_factory):
+    """A small CartPole teacher, trained once (train-teacher itself is under test in tests/e2e)."""
+    out = tmp_path_factory.mktemp("teacher") / "run"
+    code = main(["train-teacher", "--env", "CartPole-v1", "--steps", "10000", "--no-target",
+                 "--out", str(out), "--quiet", "--seed", "0"])
+    assert code == 0
+    return out, json.loads((out / "summary.json").read_text())

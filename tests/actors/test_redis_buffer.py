@@ -138,7 +138,7 @@ def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
 
     def sampler():
         buf = RedisBuffer(spec, seed=1)
-        while len(acked) < 2:
+        while len(acked) < 2 and not stop.is_set():
             time.sleep(0.01)
         try:
             while not stop.is_set():

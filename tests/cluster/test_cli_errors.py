@@ -140,3 +140,15 @@ def test_eval_needs_a_run_directory_or_a_checkpoint(tmp_path):
     _assert_refused(_run("eval", str(tmp_path)),
                     f"run directory '{tmp_path}' has no checkpoints/teacher.pt: expected a `qdistill run` "
                     "directory, or a checkpoint file")
+
+
+def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
+    out = tmp_path / "run"
+    result = _run("train-teacher", "--env", "CartPole-v1", "--actor-resources", '{"gpu_box": 1}', "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.startswith("qdistill: error: no node can host a rollout actor asking for CPU 1, gpu_box 1: "
+                                    "the nodes offer CPU ")
+    assert result.stderr.count("\n") == 1 and not out.exists()
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--actor-resources", '{"rollout": -1}', "--out", str(out)),
+                    "actor resources {'rollout': -1} are not valid: expected names with numbers >= 0, "
+                    'e.g. {"rollout": 1}')

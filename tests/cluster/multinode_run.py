@@ -1,0 +1,68 @@
+"""Run by test_multinode.py in its own process (it needs its own Ray runtime): a head and two
+worker nodes on ray.cluster_utils.Cluster, a distillation run with rollout actors spread over the
+workers, and — with --kill-after N — one worker node removed once the learner has taken N steps.
+
+    python multinode_run.py TEACHER.pt OUT RESULT.json [--kill-after LEARNER_STEPS]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import threading
+import time
+from pathlib import Path
+
+import ray
+from ray.cluster_utils import Cluster
+
+from qdistill.actors.envs import describe
+from qdistill.cluster.config import distill_config
+from qdistill.cluster.distill import DistillDriver
+from qdistill.cluster.rundir import RunDir
+from qdistill.learners import checkpoint
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("teacher")
+    parser.add_argument("out")
+    parser.add_argument("result")
+    parser.add_argument("--kill-after", type=int, help="learner steps after which a worker node dies")
+    args = parser.parse_args()
+    # a dead node is declared dead within ~2 s (the default takes tens of seconds)
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": {
+        "health_check_period_ms": 500, "health_check_failure_threshold": 3}})
+    try:
+        workers = [cluster.add_node(num_cpus=4, resources={"rollout": 4}) for _ in range(2)]
+        cluster.wait_for_nodes()
+        ray.init(address=cluster.address, logging_level="ERROR")
+        info = describe("CartPole-v1")
+        teacher = checkpoint.load(args.teacher, env_id="CartPole-v1")
+        config = distill_config("CartPole-v1", args.out, steps=150_000, target_return=None, teacher=args.teacher,
+                                actors=4, actor_cpus=1, actor_resources={"rollout": 1}, envs_per_actor=4,
+                                address=cluster.address)
+        ips = {w.node_id: w.node_ip_address for w in workers}
+        killed = {}
+        if args.kill_after is not None:
+            def kill() -> None:  # once the run is learning, mid-run
+                metrics = Path(args.out) / "metrics.jsonl"
+                while not metrics.exists() or not any(
+                        json.loads(line).get("learner/steps", 0) >= args.kill_after
+                        for line in metrics.read_text().splitlines()):
+                    time.sleep(0.1)
+                killed["node_id"] = workers[1].node_id
+                cluster.remove_node(workers[1], allow_graceful=False)
+            threading.Thread(target=kill, daemon=True).start()
+        run = RunDir(args.out)
+        summary = DistillDriver(config, info, teacher, run=run, started=time.monotonic(), show_progress=False).train()
+        # which nodes the actors ran on, by node id (all nodes of a local Cluster share one IP)
+        json.dump({"summary": summary, "workers": list(ips), "killed": killed.get("node_id")},
+                  open(args.result, "w"))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,35 @@
+"""Several nodes on one machine (ray.cluster_utils.Cluster), in a process of their own."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).parent
+
+
+def _run(teacher: str, tmp_path: Path, *extra: str) -> dict:
+    result = tmp_path / "result.json"
+    proc = subprocess.run([sys.executable, str(HERE / "multinode_run.py"), teacher, str(tmp_path / "run"),
+                           str(result), *extra], capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads(result.read_text())
+
+
+def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(small_teacher, tmp_path):
+    _, teacher_summary = small_teacher
+    out = _run(teacher_summary["teacher"]["checkpoint"], tmp_path, "--kill-after", "300")
+    summary, workers, killed = out["summary"], out["workers"], out["killed"]
+    start = summary["actors"]["actors_per_node_at_start"]
+    end = summary["actors"]["actors_per_node_at_end"]
+    node = {w[:8]: w for w in workers}
+    # SPREAD: two actors on each worker node, none on the head (it has no "rollout" resource)
+    assert sorted((key.split("/")[1], n) for key, n in start.items()) == sorted((w[:8], 2) for w in workers)
+    # the killed node's actors were restarted on the survivor: all four end there
+    survivor = next(w for w in workers if w != killed)
+    assert {key.split("/")[1]: n for key, n in end.items()} == {survivor[:8]: 4}
+    assert node[killed[:8]] == killed
+    assert summary["actors"]["actor_failures"] >= 1  # the collects lost with the node, counted
+    assert summary["env_steps"] >= 150_000 and summary["stop_reason"] == "steps"
+    student = summary["students"]["16x16"]
+    assert student["agreement"] > 0.7 and student["pct_of_teacher"] >= 90
