@@ -6,6 +6,7 @@ import numpy as np
 
 from ..learners.networks import GreedyPolicy
 from .buffer import ReplayRing
+from .redis_buffer import RedisBuffer
 
 
 class LabelRefresher:
@@ -18,7 +19,7 @@ class LabelRefresher:
     def load_teacher(self, version: int, weights: dict[str, np.ndarray]) -> None:
         self.teacher.load(version, weights)
 
-    def refresh(self, ring: ReplayRing, chunk: int) -> int:
+    def refresh(self, ring: ReplayRing | RedisBuffer, chunk: int) -> int:
         """Relabel up to `chunk` of the oldest records labelled by an older teacher; returns how many."""
         if self.teacher.version < 0:
             return 0

@@ -17,6 +17,14 @@ from .rollout import Rollout
 from .wire import Schema
 
 
+def _pull_and_refresh(refresher: LabelRefresher, params: ray.actor.ActorHandle, ring, chunk: int) -> int:
+    """Pull the teacher if it moved, then relabel up to `chunk` stale records of `ring`."""
+    version, weights = ray.get(params.pull.remote(refresher.teacher.version))
+    if weights is not None:
+        refresher.load_teacher(version, weights)
+    return refresher.refresh(ring, chunk)
+
+
 @ray.remote(num_cpus=0)
 class BufferShard(ReplayRing):
     """One shard of the Ray buffer: a ReplayRing inside an actor, relabelling next to its data."""
@@ -26,11 +34,7 @@ class BufferShard(ReplayRing):
         self.refresher = LabelRefresher(net, obs_shape, n_actions)
 
     def refresh(self, chunk: int) -> int:
-        """Pull the teacher if it moved, then relabel up to `chunk` stale records."""
-        version, weights = ray.get(self.teacher_params.pull.remote(self.refresher.teacher.version))
-        if weights is not None:
-            self.refresher.load_teacher(version, weights)
-        return self.refresher.refresh(self, chunk)
+        return _pull_and_refresh(self.refresher, self.teacher_params, self, chunk)
 
 
 @ray.remote(num_cpus=0)
@@ -159,10 +163,7 @@ class RedisRefresherActor:
         self.refresher = LabelRefresher(net, obs_shape, n_actions)
 
     def refresh(self, chunk: int) -> int:
-        version, weights = ray.get(self.params.pull.remote(self.refresher.teacher.version))
-        if weights is not None:
-            self.refresher.load_teacher(version, weights)
-        return self.refresher.refresh(self.buffer, chunk)
+        return _pull_and_refresh(self.refresher, self.params, self.buffer, chunk)
 
 
 class RedisBufferClient(RedisBuffer):
