@@ -29,7 +29,7 @@ def rollout_options(cfg: RunConfig) -> dict[str, object]:
 def on_head() -> dict[str, object]:
     head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
                 ray.get_runtime_context().get_node_id())
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=True)}
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=False)}
 
 
 def check_feasible(cfg: RunConfig) -> None:
