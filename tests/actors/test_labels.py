@@ -1,14 +1,12 @@
 """Labelled records: relabel in place, refresh next to the data, staleness accounting."""
 
 import numpy as np
-import pytest
 import ray
 import torch
 
 from qdistill.actors.buffer import ReplayRing
 from qdistill.actors.refresh import LabelRefresher, staleness
 from qdistill.actors.remote import ParameterServerActor, ShardedBuffer
-from qdistill.learners.batch import TransitionBatch
 from qdistill.learners.networks import QNetwork, to_numpy
 from batches import sequence_batch
 

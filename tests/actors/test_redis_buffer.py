@@ -5,7 +5,6 @@ import time
 
 import numpy as np
 import pytest
-import redis as redis_py
 
 from qdistill.actors.redis_buffer import PASSWORD_ENV, RedisBuffer, RedisBufferError, RedisSpec
 from qdistill.actors.wire import Schema, SchemaError, decode, encode
