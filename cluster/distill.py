@@ -104,7 +104,7 @@ class DistillDriver:
         metrics: dict[str, float] = {}
         eval_ref = None
         eval_snapshot: tuple[int, dict] | None = None
-        last_eval = -np.inf
+        last_eval_at = -np.inf
         refresh_refs: list = []
         last_refresh = 0
         last_log, steps_at_log = time.monotonic(), 0
@@ -134,10 +134,10 @@ class DistillDriver:
                         last_refresh = self.learner.steps
 
             now = time.monotonic()
-            if eval_ref is None and not stop and self.learner.steps > 0 and now - last_eval >= cfg.eval_every_s:
+            if eval_ref is None and not stop and self.learner.steps > 0 and now - last_eval_at >= cfg.eval_every_s:
                 eval_snapshot = (self.student_version, self.learner.weights())
                 eval_ref = self.evaluator.evaluate.remote(*eval_snapshot)
-                last_eval = now
+                last_eval_at = now
             if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
                 result = ray.get(eval_ref)
                 eval_ref = None
