@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -13,16 +14,17 @@ from ..actors.redis_buffer import PASSWORD_ENV
 from ..learners import checkpoint
 from ..learners.distill import parse_students
 from .config import RunConfig, distill_config, teacher_config
+from .jobs import Job
 from .rundir import check_writable
 
 
-def _place(config: RunConfig) -> None:
-    """Connect to Ray and refuse a rollout actor no node can host, before anything is written."""
+def _place(config: RunConfig, learner_resources: dict[str, float]) -> None:
+    """Connect to Ray and refuse a rollout actor or learner no node can host, before anything is written."""
     from .connect import connect
     from .placement import check_feasible
 
-    connect(config.address, min_cpus=config.actors * config.actor_cpus)
-    check_feasible(config)
+    connect(config.address, min_cpus=config.actors * config.actor_cpus + learner_resources.get("CPU", 0))
+    check_feasible(config, learner_resources)
 
 
 def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
@@ -48,8 +50,20 @@ def _resources(text: str) -> dict[str, float]:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1")
-    p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty")
+    p.add_argument("--env", help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1 (required "
+                                 "unless --resume)")
+    p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty. "
+                                 "Its name is the run's name on the cluster")
+    p.add_argument("--resume", metavar="RUN_DIR",
+                   help="carry on with a run directory's run from its last checkpoint: networks, optimiser "
+                        f"states and counters. Only {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)} "
+                        "may be given with it; budgets count the whole run")
+    p.add_argument("--detach", action="store_true",
+                   help="start the run in the background on the cluster (needs --address) and return; "
+                        "see `qdistill status`, `scale`, `stop`")
+    p.add_argument("--learner-resources", type=_resources, default={},
+                   help="Ray resources for the run's learner as JSON, e.g. '{\"GPU\": 1}' (default: this machine, "
+                        "no reservation)")
     p.add_argument("--actors", type=int, help="rollout actors")
     p.add_argument("--envs-per-actor", type=int, help="vector env width per actor (default 8)")
     p.add_argument("--actor-cpus", type=float, help="CPUs each rollout actor reserves (default 1)")
@@ -61,8 +75,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target-return", type=float,
                    help="stop once the greedy mean return reaches this (default: the env's reward threshold)")
     p.add_argument("--no-target", action="store_true", help="use the whole budget")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--address", help="Ray address to join (default: an embedded local Ray runtime)")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--address", help="Ray address to join: auto, HOST:PORT or ray://HOST:PORT "
+                                     "(default: an embedded local Ray runtime)")
     p.add_argument("--buffer", help="'ray' (default: Ray buffer shards) or redis://[user:password@]host:port/db "
                                     f"(rediss:// for TLS; the password may come from ${PASSWORD_ENV})")
     p.add_argument("--buffer-prefix", help="Redis key prefix: the run's namespace (default: qdistill:<run dir>)")
@@ -94,6 +109,18 @@ def _build_parser() -> argparse.ArgumentParser:
     t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
     t.add_argument("--init", help="start from this teacher checkpoint")
 
+    st = sub.add_parser("status", help="show the runs on a cluster, or one run's progress")
+    st.add_argument("run", nargs="?", help="run name (its run directory's name) or run directory")
+    st.add_argument("--json", action="store_true", help="the full status as JSON")
+    sc = sub.add_parser("scale", help="add or remove rollout actors of a running run")
+    sc.add_argument("run", help="run name or run directory")
+    sc.add_argument("--actors", type=int, required=True, help="rollout actors wanted")
+    sp = sub.add_parser("stop", help="stop a run cleanly: final checkpoints, report; then remove it")
+    sp.add_argument("run", help="run name or run directory")
+    sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run to finish")
+    for q in (st, sc, sp):
+        q.add_argument("--address", help="Ray address of the cluster (default: $RAY_ADDRESS, else auto)")
+
     e = sub.add_parser("eval", help="re-evaluate a run directory's checkpoints (or one checkpoint file)")
     e.add_argument("path", help="a run directory, or a checkpoint file")
     e.add_argument("--episodes", type=int, default=20)
@@ -116,27 +143,9 @@ def _print_rows(rows: list[tuple[str, str]]) -> None:
     print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
 
 
-def _train_teacher(args: argparse.Namespace, started: float) -> int:
-    info = describe(args.env)
-    init = checkpoint.load(args.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                           net=args.net) if args.init else None
-    config = teacher_config(
-        args.env, _out(args),
-        steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed, init=args.init,
-        address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
-        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
-        replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
-        dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
-    )
-    check_writable(config.out)
-    _check_buffer(config, info)
-    _place(config)
-
-    from .teacher import TeacherDriver
-
-    summary = TeacherDriver(config, info, init=init, started=started, show_progress=not args.quiet).train()
+def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]:
     teacher = summary["teacher"]
-    _print_rows([
+    return [
         ("env", summary["env"]),
         ("stopped", summary["stop_reason"]),
         ("env steps", f"{summary['env_steps']:,}"),
@@ -146,57 +155,224 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
         ("greedy return", f"{teacher['eval_return_mean']:.1f} ± {teacher['eval_return_std']:.1f} "
                           f"over {teacher['eval_episodes']} episodes"),
         ("checkpoint", teacher["checkpoint"]),
-        ("run directory", config.out),
-    ])
-    return 0
+        ("run directory", out),
+    ]
+
+
+def _print_summary(summary: dict[str, object], out: str) -> None:
+    from .report import table
+
+    if "students" in summary:  # a distillation run
+        print(table(summary))
+        _print_rows([
+            ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
+                        f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),
+            ("run directory", out),
+        ])
+    elif "teacher" in summary:  # train-teacher
+        _print_rows(_teacher_rows(summary, out))
+    else:  # stopped while its teacher trained
+        _print_rows([("stopped", "while training the teacher; `qdistill run --resume` carries on"),
+                     ("run directory", out)])
+
+
+RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", "detach", "learner_resources", "quiet")
+
+
+def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
+    """The run directory's own config, with only the flags a resumed run may change."""
+    from .config import config_from_dict, with_overrides
+
+    path = Path(args.resume)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"run directory {str(path)!r} has no config.json: expected a directory made by "
+                         f"`qdistill {args.command}`")
+    config = config_from_dict(cls, json.loads((path / "config.json").read_text()),
+                              source=str(path / "config.json"))
+    if args.env is not None and args.env != config.env:
+        raise ValueError(f"run directory {str(path)!r} was made for {config.env}, not {args.env}")
+    allowed = {"command", "resume", "env", "out", *RESUME_FLAGS}
+    given = sorted(k for k, v in vars(args).items() if k not in allowed and v not in (None, False))
+    if given:
+        raise ValueError(f"--resume carries on with the run's own config: {', '.join('--' + g.replace('_', '-') for g in given)} "
+                         f"cannot be given with it (only {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
+    return with_overrides(config, out=str(path.absolute()), steps=args.steps, time=args.time, actors=args.actors,
+                          address=args.address, buffer=args.buffer)
+
+
+def _env(args: argparse.Namespace) -> EnvInfo:
+    if args.env is None:
+        raise ValueError("no env: give --env (a Gymnasium id such as 'CartPole-v1'), or --resume RUN_DIR")
+    return describe(args.env)
+
+
+def _train_teacher(args: argparse.Namespace, started: float) -> int:
+    from .config import TeacherRunConfig
+
+    if args.resume:
+        config = _resumed(args, TeacherRunConfig)
+        info = describe(config.env)
+    else:
+        info = _env(args)
+        init = checkpoint.load(args.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                               net=args.net) if args.init else None
+        config = teacher_config(
+            args.env, str(Path(_out(args)).absolute()),
+            steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
+            init=str(Path(args.init).absolute()) if args.init else None,
+            address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
+            actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
+            replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
+            dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
+        )
+        check_writable(config.out)
+    return _start(args, Job("train-teacher", config, resume=bool(args.resume), started_at=started,
+                            device=_device(args)), info)
 
 
 def _run(args: argparse.Namespace, started: float) -> int:
-    info = describe(args.env)
-    teacher = checkpoint.load(args.teacher, env_id=info.env_id, obs_shape=info.obs_shape,
-                              n_actions=info.n_actions) if args.teacher else None
-    out = _out(args)
-    config = distill_config(
-        args.env, out,
-        steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
-        teacher=args.teacher, address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
-        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
-        replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour, refresh=args.refresh,
-        refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
-        distill={"students": parse_students(args.students) if args.students is not None else None,
-                 "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
-    )
-    teacher_cfg = None if teacher else teacher_config(
-        args.env, str(Path(out) / "teacher"), seed=args.seed, address=args.address,
-        target_return=info.reward_threshold, buffer=args.buffer,
-        buffer_prefix=f"{args.buffer_prefix}:teacher" if args.buffer_prefix else None)
-    check_writable(out)
-    _check_buffer(config, info)
-    _place(config)
+    from .config import DistillRunConfig
 
-    from .distill import DistillDriver
-    from .offline import run_offline
-    from .report import table
-    from .rundir import RunDir
-    from .teacher import TeacherDriver
+    teacher_cfg = None
+    if args.resume:
+        config = _resumed(args, DistillRunConfig)
+        info = describe(config.env)
+        teacher_dir = Path(config.out) / "teacher"
+        if config.teacher is None and (teacher_dir / "config.json").is_file():
+            from .config import TeacherRunConfig, config_from_dict, with_overrides
 
-    if teacher is None:
-        print(f"training a teacher first ({teacher_cfg.dqn.net}) into {teacher_cfg.out}", file=sys.stderr)
-        trained = TeacherDriver(teacher_cfg, info, started=started, show_progress=not args.quiet).train()
-        teacher = checkpoint.load(trained["teacher"]["checkpoint"])
-    run = RunDir(out)
-    run.write_json("config.json", config.to_dict())
-    if config.mode == "offline":
-        summary = run_offline(config, info, teacher, run=run, started=started)
+            teacher_cfg = with_overrides(config_from_dict(
+                TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
+                source=str(teacher_dir / "config.json")), address=args.address, buffer=args.buffer)
     else:
-        summary = DistillDriver(config, info, teacher, run=run, started=started, show_progress=not args.quiet).train()
-    print(table(summary))
-    _print_rows([
-        ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
-                    f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),
-        ("run directory", out),
-    ])
+        info = _env(args)
+        if args.teacher:
+            checkpoint.load(args.teacher, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
+        out = str(Path(_out(args)).absolute())
+        config = distill_config(
+            args.env, out,
+            steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
+            teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
+            actors=args.actors, envs_per_actor=args.envs_per_actor,
+            actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
+            buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour,
+            refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
+            distill={"students": parse_students(args.students) if args.students is not None else None,
+                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
+        )
+        check_writable(out)
+    if config.teacher is None and teacher_cfg is None:
+        teacher_cfg = teacher_config(
+            config.env, str(Path(config.out) / "teacher"), seed=config.seed, address=config.address,
+            target_return=info.reward_threshold, buffer=config.buffer,
+            buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None)
+    return _start(args, Job("run", config, teacher_cfg, resume=bool(args.resume), started_at=started,
+                            device=_device(args)), info)
+
+
+def _device(args: argparse.Namespace) -> str:
+    return "cuda" if args.learner_resources.get("GPU", 0) > 0 else "cpu"
+
+
+def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
+    """Check the buffer and placement, then start the run's actor: follow it, or leave it running."""
+    import ray
+
+    from .background import follow, launch, run_name, wait_started
+
+    config = job.config
+    if args.detach and config.address is None and "RAY_ADDRESS" not in os.environ:
+        raise ValueError("--detach needs a running Ray cluster to outlive this command: start one with "
+                         "`ray start --head` and give --address (e.g. --address auto)")
+    _check_buffer(config, info)
+    _place(config, args.learner_resources)
+    actor, ref = launch(job, detach=args.detach, learner_resources=args.learner_resources)
+    name = run_name(config.out)
+    if args.detach:
+        status = wait_started(actor)
+        if status["state"] == "failed":
+            ray.get(ref)  # raises the run's error
+        _print_rows([("run", f"{name} started in the background ({status['state']}, {status.get('phase')})"),
+                     ("follow it", f"qdistill status {name}"),
+                     ("scale it", f"qdistill scale {name} --actors N"),
+                     ("stop it", f"qdistill stop {name}"),
+                     ("run directory", config.out)])
+        return 0
+    try:
+        summary = follow(actor, ref, show_progress=not args.quiet)
+    finally:
+        ray.kill(actor)
+    _print_summary(summary, config.out)
     return 0
+
+
+def _control_address(args: argparse.Namespace) -> None:
+    from .connect import connect
+
+    connect(args.address or (None if "RAY_ADDRESS" in os.environ else "auto"))
+
+
+def _status(args: argparse.Namespace) -> int:
+    import ray
+
+    from .background import find, runs
+    from .status import status_rows
+
+    _control_address(args)
+    names = [args.run] if args.run else runs()
+    statuses = [ray.get(find(n).status.remote()) for n in names]
+    if args.json:
+        print(json.dumps(statuses if not args.run else statuses[0], indent=2, default=float))
+    elif not statuses:
+        print("no qdistill runs on this cluster")
+    for status in statuses if not args.json else []:
+        _print_rows(status_rows(status))
+        print()
+    return 0
+
+
+def _scale(args: argparse.Namespace) -> int:
+    import ray
+
+    from .background import find
+
+    if args.actors < 1:
+        raise ValueError(f"--actors {args.actors} is not valid: expected an integer >= 1")
+    _control_address(args)
+    actor = find(args.run)
+    status = ray.get(actor.status.remote())
+    if status["state"] not in ("starting", "running"):
+        raise ValueError(f"run {status['run']!r} is {status['state']}: only a running run can be scaled")
+    ray.get(actor.scale.remote(args.actors))
+    was = status.get("actors", {}).get("wanted", "?")
+    print(f"run {status['run']}: rollout actors {was} → {args.actors} "
+          f"(actors waiting for a node show as pending in `qdistill status {status['run']}`)")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    import ray
+
+    from .background import find
+
+    _control_address(args)
+    actor = find(args.run)
+    ray.get(actor.stop.remote())
+    deadline = time.monotonic() + args.timeout
+    status = ray.get(actor.status.remote())
+    while status["state"] not in ("finished", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = ray.get(actor.status.remote())
+    if status["state"] not in ("finished", "failed"):
+        print(f"qdistill: run {status['run']!r} did not finish within {args.timeout:g} s; it is still stopping "
+              f"(see `qdistill status {status['run']}`)", file=sys.stderr)
+        return 1
+    if status["detached"]:
+        ray.kill(actor)  # an attached run's own command ends it
+    _print_rows([("run", f"{status['run']} {status['state']} ({status.get('stop_reason') or status.get('error')})"),
+                 ("run directory", status["out"]),
+                 ("resume it", f"qdistill {status['command']} --resume {status['out']}")])
+    return 0 if status["state"] == "finished" else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -234,15 +410,22 @@ def _eval(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    started = time.monotonic()
+    started = time.time()
     args = _build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
+                "status": lambda: _status(args), "scale": lambda: _scale(args), "stop": lambda: _stop(args),
                 "eval": lambda: _eval(args)}
     try:
         return commands[args.command]()
     except ValueError as exc:  # our errors: EnvError, CheckpointError, RunDirError, config
         print(f"qdistill: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)  # an error raised inside the run's actor
+        if isinstance(cause, ValueError):
+            print(f"qdistill: error: {cause}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from urllib.parse import urlparse
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 
 from ..learners.distill import DistillConfig
 from ..learners.dqn import DQNConfig
@@ -63,6 +63,7 @@ class RunConfig:
     publish_every: int = 32  # learner steps between weight versions
     learner_threads: int = 1  # torch threads for the learner; small MLPs lose to thread hand-offs
     eval_episodes: int = 20
+    checkpoint_every_s: float = 60.0  # seconds between resumable state checkpoints (and one at the end)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
 
     def __post_init__(self) -> None:
@@ -83,6 +84,8 @@ class RunConfig:
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.learning_starts >= 0, f"learning_starts {self.learning_starts} is not valid: expected an integer >= 0")
+        _check(self.checkpoint_every_s > 0,
+               f"checkpoint_every_s {self.checkpoint_every_s} is not valid: expected seconds > 0")
         _check(self.replay_ratio > 0, f"replay_ratio {self.replay_ratio} is not valid: expected a number > 0")
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")
         _check(isinstance(self.actor_resources, dict) and all(
@@ -231,3 +234,34 @@ def _resolve(cls, preset: dict[str, object], nested: dict[str, type], env: str, 
 
 def _given(d: object) -> dict[str, object]:
     return {k: v for k, v in (d or {}).items() if v is not None}  # type: ignore[union-attr]
+
+
+def config_from_dict(cls, data: dict[str, object], *, source: str):
+    """A config saved with `to_dict` (a run directory's config.json), read back and validated;
+    an unknown key or a field of the wrong kind is refused, naming it."""
+    nested = {"dqn": DQNConfig, "exploration": ExplorationConfig, "distill": DistillConfig}
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in data.items():
+        _check(key in known, f"{source}: unknown key {key!r}")
+        if key in nested:
+            _check(isinstance(value, dict), f"{source}: {key!r} should be a table of settings")
+            sub = {f.name for f in fields(nested[key])}
+            extra = sorted(set(value) - sub)
+            _check(not extra, f"{source}: unknown key {key + '.' + extra[0] if extra else ''!r}")
+            value = nested[key](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
+        values[key] = value
+    if isinstance(values.get("buffer"), str):
+        values["buffer"] = values["buffer"].replace(":***@", "@")  # the saved URL's password was masked
+    try:
+        return cls(**values)
+    except TypeError as exc:
+        raise ValueError(f"{source}: {exc}") from None
+
+
+def with_overrides(config, **overrides: object):
+    """The config with the given (not None) fields replaced, validated again."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("time") is not None and "steps" not in given:
+        given["steps"] = None  # a time budget alone replaces the step budget
+    return replace(config, **given)

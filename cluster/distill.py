@@ -19,29 +19,30 @@ from ..actors.refresh import staleness
 from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, make_buffer
 from ..learners import checkpoint
 from ..learners.distill import DistillLearner
-from ..learners.networks import GreedyPolicy
+from ..learners.networks import GreedyPolicy, from_numpy, to_numpy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
-from .connect import connect
-from .placement import actors_per_node, check_feasible, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
-from .progress import Progress
+from .control import RunControl
+from .placement import actors_per_node, on_head, rollout_options
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
 from .report import summarize
 from .rundir import RunDir
 
 
 class DistillDriver:
     def __init__(self, config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint, *,
-                 run: RunDir, started: float, show_progress: bool = True) -> None:
+                 run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
         self.config = config
         self.info = info
         self.teacher = teacher
         self.run = run
         self.started = started
-        self.show_progress = show_progress
+        self.control = control
         torch.set_num_threads(config.learner_threads)
-        self.learner = DistillLearner(config.distill, info.obs_shape, info.n_actions, seed=config.seed)
+        self.learner = DistillLearner(config.distill, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.student_version = 0
+        self.resumed_env_steps = 0
+        self.resumed_distill_s = 0.0
         self.teacher_version = teacher.version
         self.published_at = {teacher.version: time.monotonic()}
         # the learner's own teacher copy, for on-sample refresh
@@ -55,13 +56,37 @@ class DistillDriver:
     def _beta(self, env_steps: int) -> float:
         return behaviour_beta(self.config.behaviour, self.beta, env_steps)
 
+    # -- resumable state ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        return {
+            "learner": self.learner.state_dict(),
+            "env_steps": self.collector.env_steps,
+            "distill_s": time.monotonic() - self.distill_started,
+            "student_version": self.student_version,
+            "counters": dict(self.counters),
+            "best": {name: {"return": ret, "version": version, "weights": from_numpy(weights)}
+                     for name, (ret, version, weights) in self.best.items()},
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Carry on from a saved state: students, optimisers, counters and best students."""
+        self.learner.load_state_dict(state["learner"])
+        self.resumed_env_steps = int(state["env_steps"])
+        self.resumed_distill_s = float(state["distill_s"])
+        self.student_version = int(state["student_version"])
+        self.counters.update(state["counters"])
+        self.best = {name: (float(b["return"]), int(b["version"]), to_numpy(b["weights"]))
+                     for name, b in state["best"].items()}
+
+    def save_state(self) -> None:
+        checkpoint.save_state(self.run.checkpoints / "state.pt", self.state())
+
     def train(self) -> dict[str, object]:
         cfg = self.config
-        self.distill_started = time.monotonic()
-        connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
-        check_feasible(cfg)
+        self.distill_started = time.monotonic() - self.resumed_distill_s
         local = on_head()
-        run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
+        run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.teacher_params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
         self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
@@ -71,34 +96,39 @@ class DistillDriver:
                                   seed=cfg.seed, options=local, name=run_id)
         if cfg.refresh == "periodic":
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
-        acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
-        self.actors = [
-            RolloutActor.options(**rollout_options(cfg)).remote(
-                cfg.env, net=self.teacher.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
-                num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-                params=f"{run_id}-teacher-params", shard=self.buffer.shard_for(i),
-                student=acting, student_params=f"{run_id}-student-params" if acting else None,
-            )
-            for i in range(cfg.actors)
-        ]
+        self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
+                                   envs_per_actor=cfg.envs_per_actor)
+        self.collector.env_steps = self.resumed_env_steps
         self.evaluator = EvaluatorActor.options(num_cpus=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
             teacher_version=self.teacher_version, teacher_weights=self.teacher.weights,
         )
-        self.placement = {"actors_per_node_at_start": actors_per_node(self.actors, timeout=60)}
-        reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
-        distill_wall_s = time.monotonic() - self.distill_started
-        self.placement.update(actors_per_node_at_end=actors_per_node(self.actors), actor_failures=self.collector.failures)
+        self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
+            reason = self._loop()
+            distill_wall_s = time.monotonic() - self.distill_started
+            view = self.collector.view()
+            self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
+                                  actor_restarts=view["restarts"])
             return self._finish(reason, distill_wall_s)
         finally:
-            stop_actors(self.actors, [*self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator])
+            stop_actors(self.collector.handles(),
+                        [*self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator])
 
-    def _loop(self, progress: Progress | None) -> str:
+    def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config
-        collector = Collector(self.actors, steps_per_call=cfg.steps_per_call, envs_per_actor=cfg.envs_per_actor)
-        self.collector = collector
+        acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
+        return RolloutActor.options(**rollout_options(cfg)).remote(
+            cfg.env, net=self.teacher.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
+            num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
+            params=f"{self.run_id}-teacher-params", shard=self.buffer.shard_for(i),
+            student=acting, student_params=f"{self.run_id}-student-params" if acting else None,
+        )
+
+    def _loop(self) -> str:
+        cfg = self.config
+        collector = self.collector
         prefetch = Prefetcher(self.buffer, cfg.distill.batch_size * cfg.updates_per_sample)
         recent: list[float] = []
         metrics: dict[str, float] = {}
@@ -107,12 +137,14 @@ class DistillDriver:
         last_eval_at = -np.inf
         refresh_refs: list = []
         last_refresh = 0
-        last_log, steps_at_log = time.monotonic(), 0
+        last_log, steps_at_log = time.monotonic(), collector.env_steps
+        last_save = time.monotonic()
         self.last_eval: dict[str, float] = {}
         stop = None
         while stop is None:
-            stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started)
-            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size)
+            stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started) or \
+                steer(self.control, collector)
+            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size, collector.up)
             if not stop:
                 collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
@@ -148,16 +180,33 @@ class DistillDriver:
             if stop or now - last_log >= 2.0:  # and once more at the end
                 sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
                 last_log, steps_at_log = now, collector.env_steps
+                view, buffer = collector.view(), self.buffer.stats()
                 self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
                               "distill_s": round(now - self.distill_started, 3),
-                              "rollout/actor_failures": collector.failures,
+                              "rollout/actors": view["alive"], "rollout/actors_pending": view["pending"],
+                              "rollout/actor_restarts": view["restarts"], "rollout/actor_failures": collector.failures,
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
+                              "buffer/size": buffer["buffer/size"],
                               "students/version": self.student_version, **self.counters, **metrics})
-                if progress:
-                    progress.update(collector.env_steps if cfg.steps else now - self.distill_started,
-                                    self._progress_fields(sps, metrics))
+                self._publish(now, sps, metrics, view, buffer)
+            if not stop and now - last_save >= cfg.checkpoint_every_s:
+                self.save_state()
+                last_save = now
         return stop
+
+    def _publish(self, now: float, sps: float, metrics: dict[str, float], view: dict, buffer: dict) -> None:
+        cfg = self.config
+        self.control.publish(
+            state="running", phase="distill", env_steps=self.collector.env_steps, learner_steps=self.learner.steps,
+            progress={"done": self.collector.env_steps if cfg.steps else now - self.distill_started,
+                      "total": cfg.steps or cfg.time, "unit": "steps" if cfg.steps else "s"},
+            fields=self._progress_fields(sps, metrics), steps_per_s=round(sps, 1), actors=view,
+            buffer={"size": int(buffer["buffer/size"]), "capacity": int(buffer["buffer/capacity"])},
+            label_staleness=metrics.get("buffer/label_staleness"),
+            returns={"teacher": self.last_eval.get("eval/return/teacher"),
+                     **{n: self.last_eval.get(f"eval/return/{n}") for n in cfg.distill.students}},
+        )
 
     def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:
         """Last checkpoints, then the final evaluation of each student's best on other held-out episodes."""
@@ -183,6 +232,7 @@ class DistillDriver:
             "labels": dict(self.counters),
         }
         summary = summarize(self.run, self.config, self.teacher, final, students, facts)
+        self.save_state()
         self.run.close()
         return summary
 

@@ -9,19 +9,7 @@ import ray
 from ..actors.remote import ShardedBuffer
 from ..learners.batch import TransitionBatch
 from .config import RunConfig
-from .progress import Progress
-
-
-def run_loop(loop: Callable[[Progress | None], str], cfg: RunConfig, *, show_progress: bool) -> str:
-    """Run a driver's loop under a progress line; Ctrl-C ends it as "interrupted", not a traceback."""
-    progress = Progress(cfg.steps or cfg.time or 0, "steps" if cfg.steps else "s") if show_progress else None
-    try:
-        return loop(progress)
-    except KeyboardInterrupt:
-        return "interrupted"
-    finally:
-        if progress:
-            progress.close()
+from .control import RunControl
 
 
 def stop_actors(rollout_actors: list[ray.actor.ActorHandle], others: list[ray.actor.ActorHandle]) -> None:
@@ -41,28 +29,79 @@ def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None
     return None
 
 
-def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int) -> tuple[bool, float]:
+def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int, actors: int) -> tuple[bool, float]:
     """The replay ratio, both ways: whether the learner owes steps for the data collected, and how
-    many env steps the actors may have collected or under way (one call each ahead of the learner)."""
+    many env steps the `actors` (those up) may have collected or under way (one call each ahead of
+    the learner)."""
     owes = env_steps >= cfg.learning_starts and (env_steps - cfg.learning_starts) * cfg.replay_ratio > learner_steps
-    allowed = cfg.learning_starts + learner_steps / cfg.replay_ratio + cfg.actors * call_size
+    allowed = cfg.learning_starts + learner_steps / cfg.replay_ratio + actors * call_size
     return owes, allowed
 
 
 class Collector:
-    """Keeps rollout actors busy with one `collect` call each, never further ahead than allowed."""
+    """Keeps rollout actors busy with one `collect` call each, never further ahead than allowed;
+    grows or shrinks the fleet on request (`resize`)."""
 
-    def __init__(self, actors: list[ray.actor.ActorHandle], *, steps_per_call: int, envs_per_actor: int) -> None:
-        self.actors = actors
+    def __init__(self, make_actor: Callable[[int], ray.actor.ActorHandle], actors: int, *, steps_per_call: int,
+                 envs_per_actor: int) -> None:
+        self.make_actor = make_actor  # actor id → a new rollout actor
         self.steps_per_call = steps_per_call
         self.call_size = steps_per_call * envs_per_actor
+        self.actors: dict[int, ray.actor.ActorHandle] = {}
         self.pending: dict[ray.ObjectRef, int] = {}
-        self.idle = list(range(len(actors)))
+        self.starting: dict[ray.ObjectRef, int] = {}  # actors not up yet: no collect waits on them
+        self.idle: list[int] = []
+        self.retiring: set[int] = set()
+        self.next_id = 0
         self.env_steps = 0
         self.failures = 0  # collects lost with their actor (Ray restarts the actor)
+        self.retired = 0
+        self.resize(actors)
+
+    @property
+    def wanted(self) -> int:
+        return len(self.actors) - len(self.retiring)
+
+    @property
+    def up(self) -> int:
+        return len(self.actors) - len(self.starting)
+
+    def handles(self) -> list[ray.actor.ActorHandle]:
+        return list(self.actors.values())
+
+    def resize(self, actors: int) -> None:
+        """Start new actors, or retire the newest ones (each hands over what it collected first)."""
+        for _ in range(actors - self.wanted):
+            i, self.next_id = self.next_id, self.next_id + 1
+            self.actors[i] = self.make_actor(i)
+            self.starting[self.actors[i].node.remote()] = i
+        keep = sorted(i for i in self.actors if i not in self.retiring)[:max(actors, 0)]
+        for i in set(self.actors) - set(keep) - self.retiring:
+            self.retiring.add(i)
+            if i in self.idle or i in self.starting.values():  # not collecting: retire it now
+                was_up = i in self.idle
+                self.idle = [j for j in self.idle if j != i]
+                self.starting = {ref: j for ref, j in self.starting.items() if j != i}
+                self._retire(i, flush=was_up)
+
+    def _started(self) -> None:
+        """Actors that came up since the last look join the idle ones."""
+        if self.starting:
+            ready, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
+            for ref in ready:
+                self.idle.append(self.starting.pop(ref))
+
+    def _retire(self, i: int, *, flush: bool = True) -> None:
+        actor = self.actors.pop(i)
+        self.retiring.discard(i)
+        if flush:  # hand over what it collected (an actor never started has nothing)
+            ray.wait([actor.flush.remote()], timeout=10)
+        ray.kill(actor)
+        self.retired += 1
 
     def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0) -> None:
         """Start collects on idle actors while the steps collected or under way stay within `allowed_env_steps`."""
+        self._started()
         while self.idle and self.env_steps + len(self.pending) * self.call_size < allowed_env_steps:
             i = self.idle.pop()
             self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta)] = i
@@ -76,15 +115,35 @@ class Collector:
             ready, _ = ray.wait(list(self.pending), num_returns=len(self.pending), timeout=0)
         results = []
         for ref in ready:
-            self.idle.append(self.pending.pop(ref))
+            i = self.pending.pop(ref)
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError:
                 self.failures += 1  # the next collect waits for the restarted actor
-                continue
-            self.env_steps += result["env_steps"]
-            results.append(result)
+                result = None
+            if result is not None:
+                self.env_steps += result["env_steps"]
+                results.append(result)
+            if i in self.retiring:
+                self._retire(i)
+            else:
+                self.idle.append(i)
         return results
+
+    def view(self) -> dict[str, object]:
+        """Where the rollout actors are, for status and metrics."""
+        from .placement import fleet
+
+        return {**fleet(self.handles()), "wanted": self.wanted, "collect_failures": self.failures,
+                "retired": self.retired}
+
+
+def steer(control: RunControl, collector: Collector) -> str | None:
+    """Apply what came from outside: a new actor count now; "stopped" once a stop is asked for."""
+    wanted = control.take_scale()
+    if wanted is not None:
+        collector.resize(wanted)
+    return "stopped" if control.stop_requested else None
 
 
 class Prefetcher:

@@ -4,6 +4,7 @@ actors with it (losing the head loses the cluster anyway)."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import ray
@@ -32,28 +33,59 @@ def on_head() -> dict[str, object]:
     return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=False)}
 
 
-def check_feasible(cfg: RunConfig) -> None:
-    """Refuse at once a rollout actor that no live node could host (instead of pending forever)."""
-    need = {"CPU": cfg.actor_cpus, **cfg.actor_resources}
+def check_feasible(cfg: RunConfig, learner_resources: dict[str, float] | None = None) -> None:
+    """Refuse at once a rollout actor, or a learner, that no live node could host (instead of
+    leaving it pending forever)."""
+    _check_node_for("a rollout actor", {"CPU": cfg.actor_cpus, **cfg.actor_resources})
+    if learner_resources:
+        _check_node_for("the learner", learner_resources)
+
+
+def _check_node_for(what: str, need: dict[str, float]) -> None:
     need = {k: v for k, v in need.items() if v > 0}
     nodes = [n["Resources"] for n in ray.nodes() if n["Alive"]]
     if any(all(node.get(k, 0) >= v for k, v in need.items()) for node in nodes):
         return
     offers = "; ".join(", ".join(f"{k} {v:g}" for k, v in sorted(node.items()) if k in need or k == "CPU")
                        for node in nodes) or "no live nodes"
-    raise PlacementError(f"no node can host a rollout actor asking for "
+    raise PlacementError(f"no node can host {what} asking for "
                          f"{', '.join(f'{k} {v:g}' for k, v in need.items())}: the nodes offer {offers}")
 
 
-def actors_per_node(actors: list[ray.actor.ActorHandle], timeout: float = 10.0) -> dict[str, int]:
-    """"IP/node-id prefix" → how many of these actors run there (actors not answering in time are
-    left out)."""
-    refs = [a.node.remote() for a in actors]
-    ready, _ = ray.wait(refs, num_returns=len(refs), timeout=timeout)
-    counts: Counter[str] = Counter()
-    for ref in ready:
-        try:
-            counts[ray.get(ref)] += 1
-        except ray.exceptions.RayActorError:
-            pass
-    return dict(counts)
+def actor_states(actors: list[ray.actor.ActorHandle]) -> list[dict[str, object]]:
+    """Each actor's entry in the cluster's actor table (GCS): state, node, restarts. Read from the
+    GCS, not by calling the actor, so a busy or pending actor is reported too. Ray's public state
+    API needs the dashboard, which an embedded runtime does not start; this is the table behind it."""
+    from ray._private import state
+
+    return [state.actors(actor_id=a._actor_id.hex()) for a in actors]
+
+
+def fleet(actors: list[ray.actor.ActorHandle]) -> dict[str, object]:
+    """Rollout actors by where they run: "IP/node-id prefix" → count, plus those pending (waiting
+    for a node with room, e.g. one an autoscaler is adding), restarting, and restarts so far."""
+    per_node: Counter[str] = Counter()
+    pending = restarting = restarts = 0
+    for entry in actor_states(actors):
+        restarts += int(entry.get("NumRestarts", 0))
+        state = entry.get("State")
+        if state == "ALIVE":
+            address = entry["Address"]
+            per_node[f"{address['IPAddress']}/{address['NodeID'][:8]}"] += 1
+        elif state == "RESTARTING":
+            restarting += 1
+        elif state in ("DEPENDENCIES_UNREADY", "PENDING_CREATION"):
+            pending += 1
+    return {"per_node": dict(sorted(per_node.items())), "alive": sum(per_node.values()), "pending": pending,
+            "restarting": restarting, "restarts": restarts}
+
+
+def actors_per_node(actors: list[ray.actor.ActorHandle], timeout: float = 0.0) -> dict[str, int]:
+    """"IP/node-id prefix" → how many of these actors are alive there, waiting up to `timeout`
+    seconds for all of them to be up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        view = fleet(actors)
+        if view["alive"] == len(actors) or time.monotonic() >= deadline:
+            return view["per_node"]
+        time.sleep(0.2)

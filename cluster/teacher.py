@@ -20,13 +20,12 @@ from ..actors.evaluate import EvalResult, evaluate
 from ..actors.remote import ParameterServerActor, RolloutActor, make_buffer
 from ..learners import checkpoint
 from ..learners.dqn import DQNLearner
-from ..learners.networks import GreedyPolicy, greedy_actions
+from ..learners.networks import GreedyPolicy, from_numpy, greedy_actions, to_numpy
 from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
-from .connect import connect
-from .placement import actors_per_node, check_feasible, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_loop, stop_actors
-from .progress import Progress
+from .control import RunControl
+from .placement import actors_per_node, on_head, rollout_options
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
 from .rundir import RunDir
 
 FINAL_SEED = 1_000_000  # evaluation seeds never used while training
@@ -41,15 +40,15 @@ class _Best:
 
 
 class TeacherDriver:
-    def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, init: checkpoint.Checkpoint | None = None,
-                 started: float | None = None, show_progress: bool = True) -> None:
+    def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, control: RunControl,
+                 init: checkpoint.Checkpoint | None = None, started: float | None = None, device: str = "cpu") -> None:
         self.config = config
         self.info = info
         self.started = started if started is not None else time.monotonic()
         self.run = RunDir(config.out)
         self.run.write_json("config.json", config.to_dict())
         torch.set_num_threads(config.learner_threads)
-        self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed)
+        self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.version = 0
         if init is not None:
             self.learner.q.load_state_dict(init.network().state_dict())
@@ -59,54 +58,82 @@ class TeacherDriver:
         self.env_steps = 0
         self.best = _Best()
         self.recent_returns: deque[float] = deque(maxlen=20)
-        self.show_progress = show_progress
+        self.control = control
+        self.resumed_env_steps = 0
+
+    # -- resumable state ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        best = self.best
+        return {
+            "learner": self.learner.state_dict(),
+            "env_steps": self.env_steps,
+            "elapsed_s": time.monotonic() - self.started,
+            "version": self.version,
+            "best": {"version": best.version, "eval_mean": best.eval_mean,
+                     "weights": from_numpy(best.weights) if best.weights is not None else {}},
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Carry on from a saved state: networks, optimiser, counters, the best teacher so far."""
+        self.learner.load_state_dict(state["learner"])
+        self.env_steps = self.resumed_env_steps = int(state["env_steps"])
+        self.started = time.monotonic() - float(state["elapsed_s"])
+        self.version = int(state["version"])
+        best = state["best"]
+        self.best = _Best(int(best["version"]), float(best["eval_mean"]), to_numpy(best["weights"]) or None)
+
+    def save_state(self) -> None:
+        checkpoint.save_state(self.run.checkpoints / "state.pt", self.state())
 
     # -- the loop -------------------------------------------------------------------------------
 
     def train(self) -> dict[str, object]:
         cfg = self.config
-        connect(cfg.address, min_cpus=cfg.actors * cfg.actor_cpus)
-        check_feasible(cfg)
         local = on_head()
-        run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
+        run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.params = ParameterServerActor.options(name=f"{run_id}-params", **local).remote()
         self.params.publish.remote(self.version, self.learner.weights())
         self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
                                   chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
                                   seed=cfg.seed, options=local, name=run_id)
-        self.actors = [
-            RolloutActor.options(**rollout_options(cfg)).remote(
-                cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
-                num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-                params=f"{run_id}-params", shard=self.buffer.shard_for(i),
-            )
-            for i in range(cfg.actors)
-        ]
-        self.placement = {"actors_per_node_at_start": actors_per_node(self.actors, timeout=60)}
+        self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
+                                   envs_per_actor=cfg.envs_per_actor)
+        self.collector.env_steps = self.resumed_env_steps
+        self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
-            reason = run_loop(self._loop, cfg, show_progress=self.show_progress)
-            self.placement.update(actors_per_node_at_end=actors_per_node(self.actors),
-                                  actor_failures=self.collector.failures)
+            reason = self._loop()
+            view = self.collector.view()
+            self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
+                                  actor_restarts=view["restarts"])
         finally:
-            stop_actors(self.actors, [*self.buffer.actors(), self.params])
+            stop_actors(self.collector.handles(), [*self.buffer.actors(), self.params])
         return self._finish(reason)
 
-    def _loop(self, progress: Progress | None) -> str:
+    def _make_actor(self, i: int):
         cfg = self.config
-        collector = Collector(self.actors, steps_per_call=cfg.steps_per_call, envs_per_actor=cfg.envs_per_actor)
-        self.collector = collector
+        return RolloutActor.options(**rollout_options(cfg)).remote(
+            cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
+            num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
+            params=f"{self.run_id}-params", shard=self.buffer.shard_for(i),
+        )
+
+    def _loop(self) -> str:
+        cfg = self.config
+        collector = self.collector
         prefetch = Prefetcher(self.buffer, cfg.dqn.batch_size * cfg.updates_per_sample)
-        next_eval = max(cfg.eval_every, cfg.learning_starts)
-        last_log, steps_at_log = time.monotonic(), 0
+        next_eval = max(cfg.eval_every, cfg.learning_starts, collector.env_steps + 1)
+        last_log, steps_at_log = time.monotonic(), collector.env_steps
+        last_save = time.monotonic()
         metrics: dict[str, float] = {}
         staleness, actor_version = 0, -1
         stop = None
         while stop is None:
             self.env_steps = collector.env_steps
-            stop = budget_spent(cfg, self.env_steps, time.monotonic() - self.started)
+            stop = budget_spent(cfg, self.env_steps, time.monotonic() - self.started) or steer(self.control, collector)
 
             # collect: keep actors busy, but no further ahead of the learner than one call each
-            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size)
+            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size, collector.up)
             if not stop:
                 collector.launch(allowed, self.epsilon(self.env_steps))
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
@@ -133,8 +160,12 @@ class TeacherDriver:
             if stop or now - last_log >= 2.0:  # and once more at the end
                 sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
                 last_log, steps_at_log = now, collector.env_steps
+                view = collector.view()
                 self.run.log({
                     "env_steps": collector.env_steps,
+                    "rollout/actors": view["alive"],
+                    "rollout/actors_pending": view["pending"],
+                    "rollout/actor_restarts": view["restarts"],
                     "rollout/actor_failures": collector.failures,
                     "learner/steps": self.learner.steps,
                     "weights/version": self.version,
@@ -145,14 +176,28 @@ class TeacherDriver:
                     "charts/episodic_return": self._recent(),
                     **metrics,
                 })
-                if progress:
-                    progress.update(collector.env_steps if cfg.steps else now - self.started, {
-                        "steps/s": f"{sps:,.0f}",
-                        "ε": f"{self.epsilon(collector.env_steps):.3f}",
-                        "return": f"{self._recent():.1f}" if self.recent_returns else "-",
-                        "eval": f"{self.best.eval_mean:.1f}" if self.best.weights else "-",
-                    })
+                self._publish(now, sps, view)
+            if not stop and now - last_save >= cfg.checkpoint_every_s:
+                self.env_steps = collector.env_steps
+                self.save_state()
+                last_save = now
         return stop
+
+    def _publish(self, now: float, sps: float, view: dict) -> None:
+        cfg = self.config
+        env_steps = self.collector.env_steps
+        buffer = self.buffer.stats()
+        self.control.publish(
+            state="running", phase="teacher", env_steps=env_steps, learner_steps=self.learner.steps,
+            progress={"done": env_steps if cfg.steps else now - self.started, "total": cfg.steps or cfg.time,
+                      "unit": "steps" if cfg.steps else "s"},
+            fields={"steps/s": f"{sps:,.0f}", "ε": f"{self.epsilon(env_steps):.3f}",
+                    "return": f"{self._recent():.1f}" if self.recent_returns else "-",
+                    "eval": f"{self.best.eval_mean:.1f}" if self.best.weights else "-"},
+            steps_per_s=round(sps, 1), actors=view,
+            buffer={"size": int(buffer["buffer/size"]), "capacity": int(buffer["buffer/capacity"])},
+            returns={"teacher": self.best.eval_mean if self.best.weights else None},
+        )
 
     def _recent(self) -> float | None:
         return float(np.mean(self.recent_returns)) if self.recent_returns else None
@@ -216,5 +261,6 @@ class TeacherDriver:
             },
         }
         self.run.write_json("summary.json", summary)
+        self.save_state()
         self.run.close()
         return summary

@@ -35,6 +35,37 @@ class Checkpoint:
         return q
 
 
+def _atomic_save(path: Path, payload: dict) -> None:
+    """A temporary file in the same folder, fsync, rename: a kill never leaves a torn file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_state(path: str | Path, state: dict) -> Path:
+    """A run's resumable state (learner, optimisers, counters): tensors and plain values only."""
+    path = Path(path)
+    _atomic_save(path, {"schema": SCHEMA_VERSION, "state": state})
+    return path
+
+
+def load_state(path: str | Path) -> dict:
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a torn or foreign file
+        raise CheckpointError(f"run state {str(path)!r} cannot be read: {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("schema") != SCHEMA_VERSION or "state" not in payload:
+        raise CheckpointError(f"run state {str(path)!r} is not a qdistill run state of schema {SCHEMA_VERSION}")
+    return payload["state"]
+
+
 def save(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write atomically: a temporary file in the same folder, fsync, rename."""
     path = Path(path)
@@ -47,16 +78,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> Path:
         "version": ckpt.version,
         "state_dict": from_numpy(ckpt.weights),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    _atomic_save(path, payload)
     return path
 
 

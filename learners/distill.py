@@ -50,10 +50,12 @@ def parse_students(text: str) -> tuple[str, ...]:
 class DistillLearner:
     """One QNetwork and one Adam per student; `step` is one gradient step for each."""
 
-    def __init__(self, config: DistillConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0) -> None:
+    def __init__(self, config: DistillConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0,
+                 device: str = "cpu") -> None:
         torch.manual_seed(seed)
         self.config = config
-        self.students = {spec: QNetwork(spec, obs_shape, n_actions) for spec in config.students}
+        self.device = torch.device(device)
+        self.students = {spec: QNetwork(spec, obs_shape, n_actions).to(self.device) for spec in config.students}
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
         }
@@ -63,8 +65,8 @@ class DistillLearner:
         return {name: count_params(net) for name, net in self.students.items()}
 
     def step(self, observations: np.ndarray, teacher_q: np.ndarray) -> dict[str, float]:
-        obs = torch.as_tensor(observations, dtype=torch.float32)
-        target = torch.as_tensor(teacher_q, dtype=torch.float32)
+        obs = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
+        target = torch.as_tensor(teacher_q, dtype=torch.float32, device=self.device)
         metrics: dict[str, float] = {}
         for name, net in self.students.items():
             q = net(obs)
@@ -80,3 +82,15 @@ class DistillLearner:
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
         return {name: to_numpy(net.state_dict()) for name, net in self.students.items()}
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything a resumed run needs to carry on: students, optimiser states, step count."""
+        return {"steps": self.steps,
+                "students": {n: net.state_dict() for n, net in self.students.items()},
+                "optimizers": {n: opt.state_dict() for n, opt in self.optimizers.items()}}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        for name, net in self.students.items():
+            net.load_state_dict(state["students"][name])
+            self.optimizers[name].load_state_dict(state["optimizers"][name])
+        self.steps = int(state["steps"])

@@ -38,24 +38,29 @@ def _positive(name: str, value: float) -> None:
         raise ValueError(f"{name} {value} is not valid: expected a number > 0")
 
 
-def as_tensors(batch: TransitionBatch) -> dict[str, torch.Tensor]:
+def as_tensors(batch: TransitionBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
+    def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
+        return torch.as_tensor(a, dtype=dtype, device=device)
+
     return {
-        "observations": torch.as_tensor(batch.observations, dtype=torch.float32),
-        "actions": torch.as_tensor(batch.actions, dtype=torch.int64),
-        "rewards": torch.as_tensor(batch.rewards, dtype=torch.float32),
-        "next_observations": torch.as_tensor(batch.next_observations, dtype=torch.float32),
-        "terminations": torch.as_tensor(batch.terminations, dtype=torch.float32),
+        "observations": t(batch.observations, torch.float32),
+        "actions": t(batch.actions, torch.int64),
+        "rewards": t(batch.rewards, torch.float32),
+        "next_observations": t(batch.next_observations, torch.float32),
+        "terminations": t(batch.terminations, torch.float32),
     }
 
 
 class DQNLearner:
     """Holds the online and target networks and the optimiser; `step` is one gradient step."""
 
-    def __init__(self, config: DQNConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0) -> None:
+    def __init__(self, config: DQNConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0,
+                 device: str = "cpu") -> None:
         torch.manual_seed(seed)
         self.config = config
-        self.q = QNetwork(config.net, obs_shape, n_actions)
-        self.q_target = QNetwork(config.net, obs_shape, n_actions)
+        self.device = torch.device(device)
+        self.q = QNetwork(config.net, obs_shape, n_actions).to(self.device)
+        self.q_target = QNetwork(config.net, obs_shape, n_actions).to(self.device)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
@@ -66,7 +71,7 @@ class DQNLearner:
         return count_params(self.q)
 
     def step(self, batch: TransitionBatch) -> dict[str, float]:
-        t = as_tensors(batch)
+        t = as_tensors(batch, self.device)
         q_all = self.q(t["observations"])
         q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
         with torch.no_grad():
@@ -89,3 +94,14 @@ class DQNLearner:
 
     def weights(self) -> dict[str, np.ndarray]:
         return to_numpy(self.q.state_dict())
+
+    def state_dict(self) -> dict[str, object]:
+        """Everything a resumed run needs: online and target networks, optimiser state, step count."""
+        return {"steps": self.steps, "q": self.q.state_dict(), "q_target": self.q_target.state_dict(),
+                "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.q.load_state_dict(state["q"])
+        self.q_target.load_state_dict(state["q_target"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.steps = int(state["steps"])

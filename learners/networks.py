@@ -99,5 +99,6 @@ def action_latency_us(net: nn.Module, obs_shape: tuple[int, ...], *, repeats: in
 
 def greedy_actions(net: nn.Module, obs: np.ndarray) -> np.ndarray:
     """argmax_a Q(s, a) for a batch of observations."""
+    device = next(net.parameters()).device
     with torch.inference_mode():
-        return net(torch.as_tensor(obs, dtype=torch.float32)).argmax(dim=1).numpy()
+        return net(torch.as_tensor(obs, dtype=torch.float32, device=device)).argmax(dim=1).cpu().numpy()

@@ -16,11 +16,7 @@ from pathlib import Path
 import ray
 from ray.cluster_utils import Cluster
 
-from qdistill.actors.envs import describe
-from qdistill.cluster.config import distill_config
-from qdistill.cluster.distill import DistillDriver
-from qdistill.cluster.rundir import RunDir
-from qdistill.learners import checkpoint
+from qdistill.cluster.cli import main as qdistill
 
 
 def main() -> None:
@@ -36,12 +32,6 @@ def main() -> None:
     try:
         workers = [cluster.add_node(num_cpus=4, resources={"rollout": 4}) for _ in range(2)]
         cluster.wait_for_nodes()
-        ray.init(address=cluster.address, logging_level="ERROR")
-        info = describe("CartPole-v1")
-        teacher = checkpoint.load(args.teacher, env_id="CartPole-v1")
-        config = distill_config("CartPole-v1", args.out, steps=150_000, target_return=None, teacher=args.teacher,
-                                actors=4, actor_cpus=1, actor_resources={"rollout": 1}, envs_per_actor=4,
-                                address=cluster.address)
         ips = {w.node_id: w.node_ip_address for w in workers}
         killed = {}
         if args.kill_after is not None:
@@ -54,8 +44,12 @@ def main() -> None:
                 killed["node_id"] = workers[1].node_id
                 cluster.remove_node(workers[1], allow_graceful=False)
             threading.Thread(target=kill, daemon=True).start()
-        run = RunDir(args.out)
-        summary = DistillDriver(config, info, teacher, run=run, started=time.monotonic(), show_progress=False).train()
+        code = qdistill(["run", "--env", "CartPole-v1", "--teacher", args.teacher, "--steps", "150000", "--no-target",
+                         "--actors", "4", "--actor-cpus", "1", "--actor-resources", '{"rollout": 1}',
+                         "--envs-per-actor", "4", "--address", cluster.address, "--out", args.out, "--quiet"])
+        if code != 0:
+            raise SystemExit(code)
+        summary = json.loads((Path(args.out) / "summary.json").read_text())
         # which nodes the actors ran on, by node id (all nodes of a local Cluster share one IP)
         json.dump({"summary": summary, "workers": list(ips), "killed": killed.get("node_id")},
                   open(args.result, "w"))

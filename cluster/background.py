@@ -1,0 +1,139 @@
+"""Every run lives in a named Ray actor, the run's learner: `qdistill run` follows it (progress line,
+Ctrl-C asks it to stop); `--detach` leaves it running as a detached actor, and `status`, `scale` and
+`stop` reach it by name from any machine of the cluster."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import ray
+
+from .control import RunControl
+from .jobs import Job, execute
+from .progress import Progress
+
+NAMESPACE = "qdistill"
+PREFIX = "run:"
+
+
+class RunNotFound(ValueError):
+    """No run of that name on the cluster."""
+
+
+@ray.remote(num_cpus=0, max_concurrency=4)
+class RunActor:
+    """Hosts one run: `start` executes it on one thread; `status`, `scale`, `stop` answer on others."""
+
+    def __init__(self, job: Job, name: str, detached: bool) -> None:
+        self.job = job
+        self.control = RunControl()
+        self.control.publish(run=name, out=job.config.out, env=job.config.env, command=job.command,
+                             detached=detached, device=job.device,
+                             node=f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}")
+
+    def start(self) -> dict[str, object]:
+        try:
+            summary = execute(self.job, self.control)
+        except BaseException as exc:
+            self.control.publish(state="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+        self.control.publish(state="finished", stop_reason=summary["stop_reason"])
+        return summary
+
+    def status(self) -> dict[str, object]:
+        return self.control.status()
+
+    def scale(self, actors: int) -> None:
+        self.control.request_scale(actors)
+
+    def stop(self) -> None:
+        self.control.request_stop()
+
+
+def run_name(out: str) -> str:
+    """A run is named after its directory."""
+    from pathlib import Path
+
+    return Path(out).name
+
+
+def learner_options(resources: dict[str, float]) -> dict[str, object]:
+    """Where the run's learner goes: on this machine (beside its run directory) by default, or on
+    any node with the resources asked for (a GPU: {"GPU": 1})."""
+    if not resources:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        here = ray.get_runtime_context().get_node_id()
+        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(here, soft=False)}
+    rest = {k: v for k, v in resources.items() if k not in ("CPU", "GPU")}
+    return {"num_cpus": resources.get("CPU", 0), "num_gpus": resources.get("GPU", 0), "resources": rest or None}
+
+
+def launch(job: Job, *, detach: bool, learner_resources: dict[str, float]) -> tuple[ray.actor.ActorHandle, ray.ObjectRef]:
+    name = run_name(job.config.out)
+    if name in runs():
+        raise ValueError(f"a run named {name!r} is already on this cluster (see `qdistill status {name}`): "
+                         "give another --out, or stop that run first")
+    actor = RunActor.options(name=PREFIX + name, namespace=NAMESPACE, lifetime="detached" if detach else None,
+                             **learner_options(learner_resources)).remote(job, name, detach)
+    return actor, actor.start.remote()
+
+
+def runs() -> list[str]:
+    """Names of the runs on the cluster (running, or finished and detached)."""
+    return sorted(a["name"][len(PREFIX):] for a in ray.util.list_named_actors(all_namespaces=True)
+                  if a["namespace"] == NAMESPACE and a["name"].startswith(PREFIX))
+
+
+def find(name: str) -> ray.actor.ActorHandle:
+    name = run_name(name)  # a run directory's path names its run too
+    try:
+        return ray.get_actor(PREFIX + name, namespace=NAMESPACE)
+    except ValueError:
+        known = ", ".join(runs()) or "none"
+        raise RunNotFound(f"no run named {name!r} on this cluster: the runs here are {known}") from None
+
+
+def wait_started(actor: ray.actor.ActorHandle, timeout: float = 120.0) -> dict[str, object]:
+    """The first status past "starting" (the run's actors placed), or the last one seen at `timeout`."""
+    deadline = time.monotonic() + timeout
+    status = ray.get(actor.status.remote())
+    while status["state"] == "starting" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = ray.get(actor.status.remote())
+    return status
+
+
+def follow(actor: ray.actor.ActorHandle, ref: ray.ObjectRef, *, show_progress: bool) -> dict[str, object]:
+    """Wait for the run's summary, drawing its progress; the first Ctrl-C asks the run to stop
+    (final checkpoints and report are still written), a second one stops waiting."""
+    progress: Progress | None = None
+    phase = None
+    stopping = False
+    while True:
+        try:
+            ready, _ = ray.wait([ref], timeout=0.5)
+            if ready:
+                break
+            if not show_progress:
+                continue
+            status = ray.get(actor.status.remote())
+            if status.get("phase") != phase and status.get("progress"):
+                if progress:
+                    progress.close()
+                phase = status["phase"]
+                if phase == "teacher" and status["command"] == "run":
+                    print(f"training a teacher first, into {status['out']}/teacher", file=sys.stderr)
+                progress = Progress(status["progress"]["total"] or 0, status["progress"]["unit"])
+            if progress and status.get("phase") == phase:
+                progress.update(status["progress"]["done"], status["fields"])
+        except KeyboardInterrupt:
+            if stopping:
+                raise
+            stopping = True
+            print("\nstopping: writing final checkpoints (Ctrl-C again to stop waiting)", file=sys.stderr)
+            actor.stop.remote()
+    if progress:
+        progress.close()
+    return ray.get(ref)

@@ -1,0 +1,48 @@
+"""What a running driver takes from outside (stop, scale) and shows to it (status).
+
+The driver's loop owns the run; this object is the only thing another thread touches: the Ray
+actor hosting the run answers `status`, `scale` and `stop` from it while the loop goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+import time
+
+
+class RunControl:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._actors_wanted: int | None = None
+        self._status: dict[str, object] = {"state": "starting", "phase": None, "updated": time.time()}
+
+    # -- from outside ---------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def request_scale(self, actors: int) -> None:
+        with self._lock:
+            self._actors_wanted = actors
+
+    def status(self) -> dict[str, object]:
+        with self._lock:
+            return copy.deepcopy(self._status)
+
+    # -- from the driver's loop -----------------------------------------------------------------
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop.is_set()
+
+    def take_scale(self) -> int | None:
+        """The rollout actor count asked for since the last call, if any."""
+        with self._lock:
+            wanted, self._actors_wanted = self._actors_wanted, None
+            return wanted
+
+    def publish(self, **fields: object) -> None:
+        with self._lock:
+            self._status.update(copy.deepcopy(fields), updated=time.time())

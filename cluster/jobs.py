@@ -1,0 +1,90 @@
+"""What a `qdistill run` or `train-teacher` does once its input is checked: the job the run's actor
+executes — train a teacher if needed, then distill (online or offline) — resuming from the run
+directory's saved state when asked."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..actors.envs import EnvInfo, describe
+from ..learners import checkpoint
+from .config import DistillRunConfig, RunConfig, TeacherRunConfig
+from .control import RunControl
+from .rundir import RunDir
+
+
+@dataclass(frozen=True)
+class Job:
+    command: str  # "run" or "train-teacher"
+    config: RunConfig  # DistillRunConfig for "run", TeacherRunConfig for "train-teacher"
+    teacher_config: TeacherRunConfig | None = None  # run without a teacher: train this one first
+    resume: bool = False
+    started_at: float = field(default_factory=time.time)  # epoch seconds: wall figures include start-up
+    device: str = "cpu"
+
+
+def execute(job: Job, control: RunControl) -> dict[str, object]:
+    """Run the job to its end (budget, target, or a stop request); returns its summary."""
+    info = describe(job.config.env)
+    started = time.monotonic() - (time.time() - job.started_at)
+    if job.command == "train-teacher":
+        return _train_teacher(job.config, info, control, started, job)
+    return _run(job, info, control, started)
+
+
+def _train_teacher(cfg: TeacherRunConfig, info: EnvInfo, control: RunControl, started: float,
+                   job: Job) -> dict[str, object]:
+    from .teacher import TeacherDriver
+
+    init = checkpoint.load(cfg.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                           net=cfg.dqn.net) if cfg.init else None
+    control.publish(phase="teacher", progress=None)
+    driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device)
+    state = Path(cfg.out) / "checkpoints" / "state.pt"
+    if job.resume and state.is_file():
+        driver.restore(checkpoint.load_state(state))
+    return driver.train()
+
+
+def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> checkpoint.Checkpoint | None:
+    """The run's teacher: kept in the run directory once known, else given, else trained first
+    (or its interrupted training resumed). None when a stop came during teacher training."""
+    cfg: DistillRunConfig = job.config  # type: ignore[assignment]
+    kept = Path(cfg.out) / "checkpoints" / "teacher.pt"
+    if kept.is_file():
+        return checkpoint.load(kept, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
+    if cfg.teacher:
+        return checkpoint.load(cfg.teacher, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
+    tcfg = job.teacher_config
+    done = Path(tcfg.out) / "summary.json"
+    if not (done.is_file() and json.loads(done.read_text())["stop_reason"] != "stopped"):
+        trained = _train_teacher(tcfg, info, control, started, job)
+        if trained["stop_reason"] == "stopped":
+            return None
+    return checkpoint.load(Path(tcfg.out) / "checkpoints" / "teacher_best.pt")
+
+
+def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[str, object]:
+    from .distill import DistillDriver
+    from .offline import run_offline
+
+    cfg: DistillRunConfig = job.config  # type: ignore[assignment]
+    run = RunDir(cfg.out)
+    run.write_json("config.json", cfg.to_dict())
+    teacher = _teacher(job, info, control, started)
+    if teacher is None:
+        run.close()
+        return {"env": cfg.env, "stop_reason": "stopped", "phase": "teacher",
+                "teacher_dir": job.teacher_config.out}
+    checkpoint.save(run.checkpoints / "teacher.pt", teacher)
+    control.publish(phase=cfg.mode if cfg.mode == "offline" else "distill", progress=None)
+    if cfg.mode == "offline":
+        return run_offline(cfg, info, teacher, run=run, started=started)
+    driver = DistillDriver(cfg, info, teacher, run=run, started=started, control=control, device=job.device)
+    state = run.checkpoints / "state.pt"
+    if job.resume and state.is_file():
+        driver.restore(checkpoint.load_state(state))
+    return driver.train()
