@@ -41,7 +41,7 @@ class DistillDriver:
         torch.set_num_threads(config.learner_threads)
         self.learner = DistillLearner(config.distill, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.student_version = 0
-        self.resumed_env_steps = 0
+        self.resumed_at = (0, 0)  # env and learner steps this run (re)started from
         self.resumed_distill_s = 0.0
         self.teacher_version = teacher.version
         self.published_at = {teacher.version: time.monotonic()}
@@ -72,7 +72,7 @@ class DistillDriver:
     def restore(self, state: dict[str, object]) -> None:
         """Carry on from a saved state: students, optimisers, counters and best students."""
         self.learner.load_state_dict(state["learner"])
-        self.resumed_env_steps = int(state["env_steps"])
+        self.resumed_at = (int(state["env_steps"]), self.learner.steps)
         self.resumed_distill_s = float(state["distill_s"])
         self.student_version = int(state["student_version"])
         self.counters.update(state["counters"])
@@ -98,7 +98,7 @@ class DistillDriver:
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
-        self.collector.env_steps = self.resumed_env_steps
+        self.collector.env_steps = self.resumed_at[0]
         self.evaluator = EvaluatorActor.options(num_cpus=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
@@ -144,7 +144,8 @@ class DistillDriver:
         while stop is None:
             stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started) or \
                 steer(self.control, collector)
-            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size, collector.up)
+            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size, collector.up,
+                                  since=self.resumed_at)
             if not stop:
                 collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):

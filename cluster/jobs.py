@@ -87,4 +87,5 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
     state = run.checkpoints / "state.pt"
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
+        run.log({"event": "resumed", "env_steps": driver.resumed_at[0], "learner/steps": driver.resumed_at[1]})
     return driver.train()

@@ -29,12 +29,15 @@ def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None
     return None
 
 
-def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int, actors: int) -> tuple[bool, float]:
+def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int, actors: int,
+         since: tuple[int, int] = (0, 0)) -> tuple[bool, float]:
     """The replay ratio, both ways: whether the learner owes steps for the data collected, and how
     many env steps the `actors` (those up) may have collected or under way (one call each ahead of
-    the learner)."""
-    owes = env_steps >= cfg.learning_starts and (env_steps - cfg.learning_starts) * cfg.replay_ratio > learner_steps
-    allowed = cfg.learning_starts + learner_steps / cfg.replay_ratio + actors * call_size
+    the learner). Counted from `since` (env steps, learner steps): where a resumed run started
+    again, refilling its buffer before it learns."""
+    env, learner = env_steps - since[0], learner_steps - since[1]
+    owes = env >= cfg.learning_starts and (env - cfg.learning_starts) * cfg.replay_ratio > learner
+    allowed = since[0] + cfg.learning_starts + learner / cfg.replay_ratio + actors * call_size
     return owes, allowed
 
 

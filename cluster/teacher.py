@@ -59,7 +59,7 @@ class TeacherDriver:
         self.best = _Best()
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.control = control
-        self.resumed_env_steps = 0
+        self.resumed_at = (0, 0)  # env and learner steps this run (re)started from
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -77,7 +77,8 @@ class TeacherDriver:
     def restore(self, state: dict[str, object]) -> None:
         """Carry on from a saved state: networks, optimiser, counters, the best teacher so far."""
         self.learner.load_state_dict(state["learner"])
-        self.env_steps = self.resumed_env_steps = int(state["env_steps"])
+        self.env_steps = int(state["env_steps"])
+        self.resumed_at = (self.env_steps, self.learner.steps)
         self.started = time.monotonic() - float(state["elapsed_s"])
         self.version = int(state["version"])
         best = state["best"]
@@ -99,7 +100,7 @@ class TeacherDriver:
                                   seed=cfg.seed, options=local, name=run_id)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
-        self.collector.env_steps = self.resumed_env_steps
+        self.collector.env_steps = self.resumed_at[0]
         self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
             reason = self._loop()
@@ -133,7 +134,8 @@ class TeacherDriver:
             stop = budget_spent(cfg, self.env_steps, time.monotonic() - self.started) or steer(self.control, collector)
 
             # collect: keep actors busy, but no further ahead of the learner than one call each
-            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size, collector.up)
+            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size, collector.up,
+                                  since=self.resumed_at)
             if not stop:
                 collector.launch(allowed, self.epsilon(self.env_steps))
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):

@@ -1,5 +1,6 @@
 """Bad input: one line naming the value and what is accepted, exit code 2, nothing written."""
 
+import json
 import subprocess
 import sys
 
@@ -152,3 +153,65 @@ def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
     _assert_refused(_run("run", "--env", "CartPole-v1", "--actor-resources", '{"rollout": -1}', "--out", str(out)),
                     "actor resources {'rollout': -1} are not valid: expected names with numbers >= 0, "
                     'e.g. {"rollout": 1}')
+
+
+def test_a_learner_no_node_can_host_is_refused_at_once(tmp_path):
+    out = tmp_path / "run"
+    result = _run("train-teacher", "--env", "CartPole-v1", "--learner-resources", '{"GPU": 1}', "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.startswith("qdistill: error: no node can host the learner asking for GPU 1: "
+                                    "the nodes offer CPU ")
+    assert result.stderr.count("\n") == 1 and not out.exists()
+
+
+def _run_dir(tmp_path, **config_changes):
+    """A run directory as `qdistill run` leaves it: its resolved config (and a file to see it untouched)."""
+    from qdistill.cluster.config import distill_config
+
+    run = tmp_path / "cartpole-run"
+    run.mkdir(parents=True)
+    config = {**distill_config("CartPole-v1", str(run)).to_dict(), **config_changes}
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "metrics.jsonl").write_text("")
+    return run
+
+
+def _untouched(run) -> None:
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.jsonl"]
+    assert (run / "metrics.jsonl").read_text() == ""
+
+
+def test_resuming_a_run_directory_made_for_another_env(tmp_path):
+    run = _run_dir(tmp_path)
+    _assert_refused(_run("run", "--resume", str(run), "--env", "Acrobot-v1"),
+                    f"run directory '{run}' was made for CartPole-v1, not Acrobot-v1")
+    _untouched(run)
+
+
+def test_resume_refuses_what_it_cannot_honour(tmp_path):
+    _assert_refused(_run("run", "--resume", str(tmp_path)),
+                    f"run directory '{tmp_path}' has no config.json: expected a directory made by `qdistill run`")
+    run = _run_dir(tmp_path)
+    _assert_refused(_run("run", "--resume", str(run), "--lr", "0.1", "--students", "8"),
+                    "--resume carries on with the run's own config: --lr, --students cannot be given with it "
+                    "(only --steps, --time, --actors, --address, --buffer, --detach, --learner-resources, --quiet)")
+    _untouched(run)
+
+
+def test_a_run_config_with_an_unknown_key_or_a_wrong_type(tmp_path):
+    run = _run_dir(tmp_path, bogus=1)
+    _assert_refused(_run("run", "--resume", str(run)), f"{run / 'config.json'}: unknown key 'bogus'")
+    run = _run_dir(tmp_path / "other", actors="two")
+    _assert_refused(_run("run", "--resume", str(run)), "actors two is not valid: expected an integer >= 1")
+
+
+def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):
+    out = tmp_path / "run"
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--detach", "--out", str(out)),
+                    "--detach needs a running Ray cluster to outlive this command: start one with "
+                    "`ray start --head` and give --address (e.g. --address auto)")
+    assert not out.exists()
+
+
+def test_scale_needs_at_least_one_actor():
+    _assert_refused(_run("scale", "some-run", "--actors", "0"), "--actors 0 is not valid: expected an integer >= 1")
