@@ -38,12 +38,12 @@ def connect(address: str | None, *, min_cpus: float = 0) -> None:
             logging_level=logging.ERROR,  # the embedded runtime's start-up notices are not the user's concern
         )
         return
-    _check(address, source)
-    ray.init(address=address, logging_level=logging.WARNING)
+    ray.init(address=_check(address, source), logging_level=logging.WARNING)
 
 
-def _check(address: str, source: str) -> None:
-    """Raise ConnectError unless the head at address answers and accepts this process's token."""
+def _check(address: str, source: str) -> str:
+    """The address to join (`auto` resolved); ConnectError unless the head there answers and
+    accepts this process's token."""
     where = repr(address) + (" (from $RAY_ADDRESS)" if source == "RAY_ADDRESS" else "")
     local = "unset RAY_ADDRESS" if source == "RAY_ADDRESS" else \
         "omit --address and unset RAY_ADDRESS" if os.environ.get("RAY_ADDRESS") else "omit --address"
@@ -64,39 +64,56 @@ def _check(address: str, source: str) -> None:
         raise ConnectError(f"Ray address {where} is unreachable: {why} "
                            f"(start a head there with `ray start --head`, or {local} for a local runtime)") from None
     _call_head(where, f"{host}:{port}", client)
+    return target
 
 
 def _auto(where: str, local: str) -> str:
-    """The cluster `auto` finds as ray.init would ($RAY_ADDRESS, then the latest `ray start` on this
-    machine), with token auth switched on as ray.init does when a token file is there."""
-    from ray._private.authentication.authentication_token_setup import maybe_enable_token_auth_if_token_available
-    from ray._private.services import get_ray_address_from_environment
+    """The cluster `auto` finds as ray.init would ($RAY_ADDRESS, else a Ray head running on this
+    machine), with token auth switched on as ray.init does when a token file is there. Ray's
+    warnings on the way ("found multiple active Ray instances", "token authentication is enabled")
+    are left out: an error names the address found, a success connects to it."""
+    from ray._private import services
 
     try:
-        found = get_ray_address_from_environment("auto", None)
+        from ray._private.authentication import authentication_token_setup as setup
+    except ImportError:  # a Ray without token authentication
+        setup = None
+    loggers = [logging.getLogger(m.__name__) for m in (services, setup) if m is not None]
+    for logger in loggers:
+        logger.disabled = True
+    try:
+        found = services.get_ray_address_from_environment("auto", None)
+        if setup is not None:
+            setup.maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     except ConnectionError:
         raise ConnectError(f"Ray address {where} found no running Ray cluster on this machine: start one with "
                            f"`ray start --head`, give its address, or {local} for a local runtime") from None
-    setup = logging.getLogger(maybe_enable_token_auth_if_token_available.__module__)
-    setup.disabled = True  # ray.init would say "token authentication is enabled" on stderr; we say nothing
-    try:
-        maybe_enable_token_auth_if_token_available(warn_if_disabled=False)
     finally:
-        setup.disabled = False
+        for logger in loggers:
+            logger.disabled = False
     return found
 
 
 def _call_head(where: str, target: str, client: bool) -> None:
     import grpc
-    from ray._private.authentication.authentication_utils import is_token_auth_enabled
-    from ray._private.grpc_utils import init_grpc_channel  # adds the token when RAY_AUTH_MODE=token
-    from ray.core.generated import gcs_service_pb2, gcs_service_pb2_grpc, ray_client_pb2, ray_client_pb2_grpc
+
+    try:
+        from ray._private.authentication import authentication_utils
+        from ray._private.grpc_utils import init_grpc_channel
+    except ImportError:  # an older Ray, without token authentication: the TCP check is all
+        return
+    from ray.core.generated import (
+        gcs_service_pb2,
+        gcs_service_pb2_grpc,
+        ray_client_pb2,
+        ray_client_pb2_grpc,
+    )
     from ray.exceptions import AuthenticationError
 
     def refused(why: str) -> ConnectError:
         return ConnectError(f"token authentication with the Ray cluster at {where} failed ({why}); {TOKEN_HELP}")
 
-    channel = init_grpc_channel(target)
+    channel = init_grpc_channel(target)  # sends the token as ray.init would (when RAY_AUTH_MODE=token)
     try:
         if client:
             request = ray_client_pb2.ClusterInfoRequest(type=ray_client_pb2.ClusterInfoType.PING)
@@ -108,7 +125,7 @@ def _call_head(where: str, target: str, client: bool) -> None:
         raise refused("RAY_AUTH_MODE is 'token' but no token was found here") from None
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-            raise refused("the cluster refused the token given here" if is_token_auth_enabled() else
+            raise refused("the cluster refused the token given here" if authentication_utils.is_token_auth_enabled() else
                           "RAY_AUTH_MODE is not 'token' here, so no token was sent") from None
         server = "a Ray Client server (ray://HOST:PORT, port 10001 by default)" if client else \
             "a Ray head's GCS (HOST:PORT, port 6379 by default; ray://HOST:PORT for the Ray Client)"

@@ -8,12 +8,10 @@ import subprocess
 import sys
 import time
 
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-from ray_head import RayHead, new_token  # noqa: E402
+from ray_head import RayHead, new_token
 
 RUN = "bg-run"
 

@@ -5,10 +5,7 @@ on each host. Needs root and iproute2."""
 import json
 import secrets
 import subprocess
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parent))
 from netns import VENV_BIN, ray_cluster, two_hosts
 from qdistill.learners import checkpoint
 
