@@ -9,6 +9,7 @@ HERE = Path(__file__).parent
 
 
 def _run(teacher: str, tmp_path: Path, *extra: str) -> dict:
+    tmp_path.mkdir()
     result = tmp_path / "result.json"
     proc = subprocess.run([sys.executable, str(HERE / "multinode_run.py"), teacher, str(tmp_path / "run"),
                            str(result), *extra], capture_output=True, text=True, timeout=600)
@@ -18,7 +19,8 @@ def _run(teacher: str, tmp_path: Path, *extra: str) -> dict:
 
 def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(small_teacher, tmp_path):
     _, teacher_summary = small_teacher
-    out = _run(teacher_summary["teacher"]["checkpoint"], tmp_path, "--kill-after", "300")
+    undisturbed = _run(teacher_summary["teacher"]["checkpoint"], tmp_path / "undisturbed")["summary"]
+    out = _run(teacher_summary["teacher"]["checkpoint"], tmp_path / "killed", "--kill-after", "300")
     summary, workers, killed = out["summary"], out["workers"], out["killed"]
     start = summary["actors"]["actors_per_node_at_start"]
     end = summary["actors"]["actors_per_node_at_end"]
@@ -31,5 +33,7 @@ def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(small_teacher,
     assert node[killed[:8]] == killed
     assert summary["actors"]["actor_failures"] >= 1  # the collects lost with the node, counted
     assert summary["env_steps"] >= 150_000 and summary["stop_reason"] == "steps"
-    student = summary["students"]["16x16"]
-    assert student["agreement"] > 0.7 and student["pct_of_teacher"] >= 90
+    # as good as the undisturbed run's student: greedy return on the same held-out episodes, within 5%
+    student, calm = summary["students"]["16x16"], undisturbed["students"]["16x16"]
+    assert undisturbed["actors"]["actor_failures"] == 0 and undisturbed["env_steps"] >= 150_000
+    assert student["eval_return_mean"] >= 0.95 * calm["eval_return_mean"], (student, calm)
