@@ -144,7 +144,11 @@ class EvaluatorActor:
                                    n_actions=n_actions, episodes=episodes, seed=seed, tau=tau)
         self.evaluator.load_teacher(teacher_version, teacher_weights)
 
-    def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False) -> dict[str, float]:
+    def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False,
+                 teacher: tuple[int, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+        """`teacher`: a new teacher (version, weights) to evaluate against from now on."""
+        if teacher is not None:
+            self.evaluator.load_teacher(*teacher)
         self.evaluator.load_students(version, students)
         return self.evaluator.evaluate(final=final)
 

@@ -50,6 +50,9 @@ class RunActor:
     def stop(self) -> None:
         self.control.request_stop()
 
+    def swap_teacher(self, teacher) -> None:
+        self.control.request_teacher(teacher)
+
 
 def run_name(out: str) -> str:
     """A run is named after its directory."""

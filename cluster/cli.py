@@ -94,6 +94,11 @@ def _build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="distill a teacher into students (training the teacher first unless --teacher)")
     _common(r)
     r.add_argument("--teacher", help="teacher checkpoint (default: train one first, into RUN/teacher)")
+    r.add_argument("--teacher-learns", action="store_true",
+                   help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "
+                        "the students distill from it")
+    r.add_argument("--max-label-staleness", type=int,
+                   help="teacher versions a sampled label may lag before it is relabelled (default 2)")
     r.add_argument("--students", help="student network specs joined by ',' (default: the env's preset, e.g. 16x16)")
     r.add_argument("--loss", help="mse (the seed's), kl (default) or nll")
     r.add_argument("--tau", type=float, help="temperature of the kl loss (default 0.01)")
@@ -115,10 +120,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sc = sub.add_parser("scale", help="add or remove rollout actors of a running run")
     sc.add_argument("run", help="run name or run directory")
     sc.add_argument("--actors", type=int, required=True, help="rollout actors wanted")
+    sw = sub.add_parser("swap-teacher", help="hand a running run a new teacher checkpoint (its next version)")
+    sw.add_argument("run", help="run name or run directory")
+    sw.add_argument("checkpoint", help="teacher checkpoint: same env, observation shape, action count and network")
     sp = sub.add_parser("stop", help="stop a run cleanly: final checkpoints, report; then remove it")
     sp.add_argument("run", help="run name or run directory")
     sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run to finish")
-    for q in (st, sc, sp):
+    for q in (st, sc, sw, sp):
         q.add_argument("--address", help="Ray address of the cluster (default: $RAY_ADDRESS, else auto)")
 
     e = sub.add_parser("eval", help="re-evaluate a run directory's checkpoints (or one checkpoint file)")
@@ -246,8 +254,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
                 source=str(teacher_dir / "config.json")), address=args.address, buffer=args.buffer)
     else:
         info = _env(args)
-        if args.teacher:
-            checkpoint.load(args.teacher, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
+        teacher_net = checkpoint.load(args.teacher, env_id=info.env_id, obs_shape=info.obs_shape,
+                                      n_actions=info.n_actions).net if args.teacher else None
         out = str(Path(_out(args)).absolute())
         config = distill_config(
             args.env, out,
@@ -257,11 +265,13 @@ def _run(args: argparse.Namespace, started: float) -> int:
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
             buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour,
             refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
+            teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,
+            dqn={"net": teacher_net},
             distill={"students": parse_students(args.students) if args.students is not None else None,
                      "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
         )
         check_writable(out)
-    if config.teacher is None and teacher_cfg is None:
+    if config.teacher is None and teacher_cfg is None and not config.teacher_learns:
         teacher_cfg = teacher_config(
             config.env, str(Path(config.out) / "teacher"), seed=config.seed, address=config.address,
             target_return=info.reward_threshold, buffer=config.buffer,
@@ -334,19 +344,44 @@ def _status(args: argparse.Namespace) -> int:
 def _scale(args: argparse.Namespace) -> int:
     import ray
 
-    from .background import find
-
     if args.actors < 1:
         raise ValueError(f"--actors {args.actors} is not valid: expected an integer >= 1")
-    _control_address(args)
-    actor = find(args.run)
-    status = ray.get(actor.status.remote())
-    if status["state"] not in ("starting", "running"):
-        raise ValueError(f"run {status['run']!r} is {status['state']}: only a running run can be scaled")
+    actor, status = _running(args)
     ray.get(actor.scale.remote(args.actors))
     was = status.get("actors", {}).get("wanted", "?")
     print(f"run {status['run']}: rollout actors {was} → {args.actors} "
           f"(actors waiting for a node show as pending in `qdistill status {status['run']}`)")
+    return 0
+
+
+def _running(args: argparse.Namespace):
+    """The run named on the command line, and its status; refused unless it is running."""
+    import ray
+
+    from .background import find
+
+    _control_address(args)
+    actor = find(args.run)
+    status = ray.get(actor.status.remote())
+    if status["state"] not in ("starting", "running"):
+        raise ValueError(f"run {status['run']!r} is {status['state']}: only a running run can be "
+                         f"{'scaled' if args.command == 'scale' else 'given a new teacher'}")
+    return actor, status
+
+
+def _swap_teacher(args: argparse.Namespace) -> int:
+    import ray
+
+    actor, status = _running(args)
+    if status.get("phase") != "distill" or "teacher" not in status:
+        raise ValueError(f"run {status['run']!r} is in its {status.get('phase')} phase: a teacher can be swapped "
+                         "once it distills")
+    info = describe(status["env"])
+    teacher = checkpoint.load(args.checkpoint, env_id=info.env_id, obs_shape=info.obs_shape,
+                              n_actions=info.n_actions, net=status["teacher"]["net"])
+    ray.get(actor.swap_teacher.remote(teacher))
+    print(f"run {status['run']}: teacher {args.checkpoint} handed over; it becomes version "
+          f"{status['teacher']['version'] + 1} or later, and labels older than it are refreshed")
     return 0
 
 
@@ -414,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
                 "status": lambda: _status(args), "scale": lambda: _scale(args), "stop": lambda: _stop(args),
+                "swap-teacher": lambda: _swap_teacher(args),
                 "eval": lambda: _eval(args)}
     try:
         return commands[args.command]()

@@ -126,9 +126,12 @@ MODES = ("online", "offline")
 class DistillRunConfig(RunConfig):
     """`qdistill run`: distill a teacher into students, online (or offline, the baseline)."""
 
-    teacher: str | None = None  # teacher checkpoint; None: train one first
+    teacher: str | None = None  # teacher checkpoint; None: train one first (or, learning, start from scratch)
     mode: str = "online"
     distill: DistillConfig = field(default_factory=DistillConfig)
+    teacher_learns: bool = False  # the teacher keeps learning by DQN on the same buffer, in the same run
+    max_label_staleness: int = 2  # teacher versions a sampled label may lag before it is relabelled
+    dqn: DQNConfig = field(default_factory=DQNConfig)  # the learning teacher's
     behaviour: str = "teacher"
     beta_start: float = 1.0  # mixed: P(teacher acts) at the start ...
     beta_end: float = 0.0  # ... and after beta_steps env steps
@@ -154,6 +157,10 @@ class DistillRunConfig(RunConfig):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.eval_every_s > 0, f"eval_every_s {self.eval_every_s} is not valid: expected seconds > 0")
+        _check(isinstance(self.max_label_staleness, int) and self.max_label_staleness >= 0,
+               f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
+        _check(not (self.teacher_learns and self.mode == "offline"),
+               "teacher_learns needs mode online: offline labels a fixed teacher's states once")
 
 
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
@@ -196,7 +203,10 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
     "LunarLander-v3": {"distill": {"students": ("64x64",)}, "buffer_capacity": 200_000, "eval_every_s": 5.0},
 }
 _TEACHER_NESTED = {"dqn": DQNConfig, "exploration": ExplorationConfig}
-_DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig}
+_DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig, "dqn": DQNConfig}
+# a teacher learning in the run learns as `train-teacher` would: its preset's network, optimiser,
+# exploration, replay ratio and buffer; the students distill from each minibatch it trains on
+_LEARNING_TEACHER_KEYS = ("steps", "dqn", "exploration", "replay_ratio", "buffer_capacity", "learning_starts")
 
 
 def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
@@ -211,6 +221,11 @@ def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
 def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
     """Like `teacher_config`; nested overrides in `distill={...}`, `exploration={...}`."""
     preset = _merge(DISTILL_DEFAULTS, DISTILL_PRESETS.get(env, {}))
+    if overrides.get("teacher_learns"):
+        teacher = TEACHER_PRESETS.get(env, {"steps": 500_000})
+        learning = {k: teacher[k] for k in _LEARNING_TEACHER_KEYS if k in teacher}
+        learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
+        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, **learning})
     return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
 
 

@@ -16,6 +16,7 @@ class RunControl:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._actors_wanted: int | None = None
+        self._teacher = None  # a checkpoint handed over by swap-teacher
         self._status: dict[str, object] = {"state": "starting", "phase": None, "updated": time.time()}
 
     # -- from outside ---------------------------------------------------------------------------
@@ -26,6 +27,10 @@ class RunControl:
     def request_scale(self, actors: int) -> None:
         with self._lock:
             self._actors_wanted = actors
+
+    def request_teacher(self, teacher) -> None:
+        with self._lock:
+            self._teacher = teacher
 
     def status(self) -> dict[str, object]:
         with self._lock:
@@ -42,6 +47,12 @@ class RunControl:
         with self._lock:
             wanted, self._actors_wanted = self._actors_wanted, None
             return wanted
+
+    def take_teacher(self):
+        """A new teacher checkpoint handed over since the last call, if any."""
+        with self._lock:
+            teacher, self._teacher = self._teacher, None
+            return teacher
 
     def publish(self, **fields: object) -> None:
         with self._lock:

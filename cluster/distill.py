@@ -19,6 +19,7 @@ from ..actors.refresh import staleness
 from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, make_buffer
 from ..learners import checkpoint
 from ..learners.distill import DistillLearner
+from ..learners.dqn import DQNLearner
 from ..learners.networks import GreedyPolicy, from_numpy, to_numpy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
@@ -27,6 +28,9 @@ from .placement import actors_per_node, on_head, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
 from .report import summarize
 from .rundir import RunDir
+
+
+LAG_BINS = 1_000  # staleness histograms: lags of this many versions and more share the last bin
 
 
 class DistillDriver:
@@ -45,13 +49,44 @@ class DistillDriver:
         self.resumed_distill_s = 0.0
         self.teacher_version = teacher.version
         self.published_at = {teacher.version: time.monotonic()}
-        # the learner's own teacher copy, for on-sample refresh
+        # the learner's copy of the newest published teacher: relabels sampled rows, ends in the report
         self.teacher_policy = GreedyPolicy(teacher.net, teacher.obs_shape, teacher.n_actions)
         self.teacher_policy.load(teacher.version, teacher.weights)
+        self.teacher_weights = teacher.weights
+        self.eval_teacher_version = teacher.version  # the teacher the evaluator has
+        # a learning teacher: DQN on the same minibatches the students distill from
+        self.dqn = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device) \
+            if config.teacher_learns else None
+        if self.dqn is not None:
+            self._load_dqn(teacher.weights)
+        # how many versions each sampled label lagged, as sampled and as trained on
+        self.best_teacher: tuple[float, int, dict[str, np.ndarray]] | None = None  # (return, version, weights)
+        self.lag_sampled = np.zeros(LAG_BINS, dtype=np.int64)
+        self.lag_used = np.zeros(LAG_BINS, dtype=np.int64)
         self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
         self.beta = LinearSchedule(config.beta_start, config.beta_end, config.beta_steps)
         self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
-        self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0}
+        self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0, "teacher/swaps": 0}
+
+    def _load_dqn(self, weights: dict[str, np.ndarray]) -> None:
+        for net in (self.dqn.q, self.dqn.q_target):
+            net.load_state_dict({k: v.to(self.dqn.device) for k, v in from_numpy(weights).items()})
+
+    def _set_teacher(self, weights: dict[str, np.ndarray]) -> None:
+        """Publish a new teacher version: to the actors (who label with it), the shards (who
+        relabel with it) and the learner's own copy (which relabels sampled rows)."""
+        self.teacher_version += 1
+        self.published_at[self.teacher_version] = time.monotonic()
+        self.teacher_weights = weights
+        self.teacher_policy.load(self.teacher_version, weights)
+        self.teacher_params.publish.remote(self.teacher_version, weights)
+
+    def reported_teacher(self) -> checkpoint.Checkpoint:
+        """The teacher the run reports: its best evaluated version when it learned, else the one given."""
+        _, version, weights = self.best_teacher if self.dqn is not None and self.best_teacher else \
+            (None, self.teacher_version, self.teacher_weights)
+        return checkpoint.Checkpoint(self.teacher.net, self.info.obs_shape, self.info.n_actions, self.config.env,
+                                     version, weights)
 
     def _beta(self, env_steps: int) -> float:
         return behaviour_beta(self.config.behaviour, self.beta, env_steps)
@@ -67,6 +102,9 @@ class DistillDriver:
             "counters": dict(self.counters),
             "best": {name: {"return": ret, "version": version, "weights": from_numpy(weights)}
                      for name, (ret, version, weights) in self.best.items()},
+            "teacher": {"version": self.teacher_version, "weights": from_numpy(self.teacher_weights)},
+            "dqn": self.dqn.state_dict() if self.dqn is not None else {},
+            "lag": {"sampled": torch.from_numpy(self.lag_sampled), "used": torch.from_numpy(self.lag_used)},
         }
 
     def restore(self, state: dict[str, object]) -> None:
@@ -78,6 +116,13 @@ class DistillDriver:
         self.counters.update(state["counters"])
         self.best = {name: (float(b["return"]), int(b["version"]), to_numpy(b["weights"]))
                      for name, b in state["best"].items()}
+        self.teacher_version = self.eval_teacher_version = int(state["teacher"]["version"])
+        self.teacher_weights = to_numpy(state["teacher"]["weights"])
+        self.teacher_policy.load(self.teacher_version, self.teacher_weights)
+        self.published_at = {self.teacher_version: time.monotonic()}
+        if self.dqn is not None:
+            self.dqn.load_state_dict(state["dqn"])
+        self.lag_sampled, self.lag_used = state["lag"]["sampled"].numpy(), state["lag"]["used"].numpy()
 
     def save_state(self) -> None:
         checkpoint.save_state(self.run.checkpoints / "state.pt", self.state())
@@ -88,7 +133,7 @@ class DistillDriver:
         local = on_head()
         run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.teacher_params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
-        self.teacher_params.publish.remote(self.teacher_version, self.teacher.weights)
+        self.teacher_params.publish.remote(self.teacher_version, self.teacher_weights)
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
         self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
@@ -102,7 +147,7 @@ class DistillDriver:
         self.evaluator = EvaluatorActor.options(num_cpus=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
-            teacher_version=self.teacher_version, teacher_weights=self.teacher.weights,
+            teacher_version=self.teacher_version, teacher_weights=self.teacher_weights,
         )
         self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
@@ -129,7 +174,8 @@ class DistillDriver:
     def _loop(self) -> str:
         cfg = self.config
         collector = self.collector
-        prefetch = Prefetcher(self.buffer, cfg.distill.batch_size * cfg.updates_per_sample)
+        batch_size = cfg.dqn.batch_size if self.dqn is not None else cfg.distill.batch_size
+        prefetch = Prefetcher(self.buffer, batch_size * cfg.updates_per_sample)
         recent: list[float] = []
         metrics: dict[str, float] = {}
         eval_ref = None
@@ -151,14 +197,27 @@ class DistillDriver:
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
                 recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
 
+            swap = self.control.take_teacher()
+            if swap is not None:  # a newer teacher from outside: the next version
+                self._set_teacher(swap.weights)
+                if self.dqn is not None:
+                    self._load_dqn(swap.weights)
+                self.counters["teacher/swaps"] += 1
             if owes and not stop:
                 ids, batch = prefetch.sample()
-                metrics.update(self._label_metrics(ids, batch))
-                for mb in minibatches(batch, cfg.distill.batch_size):
+                metrics.update(self._staleness(batch))
+                relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
+                for mb_ids, mb in minibatches(ids, batch, batch_size):
+                    if self.dqn is not None:
+                        metrics.update(self.dqn.step(mb))
+                        if self.dqn.steps % cfg.publish_every == 0:
+                            self._set_teacher(self.dqn.weights())
+                    relabelled += self._within_bound(mb_ids, mb)
                     metrics.update(self.learner.step(mb.observations, mb.teacher_q))
                     if self.learner.steps % cfg.publish_every == 0:
                         self.student_version += 1
                         self.student_params.publish.remote(self.student_version, self.learner.weights())
+                self._write_back(relabelled)
                 if cfg.refresh == "periodic" and self.learner.steps - last_refresh >= cfg.refresh_every:
                     done, refresh_refs = ray.wait(refresh_refs, num_returns=len(refresh_refs), timeout=0)
                     self.counters["labels/relabelled_in_shards"] += sum(ray.get(done))
@@ -169,12 +228,13 @@ class DistillDriver:
             now = time.monotonic()
             if eval_ref is None and not stop and self.learner.steps > 0 and now - last_eval_at >= cfg.eval_every_s:
                 eval_snapshot = (self.student_version, self.learner.weights())
-                eval_ref = self.evaluator.evaluate.remote(*eval_snapshot)
+                eval_teacher = (self.teacher_version, self.teacher_weights)
+                eval_ref = self.evaluator.evaluate.remote(*eval_snapshot, teacher=self._teacher_for_eval())
                 last_eval_at = now
             if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
                 result = ray.get(eval_ref)
                 eval_ref = None
-                self._record_eval(result, eval_snapshot)
+                self._record_eval(result, eval_snapshot, eval_teacher)
                 if self._reached_target(result):
                     stop = "target"
 
@@ -205,6 +265,7 @@ class DistillDriver:
             fields=self._progress_fields(sps, metrics), steps_per_s=round(sps, 1), actors=view,
             buffer={"size": int(buffer["buffer/size"]), "capacity": int(buffer["buffer/capacity"])},
             label_staleness=metrics.get("buffer/label_staleness"),
+            teacher={"net": self.teacher.net, "version": self.teacher_version, "learns": self.dqn is not None},
             returns={"teacher": self.last_eval.get("eval/return/teacher"),
                      **{n: self.last_eval.get(f"eval/return/{n}") for n in cfg.distill.students}},
         )
@@ -213,15 +274,18 @@ class DistillDriver:
         """Last checkpoints, then the final evaluation of each student's best on other held-out episodes."""
         last = self.learner.weights()
         # the last weights compete for best on the same episodes as every periodic evaluation
-        snapshot = (self.student_version, last)
-        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot)), snapshot)
+        snapshot, teacher = (self.student_version, last), (self.teacher_version, self.teacher_weights)
+        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot, teacher=self._teacher_for_eval())),
+                          snapshot, teacher)
         students = {}
         for name in self.config.distill.students:
             last_path = self.save_student(name, "last", self.student_version, last[name])
             students[name] = {"last_checkpoint": last_path,
                               "checkpoint": str(self.run.checkpoints / f"student-{name}-best.pt")}
         best = {name: self.best[name][2] for name in students}
-        final = ray.get(self.evaluator.evaluate.remote(self.student_version, best, final=True))
+        teacher = self.reported_teacher()
+        final = ray.get(self.evaluator.evaluate.remote(self.student_version, best, final=True,
+                                                       teacher=(teacher.version, teacher.weights)))
         facts = {
             "mode": "online",
             "wall_s": round(time.monotonic() - self.started, 2),
@@ -230,36 +294,74 @@ class DistillDriver:
             "learner_steps": self.learner.steps,
             "stop_reason": reason,
             "actors": self.placement,
-            "labels": dict(self.counters),
+            "labels": self.label_summary(),
         }
-        summary = summarize(self.run, self.config, self.teacher, final, students, facts)
+        summary = summarize(self.run, self.config, teacher, final, students, facts)
         self.save_state()
         self.run.close()
         return summary
 
-    def _label_metrics(self, ids: np.ndarray, batch) -> dict[str, float]:
-        """Staleness of the sampled labels; with on-sample refresh, stale rows are relabelled first."""
-        now = time.monotonic()
-        lag, seconds = staleness(batch.label_version, self.teacher_version, self.published_at, now)
-        out = {
-            "buffer/label_staleness": float(lag.mean()),
-            "buffer/label_staleness_p95": float(np.percentile(lag, 95)),
-            "buffer/label_staleness_s": float(seconds.mean()),
-        }
-        stale = lag > 0
-        if self.config.refresh == "on-sample" and stale.any():
+    def _staleness(self, batch) -> dict[str, float]:
+        """How far a sampled chunk's labels lag the newest teacher: versions (mean, p95) and seconds."""
+        lag, seconds = staleness(batch.label_version, self.teacher_version, self.published_at, time.monotonic())
+        return {"buffer/label_staleness": float(lag.mean()), "buffer/label_staleness_p95": float(np.percentile(lag, 95)),
+                "buffer/label_staleness_s": float(seconds.mean())}
+
+    def _within_bound(self, ids: np.ndarray, batch) -> list[tuple[np.ndarray, np.ndarray, int]]:
+        """Relabel, just before training on them, the minibatch's rows that lag the newest teacher
+        by more than allowed: any lag with on-sample refresh, more than max_label_staleness versions
+        with periodic refresh (the shards relabel in the background), none with refresh off.
+        Returns what to write back to the buffer."""
+        lag = self.teacher_version - batch.label_version
+        self.lag_sampled += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
+        bound = {"on-sample": 0, "periodic": self.config.max_label_staleness}.get(self.config.refresh)
+        stale = lag > bound if bound is not None else np.zeros(len(lag), dtype=bool)
+        out = []
+        if stale.any():
             q = self.teacher_policy.q_values(batch.observations[stale])
             batch.teacher_q[stale] = q
             batch.label_version[stale] = self.teacher_version
-            self.buffer.relabel(ids[stale], q, self.teacher_version)
+            lag = np.where(stale, 0, lag)
+            out.append((ids[stale], q, self.teacher_version))
             self.counters["labels/relabelled_on_sample"] += int(stale.sum())
+        self.lag_used += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
         return out
 
-    def _record_eval(self, result: dict[str, float], snapshot: tuple[int, dict]) -> None:
-        """Log an evaluation and keep each student's best weights (by greedy return)."""
+    def _write_back(self, relabelled: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
+        """New labels go back to the buffer, one call per version (not one per minibatch)."""
+        for version in sorted({v for _, _, v in relabelled}):
+            parts = [(i, q) for i, q, v in relabelled if v == version]
+            self.buffer.relabel(np.concatenate([i for i, _ in parts]), np.concatenate([q for _, q in parts]), version)
+
+    def _teacher_for_eval(self) -> tuple[int, dict[str, np.ndarray]] | None:
+        """The newest teacher, once, for the evaluator to measure students against."""
+        if self.eval_teacher_version == self.teacher_version:
+            return None
+        self.eval_teacher_version = self.teacher_version
+        return self.teacher_version, self.teacher_weights
+
+    def label_summary(self) -> dict[str, object]:
+        """How stale sampled labels were over the run (p95 as sampled and as trained on, in
+        teacher versions) and how many were relabelled on sampling."""
+        def p95(hist: np.ndarray) -> float | None:
+            total = hist.sum()
+            return int(np.searchsorted(np.cumsum(hist), 0.95 * total)) if total else None
+
+        sampled = int(self.lag_sampled.sum())
+        return {**self.counters, "teacher_versions": self.teacher_version, "sampled": sampled,
+                "staleness_p95_sampled": p95(self.lag_sampled), "staleness_p95_used": p95(self.lag_used),
+                "staleness_max_used": int(np.flatnonzero(self.lag_used).max()) if sampled else None,
+                "relabelled_fraction": self.counters["labels/relabelled_on_sample"] / sampled if sampled else 0.0}
+
+    def _record_eval(self, result: dict[str, float], snapshot: tuple[int, dict],
+                     teacher: tuple[int, dict[str, np.ndarray]]) -> None:
+        """Log an evaluation and keep each student's best weights (by greedy return), and a
+        learning teacher's best version."""
         self.last_eval = result
         self.run.log({"env_steps": self.collector.env_steps, "learner/steps": self.learner.steps,
                       "distill_s": round(time.monotonic() - self.distill_started, 3), **result})
+        if self.best_teacher is None or result["eval/return/teacher"] > self.best_teacher[0]:
+            self.best_teacher = (result["eval/return/teacher"], *teacher)
         version, weights = snapshot
         for name in self.config.distill.students:
             ret = result[f"eval/return/{name}"]
@@ -272,12 +374,20 @@ class DistillDriver:
                                      n_actions=self.info.n_actions, version=version, weights=weights)
 
     def _reached_target(self, result: dict[str, float]) -> bool:
+        """Every student at the target now; a learning teacher once (its best version is the one
+        reported, as `train-teacher` keeps its best)."""
         target = self.config.target_return
-        return target is not None and all(
+        if target is None:
+            return False
+        teacher_there = self.dqn is None or (self.best_teacher is not None and self.best_teacher[0] >= target)
+        return teacher_there and all(
             result[f"eval/return/{name}"] >= target for name in self.config.distill.students)
 
     def _progress_fields(self, sps: float, metrics: dict[str, float]) -> dict[str, str]:
         fields = {"steps/s": f"{sps:,.0f}", "stale": f"{metrics.get('buffer/label_staleness', 0):.1f}"}
+        if self.dqn is not None:
+            ret = self.last_eval.get("eval/return/teacher")
+            fields["teacher"] = f"v{self.teacher_version} ret " + (f"{ret:.0f}" if ret is not None else "-")
         for name in self.config.distill.students:
             ret = self.last_eval.get(f"eval/return/{name}")
             agr = self.last_eval.get(f"eval/agreement/{name}")

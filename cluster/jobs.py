@@ -58,6 +58,14 @@ def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> ch
         return checkpoint.load(kept, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
     if cfg.teacher:
         return checkpoint.load(cfg.teacher, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
+    if cfg.teacher_learns:  # a teacher learning from scratch in the run: version 0 is its initial network
+        import torch
+
+        from ..learners.networks import QNetwork, to_numpy
+
+        torch.manual_seed(cfg.seed)
+        net = QNetwork(cfg.dqn.net, info.obs_shape, info.n_actions)
+        return checkpoint.Checkpoint(cfg.dqn.net, info.obs_shape, info.n_actions, cfg.env, 0, to_numpy(net.state_dict()))
     tcfg = job.teacher_config
     done = Path(tcfg.out) / "summary.json"
     if not (done.is_file() and json.loads(done.read_text())["stop_reason"] != "stopped"):

@@ -163,6 +163,8 @@ class Prefetcher:
         return self.buffer.gather(refs)
 
 
-def minibatches(batch: TransitionBatch, size: int):
+def minibatches(ids, batch: TransitionBatch, size: int):
+    """(ids, batch) of each whole minibatch of a sampled chunk."""
     for start in range(0, len(batch) - size + 1, size):
-        yield batch.take(slice(start, start + size))
+        part = slice(start, start + size)
+        yield ids[part], batch.take(part)

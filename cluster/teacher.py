@@ -145,8 +145,7 @@ class TeacherDriver:
 
             # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
             if owes and not stop:
-                _, batch = prefetch.sample()
-                for mb in minibatches(batch, cfg.dqn.batch_size):
+                for _, mb in minibatches(*prefetch.sample(), cfg.dqn.batch_size):
                     metrics = self.learner.step(mb)
                     if self.learner.steps % cfg.publish_every == 0:
                         self.version += 1

@@ -106,3 +106,63 @@ def test_detach_status_scale_stop_resume(head, small_teacher, tmp_path):
     before = [r for i, r in _evals(out / "metrics.jsonl") if i < mark]
     after = [r for i, r in _evals(out / "metrics.jsonl") if i > mark]
     assert after[0] >= 0.9 * before[-1], (before[-3:], after[:3])
+
+
+def test_swap_teacher_hands_a_running_run_a_new_teacher(head, small_teacher, tmp_path):
+    from qdistill.learners import checkpoint
+    from qdistill.learners.networks import QNetwork, to_numpy
+
+    teacher_dir, summary = small_teacher
+    run = "swap-run"
+    out = tmp_path / run
+    started = _qdistill(head, "run", "--env", "CartPole-v1", "--teacher", summary["teacher"]["checkpoint"],
+                        "--steps", "100000000", "--no-target", "--out", str(out), "--address", head.address,
+                        "--detach")
+    assert started.returncode == 0, started.stderr
+
+    def status() -> dict:
+        result = _qdistill(head, "status", run, "--address", head.address, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def until(ok, what: str) -> dict:
+        deadline = time.monotonic() + 120
+        while not ok(s := status()):
+            assert time.monotonic() < deadline, f"{what}: last status {s}"
+            time.sleep(1)
+        return s
+
+    before = until(lambda s: s["state"] == "running" and s["buffer"]["size"] >= 20_000, "a filled buffer")
+    version = before["teacher"]["version"]
+    # refused: another env, another network; nothing changes
+    acrobot = tmp_path / "acrobot.pt"
+    checkpoint.save(acrobot, checkpoint.Checkpoint("64", (6,), 3, "Acrobot-v1", 1,
+                                                   to_numpy(QNetwork("64", (6,), 3).state_dict())))
+    small = tmp_path / "small.pt"
+    checkpoint.save(small, checkpoint.Checkpoint("64", (4,), 2, "CartPole-v1", 1,
+                                                 to_numpy(QNetwork("64", (4,), 2).state_dict())))
+    for path, why in [(acrobot, "env 'Acrobot-v1', not 'CartPole-v1'; network '64', not '256x256'; "
+                                "observation shape (6,), not (4,); 3 actions, not 2"),
+                      (small, "network '64', not '256x256'")]:
+        refused = _qdistill(head, "swap-teacher", run, str(path), "--address", head.address)
+        assert (refused.returncode, refused.stdout) == (2, "")
+        assert refused.stderr == f"qdistill: error: checkpoint '{path}' was made for {why}\n"
+    assert status()["teacher"]["version"] == version
+
+    newer = teacher_dir / "checkpoints" / "teacher_last.pt"
+    swapped = _qdistill(head, "swap-teacher", run, str(newer), "--address", head.address)
+    assert swapped.returncode == 0, swapped.stderr
+    assert swapped.stdout == (f"run {run}: teacher {newer} handed over; it becomes version {version + 1} or later, "
+                              "and labels older than it are refreshed\n")
+    # the new version reaches the run; every label in the buffer is refreshed to it
+    until(lambda s: s["teacher"]["version"] == version + 1, "the new teacher version")
+    until(lambda s: s["label_staleness"] == 0.0 and s["env_steps"] > before["env_steps"] + 20_000,
+          "labels refreshed to the new teacher")
+    assert _qdistill(head, "stop", run, "--address", head.address).returncode == 0
+    final = json.loads((out / "summary.json").read_text())
+    assert final["labels"]["teacher/swaps"] == 1 and final["teacher"]["version"] == version + 1
+    assert final["labels"]["labels/relabelled_in_shards"] + final["labels"]["labels/relabelled_on_sample"] > 0
+    # the students were measured against the new teacher, whose checkpoint the run keeps
+    kept = checkpoint.load(out / "checkpoints" / "teacher.pt")
+    assert kept.version == version + 1 and all((kept.weights[k] == checkpoint.load(newer).weights[k]).all()
+                                               for k in kept.weights)

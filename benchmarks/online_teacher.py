@@ -1,0 +1,91 @@
+"""A teacher learning in the run vs train-teacher-then-distill, side by side in one run, from nothing:
+wall-clock (Ray start-up included) until teacher and student both reach the env's reward threshold,
+and how stale the students' labels were with label refresh on and off.
+
+    python benchmarks/online_teacher.py --env CartPole-v1 --seeds 3
+
+Arms, each seed in turn (interleaved, so machine noise falls on both):
+  sequential   qdistill run --env ENV                        (trains a teacher to the threshold, then distills)
+  learning     qdistill run --env ENV --teacher-learns       (teacher and students learn together)
+  no-refresh   qdistill run --env ENV --teacher-learns --refresh off --steps S --no-target
+               (labels never refreshed: how far they drift and what the student loses; S = the
+               learning arm's median env steps)
+Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ARMS = {"sequential": [], "learning": ["--teacher-learns"]}
+
+
+def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "run"
+        cmd = [sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", env, "--seed", str(seed),
+               "--out", str(out), "--quiet", *extra]
+        t0 = time.monotonic()
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        wall = time.monotonic() - t0
+        summary = json.loads((out / "summary.json").read_text())
+    student = next(iter(summary["students"].values()))
+    labels = summary["labels"]
+    return {"seed": seed, "wall_s": round(wall, 1), "env_steps": summary["env_steps"],
+            "teacher": summary["teacher"]["eval_return_mean"], "student": student["eval_return_mean"],
+            "stop": summary["stop_reason"], "p95_sampled": labels.get("staleness_p95_sampled"),
+            "p95_used": labels.get("staleness_p95_used"), "relabelled": labels.get("relabelled_fraction")}
+
+
+def _fmt(v: object) -> str:
+    return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--env", default="CartPole-v1")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--json", help="also write the rows here")
+    args = parser.parse_args()
+    rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, "no-refresh"]}
+    header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
+             f"{'stop':>7} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10}"
+    print(f"{args.env}: from nothing until teacher and 16x16 student reach the reward threshold\n{header}")
+
+    def show(arm: str, r: dict) -> None:
+        print(f"{arm:<11} {r['seed']:>4} {r['wall_s']:>7.1f} {r['env_steps']:>10,} {r['teacher']:>8.1f} "
+              f"{r['student']:>8.1f} {r['stop']:>7} {_fmt(r['p95_sampled']):>15} {_fmt(r['p95_used']):>12} "
+              f"{_fmt(r['relabelled']):>10}", flush=True)
+
+    for seed in range(args.seeds):
+        for arm, extra in ARMS.items():
+            rows[arm].append(run_once(args.env, seed, extra))
+            show(arm, rows[arm][-1])
+    steps = int(statistics.median(r["env_steps"] for r in rows["learning"]))
+    for seed in range(args.seeds):
+        rows["no-refresh"].append(run_once(args.env, seed, ["--teacher-learns", "--refresh", "off", "--steps",
+                                                            str(steps), "--no-target"]))
+        show("no-refresh", rows["no-refresh"][-1])
+    print()
+    med = {arm: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "env_steps", "teacher", "student")}
+           for arm, rs in rows.items()}
+    for arm, m in med.items():
+        reached = sum(r["stop"] == "target" for r in rows[arm])
+        print(f"{arm:<11} {'med':>4} {m['wall_s']:>7.1f} {m['env_steps']:>10,.0f} {m['teacher']:>8.1f} "
+              f"{m['student']:>8.1f} {f'{reached}/{len(rows[arm])}':>7}")
+    ratio = med["learning"]["wall_s"] / med["sequential"]["wall_s"]
+    print(f"\nlearning together / train-then-distill, median wall: {ratio:.2f}x (goal <= 0.7x)")
+    print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

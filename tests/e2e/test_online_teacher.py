@@ -1,0 +1,55 @@
+"""A teacher that keeps learning in the run: versions move, labels are kept within the staleness
+bound (or, with refresh off, drift), the students distill from it all along."""
+
+import json
+
+import pytest
+
+from qdistill.cluster.cli import main
+from qdistill.learners import checkpoint
+
+
+def _run(tmp_path, *extra: str) -> dict:
+    out = tmp_path / "run"
+    code = main(["run", "--env", "CartPole-v1", "--teacher-learns", "--steps", "12000", "--no-target",
+                 "--out", str(out), "--quiet", *extra])
+    assert code == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
+    summary = _run(tmp_path, "--max-label-staleness", "1")
+    labels = summary["labels"]
+    # the teacher learned: a version every 32 learner steps, all published to actors and buffer
+    assert labels["teacher_versions"] == summary["learner_steps"] // 32
+    assert labels["teacher_versions"] > 50
+    # sampled labels went stale (the buffer holds labels of many versions) ...
+    assert labels["staleness_p95_sampled"] > 1
+    assert labels["labels/relabelled_on_sample"] > 0
+    # ... and none was trained on lagging more than the bound
+    assert labels["staleness_max_used"] <= 1 and labels["staleness_p95_used"] <= 1
+    config = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert config["teacher_learns"] is True and config["max_label_staleness"] == 1
+    assert config["dqn"]["net"] == "256x256" and config["exploration"]["start"] == 1.0  # the teacher's preset
+    # the reported teacher is a version the run published, saved in the run directory
+    teacher = checkpoint.load(tmp_path / "run" / "checkpoints" / "teacher.pt", env_id="CartPole-v1")
+    assert 0 <= teacher.version <= labels["teacher_versions"] and teacher.version == summary["teacher"]["version"]
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert any("learner/td_loss" in r and "learner/distill_loss/16x16" in r for r in records)
+
+
+def test_with_refresh_off_labels_drift(ray_session, tmp_path):
+    labels = _run(tmp_path, "--refresh", "off")["labels"]
+    assert labels["labels/relabelled_on_sample"] == 0 and labels["labels/relabelled_in_shards"] == 0
+    assert labels["staleness_p95_used"] == labels["staleness_p95_sampled"] > 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--mode", "offline"], "teacher_learns needs mode online: offline labels a fixed teacher's states once"),
+    (["--max-label-staleness", "-1"], "max_label_staleness -1 is not valid: expected an integer >= 0 (versions)"),
+])
+def test_bad_learning_teacher_flags(tmp_path, capsys, flags, message):
+    out = tmp_path / "run"
+    assert main(["run", "--env", "CartPole-v1", "--teacher-learns", *flags, "--out", str(out)]) == 2
+    assert capsys.readouterr().err == f"qdistill: error: {message}\n"
+    assert not out.exists()
