@@ -15,6 +15,8 @@ from ..learners import checkpoint
 from ..learners.distill import parse_students
 from .config import RunConfig, distill_config, teacher_config
 from .jobs import Job
+from . import manage
+from .status import print_rows
 from .rundir import check_writable
 
 
@@ -146,11 +148,6 @@ def _target(args: argparse.Namespace, info: EnvInfo) -> float | None:
     return args.target_return if args.target_return is not None else info.reward_threshold
 
 
-def _print_rows(rows: list[tuple[str, str]]) -> None:
-    width = max(len(k) for k, _ in rows)
-    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))
-
-
 def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]:
     teacher = summary["teacher"]
     return [
@@ -172,15 +169,15 @@ def _print_summary(summary: dict[str, object], out: str) -> None:
 
     if "students" in summary:  # a distillation run
         print(table(summary))
-        _print_rows([
+        print_rows([
             ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
                         f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),
             ("run directory", out),
         ])
     elif "teacher" in summary:  # train-teacher
-        _print_rows(_teacher_rows(summary, out))
+        print_rows(_teacher_rows(summary, out))
     else:  # stopped while its teacher trained
-        _print_rows([("stopped", "while training the teacher; `qdistill run --resume` carries on"),
+        print_rows([("stopped", "while training the teacher; `qdistill run --resume` carries on"),
                      ("run directory", out)])
 
 
@@ -302,7 +299,7 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
         status = wait_started(actor)
         if status["state"] == "failed":
             ray.get(ref)  # raises the run's error
-        _print_rows([("run", f"{name} started in the background ({status['state']}, {status.get('phase')})"),
+        print_rows([("run", f"{name} started in the background ({status['state']}, {status.get('phase')})"),
                      ("follow it", f"qdistill status {name}"),
                      ("scale it", f"qdistill scale {name} --actors N"),
                      ("stop it", f"qdistill stop {name}"),
@@ -314,100 +311,6 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
         ray.kill(actor)
     _print_summary(summary, config.out)
     return 0
-
-
-def _control_address(args: argparse.Namespace) -> None:
-    from .connect import connect
-
-    connect(args.address or (None if "RAY_ADDRESS" in os.environ else "auto"))
-
-
-def _status(args: argparse.Namespace) -> int:
-    import ray
-
-    from .background import find, runs
-    from .status import status_rows
-
-    _control_address(args)
-    names = [args.run] if args.run else runs()
-    statuses = [ray.get(find(n).status.remote()) for n in names]
-    if args.json:
-        print(json.dumps(statuses if not args.run else statuses[0], indent=2, default=float))
-    elif not statuses:
-        print("no qdistill runs on this cluster")
-    for status in statuses if not args.json else []:
-        _print_rows(status_rows(status))
-        print()
-    return 0
-
-
-def _scale(args: argparse.Namespace) -> int:
-    import ray
-
-    if args.actors < 1:
-        raise ValueError(f"--actors {args.actors} is not valid: expected an integer >= 1")
-    actor, status = _running(args)
-    ray.get(actor.scale.remote(args.actors))
-    was = status.get("actors", {}).get("wanted", "?")
-    print(f"run {status['run']}: rollout actors {was} → {args.actors} "
-          f"(actors waiting for a node show as pending in `qdistill status {status['run']}`)")
-    return 0
-
-
-def _running(args: argparse.Namespace):
-    """The run named on the command line, and its status; refused unless it is running."""
-    import ray
-
-    from .background import find
-
-    _control_address(args)
-    actor = find(args.run)
-    status = ray.get(actor.status.remote())
-    if status["state"] not in ("starting", "running"):
-        raise ValueError(f"run {status['run']!r} is {status['state']}: only a running run can be "
-                         f"{'scaled' if args.command == 'scale' else 'given a new teacher'}")
-    return actor, status
-
-
-def _swap_teacher(args: argparse.Namespace) -> int:
-    import ray
-
-    actor, status = _running(args)
-    if status.get("phase") != "distill" or "teacher" not in status:
-        raise ValueError(f"run {status['run']!r} is in its {status.get('phase')} phase: a teacher can be swapped "
-                         "once it distills")
-    info = describe(status["env"])
-    teacher = checkpoint.load(args.checkpoint, env_id=info.env_id, obs_shape=info.obs_shape,
-                              n_actions=info.n_actions, net=status["teacher"]["net"])
-    ray.get(actor.swap_teacher.remote(teacher))
-    print(f"run {status['run']}: teacher {args.checkpoint} handed over; it becomes version "
-          f"{status['teacher']['version'] + 1} or later, and labels older than it are refreshed")
-    return 0
-
-
-def _stop(args: argparse.Namespace) -> int:
-    import ray
-
-    from .background import find
-
-    _control_address(args)
-    actor = find(args.run)
-    ray.get(actor.stop.remote())
-    deadline = time.monotonic() + args.timeout
-    status = ray.get(actor.status.remote())
-    while status["state"] not in ("finished", "failed") and time.monotonic() < deadline:
-        time.sleep(0.5)
-        status = ray.get(actor.status.remote())
-    if status["state"] not in ("finished", "failed"):
-        print(f"qdistill: run {status['run']!r} did not finish within {args.timeout:g} s; it is still stopping "
-              f"(see `qdistill status {status['run']}`)", file=sys.stderr)
-        return 1
-    if status["detached"]:
-        ray.kill(actor)  # an attached run's own command ends it
-    _print_rows([("run", f"{status['run']} {status['state']} ({status.get('stop_reason') or status.get('error')})"),
-                 ("run directory", status["out"]),
-                 ("resume it", f"qdistill {status['command']} --resume {status['out']}")])
-    return 0 if status["state"] == "finished" else 1
 
 
 def _eval(args: argparse.Namespace) -> int:
@@ -448,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = _build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
-                "status": lambda: _status(args), "scale": lambda: _scale(args), "stop": lambda: _stop(args),
-                "swap-teacher": lambda: _swap_teacher(args),
+                "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
+                "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
                 "eval": lambda: _eval(args)}
     try:
         return commands[args.command]()

@@ -40,3 +40,8 @@ def status_rows(status: dict[str, object]) -> list[tuple[str, str]]:
     if status.get("label_staleness") is not None:
         rows.append(("label staleness", f"{status['label_staleness']:.2f} teacher versions (mean, sampled)"))
     return rows
+
+
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    width = max(len(k) for k, _ in rows)
+    print("\n".join(f"{k:<{width}}  {v}" for k, v in rows))

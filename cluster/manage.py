@@ -1,0 +1,107 @@
+"""The commands that manage a run already on the cluster, by name: status, scale, swap-teacher, stop."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from ..actors.envs import describe
+from ..learners import checkpoint
+from .status import print_rows
+
+
+def _control_address(args: argparse.Namespace) -> None:
+    from .connect import connect
+
+    connect(args.address or (None if "RAY_ADDRESS" in os.environ else "auto"))
+
+
+def status(args: argparse.Namespace) -> int:
+    import ray
+
+    from .background import find, runs
+    from .status import status_rows
+
+    _control_address(args)
+    names = [args.run] if args.run else runs()
+    statuses = [ray.get(find(n).status.remote()) for n in names]
+    if args.json:
+        print(json.dumps(statuses if not args.run else statuses[0], indent=2, default=float))
+    elif not statuses:
+        print("no qdistill runs on this cluster")
+    for status in statuses if not args.json else []:
+        print_rows(status_rows(status))
+        print()
+    return 0
+
+
+def scale(args: argparse.Namespace) -> int:
+    import ray
+
+    if args.actors < 1:
+        raise ValueError(f"--actors {args.actors} is not valid: expected an integer >= 1")
+    actor, status = _running(args)
+    ray.get(actor.scale.remote(args.actors))
+    was = status.get("actors", {}).get("wanted", "?")
+    print(f"run {status['run']}: rollout actors {was} → {args.actors} "
+          f"(actors waiting for a node show as pending in `qdistill status {status['run']}`)")
+    return 0
+
+
+def _running(args: argparse.Namespace):
+    """The run named on the command line, and its status; refused unless it is running."""
+    import ray
+
+    from .background import find
+
+    _control_address(args)
+    actor = find(args.run)
+    status = ray.get(actor.status.remote())
+    if status["state"] not in ("starting", "running"):
+        raise ValueError(f"run {status['run']!r} is {status['state']}: only a running run can be "
+                         f"{'scaled' if args.command == 'scale' else 'given a new teacher'}")
+    return actor, status
+
+
+def swap_teacher(args: argparse.Namespace) -> int:
+    import ray
+
+    actor, status = _running(args)
+    if status.get("phase") != "distill" or "teacher" not in status:
+        raise ValueError(f"run {status['run']!r} is in its {status.get('phase')} phase: a teacher can be swapped "
+                         "once it distills")
+    info = describe(status["env"])
+    teacher = checkpoint.load(args.checkpoint, env_id=info.env_id, obs_shape=info.obs_shape,
+                              n_actions=info.n_actions, net=status["teacher"]["net"])
+    ray.get(actor.swap_teacher.remote(teacher))
+    print(f"run {status['run']}: teacher {args.checkpoint} handed over; it becomes version "
+          f"{status['teacher']['version'] + 1} or later, and labels older than it are refreshed")
+    return 0
+
+
+def stop(args: argparse.Namespace) -> int:
+    import ray
+
+    from .background import find
+
+    _control_address(args)
+    actor = find(args.run)
+    ray.get(actor.stop.remote())
+    deadline = time.monotonic() + args.timeout
+    status = ray.get(actor.status.remote())
+    while status["state"] not in ("finished", "failed") and time.monotonic() < deadline:
+        time.sleep(0.5)
+        status = ray.get(actor.status.remote())
+    if status["state"] not in ("finished", "failed"):
+        print(f"qdistill: run {status['run']!r} did not finish within {args.timeout:g} s; it is still stopping "
+              f"(see `qdistill status {status['run']}`)", file=sys.stderr)
+        return 1
+    if status["detached"]:
+        ray.kill(actor)  # an attached run's own command ends it
+    print_rows([("run", f"{status['run']} {status['state']} ({status.get('stop_reason') or status.get('error')})"),
+                 ("run directory", status["out"]),
+                 ("resume it", f"qdistill {status['command']} --resume {status['out']}")])
+    return 0 if status["state"] == "finished" else 1
