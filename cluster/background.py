@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 
 import ray
 
@@ -56,8 +57,6 @@ class RunActor:
 
 def run_name(out: str) -> str:
     """A run is named after its directory."""
-    from pathlib import Path
-
     return Path(out).name
 
 

@@ -58,7 +58,7 @@ class DistillDriver:
         self.dqn = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device) \
             if config.teacher_learns else None
         if self.dqn is not None:
-            self._load_dqn(teacher.weights)
+            self.dqn.load_weights(teacher.weights)
         # how many versions each sampled label lagged, as sampled and as trained on
         self.best_teacher: tuple[float, int, dict[str, np.ndarray]] | None = None  # (return, version, weights)
         self.lag_sampled = np.zeros(LAG_BINS, dtype=np.int64)
@@ -67,10 +67,6 @@ class DistillDriver:
         self.beta = LinearSchedule(config.beta_start, config.beta_end, config.beta_steps)
         self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
         self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0, "teacher/swaps": 0}
-
-    def _load_dqn(self, weights: dict[str, np.ndarray]) -> None:
-        for net in (self.dqn.q, self.dqn.q_target):
-            net.load_state_dict({k: v.to(self.dqn.device) for k, v in from_numpy(weights).items()})
 
     def _set_teacher(self, weights: dict[str, np.ndarray]) -> None:
         """Publish a new teacher version: to the actors (who label with it), the shards (who
@@ -201,7 +197,7 @@ class DistillDriver:
             if swap is not None:  # a newer teacher from outside: the next version
                 self._set_teacher(swap.weights)
                 if self.dqn is not None:
-                    self._load_dqn(swap.weights)
+                    self.dqn.load_weights(swap.weights)
                 self.counters["teacher/swaps"] += 1
             if owes and not stop:
                 ids, batch = prefetch.sample()

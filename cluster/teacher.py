@@ -51,8 +51,7 @@ class TeacherDriver:
         self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.version = 0
         if init is not None:
-            self.learner.q.load_state_dict(init.network().state_dict())
-            self.learner.q_target.load_state_dict(init.network().state_dict())
+            self.learner.load_weights(init.weights)
             self.version = init.version
         self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
         self.env_steps = 0

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .batch import TransitionBatch
-from .networks import QNetwork, count_params, to_numpy
+from .networks import QNetwork, count_params, from_numpy, to_numpy
 from .td import double_dqn_target, td_loss
 
 
@@ -94,6 +94,12 @@ class DQNLearner:
 
     def weights(self) -> dict[str, np.ndarray]:
         return to_numpy(self.q.state_dict())
+
+    def load_weights(self, weights: dict[str, np.ndarray]) -> None:
+        """Start from these Q-network weights (a checkpoint's, or a swapped-in teacher's): online and target."""
+        state = {k: v.to(self.device) for k, v in from_numpy(weights).items()}
+        self.q.load_state_dict(state)
+        self.q_target.load_state_dict(state)
 
     def state_dict(self) -> dict[str, object]:
         """Everything a resumed run needs: online and target networks, optimiser state, step count."""

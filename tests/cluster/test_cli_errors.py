@@ -143,25 +143,26 @@ def test_eval_needs_a_run_directory_or_a_checkpoint(tmp_path):
                     "directory, or a checkpoint file")
 
 
+def _assert_no_node_can_host(out, flag: str, request: str, message: str) -> None:
+    """Refused at once, naming the request and what the nodes offer; nothing written."""
+    result = _run("train-teacher", "--env", "CartPole-v1", flag, request, "--out", str(out))
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"qdistill: error: {message}: the nodes offer CPU ")
+    assert result.stderr.count("\n") == 1 and not out.exists()
+
+
 def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
     out = tmp_path / "run"
-    result = _run("train-teacher", "--env", "CartPole-v1", "--actor-resources", '{"gpu_box": 1}', "--out", str(out))
-    assert result.returncode == 2
-    assert result.stderr.startswith("qdistill: error: no node can host a rollout actor asking for CPU 1, gpu_box 1: "
-                                    "the nodes offer CPU ")
-    assert result.stderr.count("\n") == 1 and not out.exists()
+    _assert_no_node_can_host(out, "--actor-resources", '{"gpu_box": 1}',
+                             "no node can host a rollout actor asking for CPU 1, gpu_box 1")
     _assert_refused(_run("run", "--env", "CartPole-v1", "--actor-resources", '{"rollout": -1}', "--out", str(out)),
                     "actor resources {'rollout': -1} are not valid: expected names with numbers >= 0, "
                     'e.g. {"rollout": 1}')
 
 
 def test_a_learner_no_node_can_host_is_refused_at_once(tmp_path):
-    out = tmp_path / "run"
-    result = _run("train-teacher", "--env", "CartPole-v1", "--learner-resources", '{"GPU": 1}', "--out", str(out))
-    assert result.returncode == 2
-    assert result.stderr.startswith("qdistill: error: no node can host the learner asking for GPU 1: "
-                                    "the nodes offer CPU ")
-    assert result.stderr.count("\n") == 1 and not out.exists()
+    _assert_no_node_can_host(tmp_path / "run", "--learner-resources", '{"GPU": 1}',
+                             "no node can host the learner asking for GPU 1")
 
 
 def _run_dir(tmp_path, **config_changes):
