@@ -66,15 +66,21 @@ def describe(env_id: str) -> EnvInfo:
     )
 
 
-def make_vector_env(env_id: str, num_envs: int) -> gym.vector.VectorEnv:
-    """Native vectorised implementation where Gymnasium has one, SyncVectorEnv otherwise.
+def make_vector_env(env_id: str, num_envs: int, dynamics: dict[str, float] | None = None) -> gym.vector.VectorEnv:
+    """Native vectorised implementation where Gymnasium has one, SyncVectorEnv otherwise;
+    `dynamics` changes its physical parameters (a changing task, see `dynamics.py`).
 
     Autoreset is NEXT_STEP (the only mode every Gymnasium vector env supports): the step after
     an episode ends resets that sub-env, and its transition is not a real one.
     """
+    from .dynamics import set_dynamics
+
     _register_optional_envs()
     mode = "vector_entry_point" if gym.spec(env_id).vector_entry_point else "sync"
-    return gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode=mode)
+    if dynamics:
+        set_dynamics(env, dynamics)
+    return env
 
 
 def as_float32(obs: np.ndarray) -> np.ndarray:

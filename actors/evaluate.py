@@ -27,9 +27,10 @@ class EvalResult:
         return len(self.returns)
 
 
-def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: int, seed: int) -> EvalResult:
+def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: int, seed: int,
+             dynamics: dict[str, float] | None = None) -> EvalResult:
     """Run `episodes` greedy episodes (one per sub-env, seeds seed, seed+1, …) to their first end."""
-    env = make_vector_env(env_id, episodes)
+    env = make_vector_env(env_id, episodes, dynamics)
     try:
         obs = as_float32(env.reset(seed=seed)[0])
         returns = np.zeros(episodes, dtype=np.float64)
@@ -45,9 +46,9 @@ def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: 
 
 
 def visited_states(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, num_states: int, seed: int,
-                   num_envs: int = 8) -> np.ndarray:
+                   num_envs: int = 8, dynamics: dict[str, float] | None = None) -> np.ndarray:
     """States a policy visits, `num_states` of them, from envs seeded away from training."""
-    env = make_vector_env(env_id, num_envs)
+    env = make_vector_env(env_id, num_envs, dynamics)
     try:
         obs = as_float32(env.reset(seed=seed)[0])
         states = []

@@ -31,13 +31,27 @@ class Evaluator:
         self.teacher_result: EvalResult | None = None
         self.heldout: np.ndarray | None = None
         self.heldout_q: np.ndarray | None = None
+        self.dynamics: dict[str, float] | None = None
 
     def load_teacher(self, version: int, weights: dict[str, np.ndarray]) -> None:
         """A new teacher: new held-out states (the ones it visits) and a new reference return."""
         self.teacher.load(version, weights)
-        self.heldout = visited_states(self.env_id, self.teacher.act, num_states=self.heldout_size, seed=self.seed + 500)
+        self._reference()
+
+    def set_dynamics(self, dynamics: dict[str, float] | None) -> None:
+        """A changed task: episodes and held-out states from now on play under `dynamics`."""
+        self.dynamics = dynamics
+        if self.teacher_result is not None:
+            self._reference()
+
+    def _reference(self) -> None:
+        self.heldout = visited_states(self.env_id, self.teacher.act, num_states=self.heldout_size,
+                                      seed=self.seed + 500, dynamics=self.dynamics)
         self.heldout_q = self.teacher.q_values(self.heldout)
-        self.teacher_result = evaluate(self.env_id, self.teacher.act, episodes=self.episodes, seed=self.seed)
+        self.teacher_result = self._episodes(self.teacher.act, self.seed)
+
+    def _episodes(self, act, seed: int) -> EvalResult:
+        return evaluate(self.env_id, act, episodes=self.episodes, seed=seed, dynamics=self.dynamics)
 
     def load_students(self, version: int, weights: dict[str, dict[str, np.ndarray]]) -> None:
         for name, w in weights.items():
@@ -50,7 +64,7 @@ class Evaluator:
             raise ValueError("the evaluator has no teacher yet: call load_teacher first")
         start = time.monotonic()
         seed = self.seed + (FINAL_OFFSET if final else 0)
-        teacher = evaluate(self.env_id, self.teacher.act, episodes=self.episodes, seed=seed) if final else self.teacher_result
+        teacher = self._episodes(self.teacher.act, seed) if final else self.teacher_result
         teacher_mean = teacher.mean
         metrics = {
             "eval/return/teacher": teacher_mean,
@@ -59,7 +73,7 @@ class Evaluator:
         }
         teacher_q = torch.from_numpy(self.heldout_q)
         for name, student in self.students.items():
-            result = evaluate(self.env_id, student.act, episodes=self.episodes, seed=seed)
+            result = self._episodes(student.act, seed)
             student_q = torch.from_numpy(student.q_values(self.heldout))
             metrics[f"eval/return/{name}"] = result.mean
             metrics[f"eval/return_std/{name}"] = result.std

@@ -9,6 +9,7 @@ import ray
 
 from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing, check_capacity
+from .dynamics import set_dynamics
 from .evaluator import Evaluator
 from .params import ParameterServer
 from .redis_buffer import RedisBuffer, RedisSpec
@@ -83,6 +84,7 @@ class RolloutActor:
         self.redis = RedisBuffer(shard, seed=seed) if isinstance(shard, RedisSpec) else None
         self.max_in_flight = max_in_flight
         self.in_flight: list[ray.ObjectRef] = []
+        self.dynamics: dict[str, float] | None = None
 
     def _pull(self) -> int:
         refs = [self.params.pull.remote(self.rollout.teacher.version)]
@@ -96,7 +98,13 @@ class RolloutActor:
             self.rollout.load_student(pulled[1][0], pulled[1][1][self.student_name])
         return version
 
-    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> dict[str, object]:
+    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0,
+                dynamics: dict[str, float] | None = None) -> dict[str, object]:
+        """`dynamics`: the task's parameters now (a changed task), set on this actor's envs when
+        they differ from what it has; passed with every call, so restarted actors get it too."""
+        if dynamics and dynamics != self.dynamics:
+            set_dynamics(self.rollout.env, dynamics)
+            self.dynamics = dynamics
         latest = self._pull()
         batch, episodes = self.rollout.collect(num_steps, epsilon, beta)
         self._add(batch)
@@ -145,8 +153,12 @@ class EvaluatorActor:
         self.evaluator.load_teacher(teacher_version, teacher_weights)
 
     def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False,
-                 teacher: tuple[int, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
-        """`teacher`: a new teacher (version, weights) to evaluate against from now on."""
+                 teacher: tuple[int, dict[str, np.ndarray]] | None = None,
+                 dynamics: dict[str, float] | None = None) -> dict[str, float]:
+        """`teacher`: a new teacher (version, weights) to evaluate against from now on;
+        `dynamics`: the task's parameters now."""
+        if dynamics != self.evaluator.dynamics:
+            self.evaluator.set_dynamics(dynamics)
         if teacher is not None:
             self.evaluator.load_teacher(*teacher)
         self.evaluator.load_students(version, students)

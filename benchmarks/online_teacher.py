@@ -1,6 +1,7 @@
 """A teacher learning in the run vs train-teacher-then-distill, side by side in one run, from nothing:
-wall-clock (Ray start-up included) until teacher and student both reach the env's reward threshold,
-and how stale the students' labels were with label refresh on and off.
+wall-clock (Ray start-up included) and env steps (teacher's and students' together) until teacher
+and student both reach the env's reward threshold, and how stale the students' labels were with
+label refresh on and off.
 
     python benchmarks/online_teacher.py --env CartPole-v1 --seeds 3
 
@@ -36,9 +37,12 @@ def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         wall = time.monotonic() - t0
         summary = json.loads((out / "summary.json").read_text())
+        teacher_phase = out / "teacher" / "summary.json"  # sequential: the teacher's own env steps
+        env_steps = summary["env_steps"] + (json.loads(teacher_phase.read_text())["env_steps"]
+                                            if teacher_phase.is_file() else 0)
     student = next(iter(summary["students"].values()))
     labels = summary["labels"]
-    return {"seed": seed, "wall_s": round(wall, 1), "env_steps": summary["env_steps"],
+    return {"seed": seed, "wall_s": round(wall, 1), "env_steps": env_steps,
             "teacher": summary["teacher"]["eval_return_mean"], "student": student["eval_return_mean"],
             "stop": summary["stop_reason"], "p95_sampled": labels.get("staleness_p95_sampled"),
             "p95_used": labels.get("staleness_p95_used"), "relabelled": labels.get("relabelled_fraction")}

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..actors.dynamics import check_change
 from ..actors.envs import EnvInfo, describe
 from ..actors.redis_buffer import PASSWORD_ENV
 from ..learners import checkpoint
@@ -49,6 +50,14 @@ def _resources(text: str) -> dict[str, float]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a JSON object of resource names and amounts, "
                                          "e.g. '{\"rollout\": 1}'")
     return value
+
+
+def _assignment(text: str) -> tuple[str, float]:
+    name, eq, value = text.partition("=")
+    try:
+        return name.strip(), float(value) if eq and name.strip() else float("")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE with a number, e.g. length=1.0") from None
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -101,6 +110,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         "the students distill from it")
     r.add_argument("--max-label-staleness", type=int,
                    help="teacher versions a sampled label may lag before it is relabelled (default 2)")
+    r.add_argument("--change-at", type=int, metavar="STEPS",
+                   help="a changing task: at this env step the dynamics change to --change")
+    r.add_argument("--change", type=_assignment, action="append", metavar="NAME=VALUE",
+                   help="a dynamics parameter set at --change-at, e.g. length=1.0 or gravity=15 (CartPole); "
+                        "repeat for several")
     r.add_argument("--students", help="student network specs joined by ',' (default: the env's preset, e.g. 16x16)")
     r.add_argument("--loss", help="mse (the seed's), kl (default) or nll")
     r.add_argument("--tau", type=float, help="temperature of the kl loss (default 0.01)")
@@ -263,10 +277,13 @@ def _run(args: argparse.Namespace, started: float) -> int:
             buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour,
             refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
             teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,
+            change_at=args.change_at, change=dict(args.change) if args.change else None,
             dqn={"net": teacher_net},
             distill={"students": parse_students(args.students) if args.students is not None else None,
                      "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
         )
+        if config.change:
+            check_change(config.env, config.change)
         check_writable(out)
     if config.teacher is None and teacher_cfg is None and not config.teacher_learns:
         teacher_cfg = teacher_config(

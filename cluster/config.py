@@ -142,6 +142,8 @@ class DistillRunConfig(RunConfig):
     eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
     samples: int = 50_000  # offline: teacher-labelled states, labelled once
     epochs: int = 10  # offline: passes over them
+    change_at: int | None = None  # a changing task: the env step at which the dynamics change ...
+    change: dict[str, float] = field(default_factory=dict)  # ... to these parameters, e.g. {"length": 1.0}
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -161,6 +163,15 @@ class DistillRunConfig(RunConfig):
                f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
         _check(not (self.teacher_learns and self.mode == "offline"),
                "teacher_learns needs mode online: offline labels a fixed teacher's states once")
+        _check(self.change_at is None or (isinstance(self.change_at, int) and self.change_at >= 1),
+               f"change_at {self.change_at} is not valid: expected an env step >= 1")
+        _check(isinstance(self.change, dict) and all(
+            isinstance(k, str) and isinstance(v, (int, float)) and math.isfinite(v) for k, v in self.change.items()),
+            f"change {self.change!r} is not valid: expected parameter names with finite numbers, e.g. {{\"length\": 1.0}}")
+        _check(self.change_at is None or self.change, "change_at needs a change: give --change NAME=VALUE, e.g. length=1.0")
+        _check(not self.change or self.change_at is not None, "a change needs the step it happens at: give --change-at STEPS")
+        _check(self.change_at is None or self.mode == "online",
+               "a changing task needs mode online: offline labels the states of one task once")
 
 
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
@@ -225,7 +236,13 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         teacher = TEACHER_PRESETS.get(env, {"steps": 500_000})
         learning = {k: teacher[k] for k in _LEARNING_TEACHER_KEYS if k in teacher}
         learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
-        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, **learning})
+        # evaluated about as often in env steps as `train-teacher` evaluates (every 2,000): a
+        # learning teacher's returns swing, and the run stops at the first evaluation that finds
+        # teacher and students at the target
+        # the students step once per 128 rows (two of the teacher's minibatches): measured as fast to
+        # the target as one step per minibatch (benchmarks/online_teacher.py) at less learner time
+        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 0.5,
+                                 "distill": {"batch_size": 128}, **learning})
     return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
 
 

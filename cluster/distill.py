@@ -67,6 +67,7 @@ class DistillDriver:
         self.beta = LinearSchedule(config.beta_start, config.beta_end, config.beta_steps)
         self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
         self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0, "teacher/swaps": 0}
+        self.changed_at: int | None = None  # env step at which a changing task changed
 
     def _set_teacher(self, weights: dict[str, np.ndarray]) -> None:
         """Publish a new teacher version: to the actors (who label with it), the shards (who
@@ -101,12 +102,12 @@ class DistillDriver:
             "teacher": {"version": self.teacher_version, "weights": from_numpy(self.teacher_weights)},
             "dqn": self.dqn.state_dict() if self.dqn is not None else {},
             "lag": {"sampled": torch.from_numpy(self.lag_sampled), "used": torch.from_numpy(self.lag_used)},
+            "changed_at": self.changed_at,
         }
 
     def restore(self, state: dict[str, object]) -> None:
         """Carry on from a saved state: students, optimisers, counters and best students."""
         self.learner.load_state_dict(state["learner"])
-        self.resumed_at = (int(state["env_steps"]), self.learner.steps)
         self.resumed_distill_s = float(state["distill_s"])
         self.student_version = int(state["student_version"])
         self.counters.update(state["counters"])
@@ -119,6 +120,33 @@ class DistillDriver:
         if self.dqn is not None:
             self.dqn.load_state_dict(state["dqn"])
         self.lag_sampled, self.lag_used = state["lag"]["sampled"].numpy(), state["lag"]["used"].numpy()
+        self.changed_at = state["changed_at"]
+        self.resumed_at = (int(state["env_steps"]), self.updates)
+
+    def counts(self, env_steps: int | None = None) -> dict[str, int]:
+        """Env steps (the collector's unless given), student steps and a learning teacher's steps."""
+        teacher = {"teacher/steps": self.dqn.steps} if self.dqn is not None else {}
+        env_steps = self.collector.env_steps if env_steps is None else env_steps
+        return {"env_steps": env_steps, "learner/steps": self.learner.steps, **teacher}
+
+    @property
+    def dynamics(self) -> dict[str, float] | None:
+        """The task's changed parameters once it has changed (None: the env as registered)."""
+        return dict(self.config.change) if self.changed_at is not None else None
+
+    def _change_task(self) -> None:
+        """The changing task changes now: actors and evaluator get the new dynamics with their next
+        call; best students and teacher start again, as they were judged on the old task."""
+        self.changed_at = self.collector.env_steps
+        self.best, self.best_teacher = {}, None
+        self.run.log({"event": "task_changed", **self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
+                      "dynamics": self.dynamics})
+
+    @property
+    def updates(self) -> int:
+        """Learner steps the run is paced by (replay_ratio per env step): the learning teacher's
+        when there is one, else the students'."""
+        return self.dqn.steps if self.dqn is not None else self.learner.steps
 
     def save_state(self) -> None:
         checkpoint.save_state(self.run.checkpoints / "state.pt", self.state())
@@ -170,12 +198,19 @@ class DistillDriver:
     def _loop(self) -> str:
         cfg = self.config
         collector = self.collector
+        # a learning teacher paces the run: updates_per_sample of its minibatches per buffer call,
+        # and the students take one step per distill.batch_size rows of them (fewer, larger steps
+        # on the same data: a small student's step costs about the same at any batch size)
         batch_size = cfg.dqn.batch_size if self.dqn is not None else cfg.distill.batch_size
-        prefetch = Prefetcher(self.buffer, batch_size * cfg.updates_per_sample)
+        chunk = batch_size * cfg.updates_per_sample
+        student_batch = batch_size if self.dqn is None else \
+            max(batch_size, min(chunk, cfg.distill.batch_size // batch_size * batch_size))
+        prefetch = Prefetcher(self.buffer, chunk)
         recent: list[float] = []
         metrics: dict[str, float] = {}
         eval_ref = None
         eval_snapshot: tuple[int, dict] | None = None
+        eval_task: int | None = None
         last_eval_at = -np.inf
         refresh_refs: list = []
         last_refresh = 0
@@ -186,10 +221,13 @@ class DistillDriver:
         while stop is None:
             stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started) or \
                 steer(self.control, collector)
-            owes, allowed = pace(cfg, collector.env_steps, self.learner.steps, collector.call_size, collector.up,
+            owes, allowed = pace(cfg, collector.env_steps, self.updates, collector.call_size, collector.up,
                                   since=self.resumed_at)
+            if cfg.change_at is not None and self.changed_at is None and collector.env_steps >= cfg.change_at:
+                self._change_task()
             if not stop:
-                collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps))
+                collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps),
+                                 self.dynamics)
             for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
                 recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
 
@@ -203,11 +241,12 @@ class DistillDriver:
                 ids, batch = prefetch.sample()
                 metrics.update(self._staleness(batch))
                 relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
-                for mb_ids, mb in minibatches(ids, batch, batch_size):
-                    if self.dqn is not None:
-                        metrics.update(self.dqn.step(mb))
-                        if self.dqn.steps % cfg.publish_every == 0:
-                            self._set_teacher(self.dqn.weights())
+                for mb_ids, mb in minibatches(ids, batch, student_batch):
+                    if self.dqn is not None:  # the teacher learns first, on the same rows
+                        for _, dqn_mb in minibatches(mb_ids, mb, batch_size):
+                            metrics.update(self.dqn.step(dqn_mb))
+                            if self.dqn.steps % cfg.publish_every == 0:
+                                self._set_teacher(self.dqn.weights())
                     relabelled += self._within_bound(mb_ids, mb)
                     metrics.update(self.learner.step(mb.observations, mb.teacher_q))
                     if self.learner.steps % cfg.publish_every == 0:
@@ -225,21 +264,23 @@ class DistillDriver:
             if eval_ref is None and not stop and self.learner.steps > 0 and now - last_eval_at >= cfg.eval_every_s:
                 eval_snapshot = (self.student_version, self.learner.weights())
                 eval_teacher = (self.teacher_version, self.teacher_weights)
-                eval_ref = self.evaluator.evaluate.remote(*eval_snapshot, teacher=self._teacher_for_eval())
+                eval_task = self.changed_at
+                eval_ref = self.evaluator.evaluate.remote(*eval_snapshot, teacher=self._teacher_for_eval(),
+                                                          dynamics=self.dynamics)
                 last_eval_at = now
             if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
                 result = ray.get(eval_ref)
                 eval_ref = None
-                self._record_eval(result, eval_snapshot, eval_teacher)
-                if self._reached_target(result):
+                current = eval_task == self.changed_at  # not played on a task that has changed since
+                self._record_eval(result, eval_snapshot, eval_teacher, judge=current)
+                if current and self._reached_target(result):
                     stop = "target"
 
             if stop or now - last_log >= 2.0:  # and once more at the end
                 sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
                 last_log, steps_at_log = now, collector.env_steps
                 view, buffer = collector.view(), self.buffer.stats()
-                self.run.log({"env_steps": collector.env_steps, "learner/steps": self.learner.steps,
-                              "distill_s": round(now - self.distill_started, 3),
+                self.run.log({**self.counts(), "distill_s": round(now - self.distill_started, 3),
                               "rollout/actors": view["alive"], "rollout/actors_pending": view["pending"],
                               "rollout/actor_restarts": view["restarts"], "rollout/actor_failures": collector.failures,
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
@@ -271,8 +312,8 @@ class DistillDriver:
         last = self.learner.weights()
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, teacher = (self.student_version, last), (self.teacher_version, self.teacher_weights)
-        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot, teacher=self._teacher_for_eval())),
-                          snapshot, teacher)
+        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot, teacher=self._teacher_for_eval(),
+                                                                 dynamics=self.dynamics)), snapshot, teacher)
         students = {}
         for name in self.config.distill.students:
             last_path = self.save_student(name, "last", self.student_version, last[name])
@@ -281,16 +322,20 @@ class DistillDriver:
         best = {name: self.best[name][2] for name in students}
         teacher = self.reported_teacher()
         final = ray.get(self.evaluator.evaluate.remote(self.student_version, best, final=True,
-                                                       teacher=(teacher.version, teacher.weights)))
+                                                       teacher=(teacher.version, teacher.weights),
+                                                       dynamics=self.dynamics))
         facts = {
             "mode": "online",
             "wall_s": round(time.monotonic() - self.started, 2),
             "distill_wall_s": round(distill_wall_s, 2),
             "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps,
+            **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "stop_reason": reason,
             "actors": self.placement,
             "labels": self.label_summary(),
+            **({"task_change": {"at": self.config.change_at, "changed_at": self.changed_at,
+                                "dynamics": dict(self.config.change)}} if self.config.change_at else {}),
         }
         summary = summarize(self.run, self.config, teacher, final, students, facts)
         self.save_state()
@@ -350,12 +395,14 @@ class DistillDriver:
                 "relabelled_fraction": self.counters["labels/relabelled_on_sample"] / sampled if sampled else 0.0}
 
     def _record_eval(self, result: dict[str, float], snapshot: tuple[int, dict],
-                     teacher: tuple[int, dict[str, np.ndarray]]) -> None:
+                     teacher: tuple[int, dict[str, np.ndarray]], judge: bool = True) -> None:
         """Log an evaluation and keep each student's best weights (by greedy return), and a
-        learning teacher's best version."""
+        learning teacher's best version; `judge` False: log it only."""
         self.last_eval = result
-        self.run.log({"env_steps": self.collector.env_steps, "learner/steps": self.learner.steps,
-                      "distill_s": round(time.monotonic() - self.distill_started, 3), **result})
+        task = {"eval/on_changed_task": judge == (self.changed_at is not None)} if self.config.change_at else {}
+        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3), **result, **task})
+        if not judge:
+            return
         if self.best_teacher is None or result["eval/return/teacher"] > self.best_teacher[0]:
             self.best_teacher = (result["eval/return/teacher"], *teacher)
         version, weights = snapshot
@@ -373,8 +420,8 @@ class DistillDriver:
         """Every student at the target now; a learning teacher once (its best version is the one
         reported, as `train-teacher` keeps its best)."""
         target = self.config.target_return
-        if target is None:
-            return False
+        if target is None or (self.config.change_at is not None and self.changed_at is None):
+            return False  # no target, or a changing task not changed yet
         teacher_there = self.dqn is None or (self.best_teacher is not None and self.best_teacher[0] >= target)
         return teacher_there and all(
             result[f"eval/return/{name}"] >= target for name in self.config.distill.students)

@@ -95,5 +95,5 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
     state = run.checkpoints / "state.pt"
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
-        run.log({"event": "resumed", "env_steps": driver.resumed_at[0], "learner/steps": driver.resumed_at[1]})
+        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_at[0])})
     return driver.train()

@@ -102,12 +102,14 @@ class Collector:
         ray.kill(actor)
         self.retired += 1
 
-    def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0) -> None:
-        """Start collects on idle actors while the steps collected or under way stay within `allowed_env_steps`."""
+    def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0,
+               dynamics: dict[str, float] | None = None) -> None:
+        """Start collects on idle actors while the steps collected or under way stay within
+        `allowed_env_steps`; `dynamics`: a changed task's parameters, once it has changed."""
         self._started()
         while self.idle and self.env_steps + len(self.pending) * self.call_size < allowed_env_steps:
             i = self.idle.pop()
-            self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta)] = i
+            self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta, dynamics)] = i
 
     def harvest(self, timeout: float = 0.0) -> list[dict[str, object]]:
         """Results of the collects that have finished (waiting up to `timeout` for the first)."""

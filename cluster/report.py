@@ -97,23 +97,36 @@ def write_report(path: Path, summary: dict[str, object]) -> None:
 
 
 def plot_returns(metrics: Path, out: Path, students: list[str]) -> None:
+    """Greedy return of the teacher and each student over the run and, below, how many teacher
+    versions the sampled labels lagged; a changing task's change is marked on both."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = [r for r in map(json.loads, metrics.read_text().splitlines()) if "eval/return/teacher" in r]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    if records:
-        t = [r["distill_s"] for r in records]
-        ax.plot(t, [r["eval/return/teacher"] for r in records], "k--", label="teacher")
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    evals = [r for r in records if "eval/return/teacher" in r]
+    lags = [r for r in records if r.get("buffer/label_staleness") is not None]
+    changes = [r["distill_s"] for r in records if r.get("event") == "task_changed"]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(2, 1))
+    if evals:
+        t = [r["distill_s"] for r in evals]
+        top.plot(t, [r["eval/return/teacher"] for r in evals], "k--", label="teacher")
         for name in students:
-            ax.plot(t, [r[f"eval/return/{name}"] for r in records], marker="o", ms=3, label=f"student {name}")
-    ax.set_xlabel("distillation wall time (s)")
-    ax.set_ylabel("greedy return")
-    ax.grid(alpha=0.3)
-    if records:
-        ax.legend()
+            top.plot(t, [r[f"eval/return/{name}"] for r in evals], marker="o", ms=3, label=f"student {name}")
+    if lags:
+        t = [r["distill_s"] for r in lags]
+        bottom.plot(t, [r["buffer/label_staleness"] for r in lags], label="mean, as sampled")
+        bottom.plot(t, [r["buffer/label_staleness_p95"] for r in lags], label="p95, as sampled")
+    for ax in (top, bottom):
+        for at in changes:
+            ax.axvline(at, color="tab:red", lw=1, ls=":", label="task changes" if ax is top else None)
+        ax.grid(alpha=0.3)
+        if ax.has_data():
+            ax.legend(fontsize=8)
+    top.set_ylabel("greedy return")
+    bottom.set_ylabel("label staleness\n(teacher versions)")
+    bottom.set_xlabel("distillation wall time (s)")
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

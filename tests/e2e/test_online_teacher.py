@@ -20,8 +20,10 @@ def _run(tmp_path, *extra: str) -> dict:
 def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     summary = _run(tmp_path, "--max-label-staleness", "1")
     labels = summary["labels"]
-    # the teacher learned: a version every 32 learner steps, all published to actors and buffer
-    assert labels["teacher_versions"] == summary["learner_steps"] // 32
+    # the teacher learned: a version every 32 of its steps, all published to actors and buffer;
+    # the student took one step per 128 rows: two of the teacher's 64-row minibatches
+    assert labels["teacher_versions"] == summary["teacher_steps"] // 32
+    assert summary["learner_steps"] == summary["teacher_steps"] // 2
     assert labels["teacher_versions"] > 50
     # sampled labels went stale (the buffer holds labels of many versions) ...
     assert labels["staleness_p95_sampled"] > 1
