@@ -57,6 +57,12 @@ def describe(env_id: str) -> EnvInfo:
         raise EnvError(
             f"env {env_id!r} has a {type(obs_space).__name__} observation space: expected a Box"
         )
+    if len(obs_space.shape) > 1:
+        raise EnvError(
+            f"env {env_id!r} has image observations of shape {tuple(obs_space.shape)}: qdistill's Q-networks are "
+            "MLPs over vector observations; expected a 1-D observation space such as 'CartPole-v1' "
+            "(for Atari, an '-ram' id)"
+        )
     return EnvInfo(
         env_id=env_id,
         obs_shape=tuple(obs_space.shape),

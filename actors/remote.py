@@ -106,10 +106,12 @@ class RolloutActor:
             set_dynamics(self.rollout.env, dynamics)
             self.dynamics = dynamics
         latest = self._pull()
+        dropped = self.rollout.dropped_nonfinite
         batch, episodes = self.rollout.collect(num_steps, epsilon, beta)
         self._add(batch)
         return {
             "env_steps": len(batch),
+            "dropped_nonfinite": self.rollout.dropped_nonfinite - dropped,
             "episodes": episodes,
             "weights_version": self.rollout.teacher.version,
             "latest_version": latest,

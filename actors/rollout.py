@@ -44,6 +44,7 @@ class Rollout:
         self.episode_return = np.zeros(num_envs, dtype=np.float64)
         self.episode_length = np.zeros(num_envs, dtype=np.int64)
         self.env_steps = 0
+        self.dropped_nonfinite = 0  # transitions dropped for NaN or inf
 
     def load_weights(self, version: int, weights: dict[str, np.ndarray]) -> None:
         """The teacher's weights (during teacher training: the learner's)."""
@@ -67,7 +68,8 @@ class Rollout:
         return np.where(explore, random_actions, actions).astype(np.int64)
 
     def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, list[tuple[float, int]]]:
-        """Step every sub-env `num_steps` times; returns the real transitions and finished episodes."""
+        """Step every sub-env `num_steps` times; returns the real transitions and finished episodes.
+        Transitions with a NaN or inf in them are dropped and counted (`dropped_nonfinite`)."""
         parts: list[TransitionBatch] = []
         episodes: list[tuple[float, int]] = []
         for _ in range(num_steps):
@@ -102,7 +104,12 @@ class Rollout:
             self.resetting = done
             self.obs = next_obs
             self.env_steps += n
-        return TransitionBatch.concat(parts), episodes
+        batch = TransitionBatch.concat(parts)
+        finite = batch.finite_rows()
+        if not finite.all():  # NaN or inf in an observation, reward or teacher label: never trained on
+            self.dropped_nonfinite += int((~finite).sum())
+            batch = batch.take(finite)
+        return batch, episodes
 
     def close(self) -> None:
         self.env.close()

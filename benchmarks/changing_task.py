@@ -63,9 +63,9 @@ def _f(v: object) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--change-at", type=int, default=30_000)
+    parser.add_argument("--change-at", type=int, default=10_000)
     parser.add_argument("--change", action="append", default=None, help="NAME=VALUE (default length=2.0)")
-    parser.add_argument("--steps", type=int, default=150_000)
+    parser.add_argument("--steps", type=int, default=120_000)
     parser.add_argument("--plot", default="benchmarks/results/changing_task.png")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()

@@ -21,13 +21,16 @@ from .status import print_rows
 from .rundir import check_writable
 
 
-def _place(config: RunConfig, learner_resources: dict[str, float]) -> None:
-    """Connect to Ray and refuse a rollout actor or learner no node can host, before anything is written."""
+def _place(config: RunConfig, learner_resources: dict[str, float], info: EnvInfo) -> None:
+    """Connect to Ray and refuse a rollout actor or learner no node can host, or a buffer the
+    cluster's memory cannot hold, before anything is written."""
+    from ..actors.wire import Schema
     from .connect import connect
-    from .placement import check_feasible
+    from .placement import check_feasible, check_memory
 
     connect(config.address, min_cpus=config.actors * config.actor_cpus + learner_resources.get("CPU", 0))
     check_feasible(config, learner_resources)
+    check_memory(config, Schema(info.obs_shape, info.n_actions).record_size)
 
 
 def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
@@ -37,8 +40,9 @@ def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
     from ..actors.redis_buffer import RedisBuffer, RedisSpec
     from ..actors.wire import Schema
 
-    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, config.buffer_capacity, config.chunk_size,
-                          Schema(info.obs_shape, info.n_actions))).close()
+    schema = Schema(info.obs_shape, info.n_actions)
+    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, config.capacity_for(schema.record_size),
+                          config.chunk_size, schema)).close()
 
 
 def _resources(text: str) -> dict[str, float]:
@@ -58,6 +62,23 @@ def _assignment(text: str) -> tuple[str, float]:
         return name.strip(), float(value) if eq and name.strip() else float("")
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE with a number, e.g. length=1.0") from None
+
+
+_UNITS = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+
+
+def _size(text: str) -> int:
+    """Bytes: a number, optionally with K, M, G or T (powers of 1024; a trailing B or iB is allowed)."""
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = t[-1:] if t[-1:] in _UNITS else ""
+    try:
+        value = float(t[: len(t) - len(unit)]) * _UNITS[unit]
+    except ValueError:
+        value = -1.0
+    if not 1 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size: expected bytes, or a number with K, M or G, "
+                                         "e.g. 512M")
+    return int(value)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -95,6 +116,11 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, help="learner minibatch size")
     p.add_argument("--replay-ratio", type=float, help="learner steps per env step")
+    p.add_argument("--buffer-capacity", type=int, help="transitions the buffer keeps (default: the env's preset, "
+                                                       "e.g. 100000)")
+    p.add_argument("--buffer-bytes", type=_size, metavar="SIZE",
+                   help="cap on the buffer's memory, e.g. 512M or 2G: it keeps at most this many bytes of "
+                        "transitions (and at most --buffer-capacity of them)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -242,6 +268,7 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
             address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
             replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
+            buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
             dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
         )
         check_writable(config.out)
@@ -274,7 +301,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
             teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
             actors=args.actors, envs_per_actor=args.envs_per_actor,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
-            buffer=args.buffer, buffer_prefix=args.buffer_prefix, mode=args.mode, behaviour=args.behaviour,
+            buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
+            mode=args.mode, behaviour=args.behaviour,
             refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
             teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,
             change_at=args.change_at, change=dict(args.change) if args.change else None,
@@ -309,7 +337,7 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
         raise ValueError("--detach needs a running Ray cluster to outlive this command: start one with "
                          "`ray start --head` and give --address (e.g. --address auto)")
     _check_buffer(config, info)
-    _place(config, args.learner_resources)
+    _place(config, args.learner_resources, info)
     actor, ref = launch(job, detach=args.detach, learner_resources=args.learner_resources)
     name = run_name(config.out)
     if args.detach:

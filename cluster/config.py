@@ -21,6 +21,11 @@ def _check(ok: bool, message: str) -> None:
         raise ValueError(message)
 
 
+def _check_capacity(capacity: int, batch_size: int) -> None:
+    _check(capacity >= batch_size, f"buffer_capacity {capacity} is smaller than the batch size {batch_size}: "
+                                   "expected a capacity of at least one batch")
+
+
 @dataclass(frozen=True)
 class ExplorationConfig:
     """ε-greedy exploration: ε falls linearly from `start` to `end` over `steps` env steps."""
@@ -57,6 +62,7 @@ class RunConfig:
     chunk_size: int = 256  # Redis: transitions per chunk
     shards: int = 1
     buffer_capacity: int = 100_000
+    buffer_bytes: int | None = None  # a cap on the buffer's memory: capacity = min(buffer_capacity, bytes // record)
     learning_starts: int = 1_000
     replay_ratio: float = 0.25  # learner steps per env step
     updates_per_sample: int = 16  # minibatches fetched per buffer call
@@ -83,6 +89,8 @@ class RunConfig:
                      "updates_per_sample", "publish_every", "learner_threads", "eval_episodes"):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
+        _check(self.buffer_bytes is None or (isinstance(self.buffer_bytes, int) and self.buffer_bytes >= 1),
+               f"buffer_bytes {self.buffer_bytes} is not valid: expected a number of bytes >= 1")
         _check(self.learning_starts >= 0, f"learning_starts {self.learning_starts} is not valid: expected an integer >= 0")
         _check(self.checkpoint_every_s > 0,
                f"checkpoint_every_s {self.checkpoint_every_s} is not valid: expected seconds > 0")
@@ -100,6 +108,18 @@ class RunConfig:
         return d
 
     @property
+    def batch_rows(self) -> int:
+        """The most transitions one learner step samples: the buffer must hold at least that many."""
+        return 1
+
+    def capacity_for(self, record_size: int) -> int:
+        """Transitions the buffer keeps, records of `record_size` bytes: `buffer_capacity`, or fewer
+        when `buffer_bytes` caps it."""
+        if self.buffer_bytes is None:
+            return self.buffer_capacity
+        return min(self.buffer_capacity, self.buffer_bytes // record_size)
+
+    @property
     def redis_prefix(self) -> str:
         return self.buffer_prefix or f"qdistill:{Path(self.out).resolve()}"
 
@@ -115,6 +135,11 @@ class TeacherRunConfig(RunConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         _check(self.eval_every >= 1, f"eval_every {self.eval_every} is not valid: expected an integer >= 1")
+        _check_capacity(self.buffer_capacity, self.batch_rows)
+
+    @property
+    def batch_rows(self) -> int:
+        return self.dqn.batch_size
 
 
 BEHAVIOURS = ("teacher", "student", "mixed")
@@ -163,6 +188,8 @@ class DistillRunConfig(RunConfig):
                f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
         _check(not (self.teacher_learns and self.mode == "offline"),
                "teacher_learns needs mode online: offline labels a fixed teacher's states once")
+        if self.mode == "online":
+            _check_capacity(self.buffer_capacity, self.batch_rows)
         _check(self.change_at is None or (isinstance(self.change_at, int) and self.change_at >= 1),
                f"change_at {self.change_at} is not valid: expected an env step >= 1")
         _check(isinstance(self.change, dict) and all(
@@ -172,6 +199,11 @@ class DistillRunConfig(RunConfig):
         _check(not self.change or self.change_at is not None, "a change needs the step it happens at: give --change-at STEPS")
         _check(self.change_at is None or self.mode == "online",
                "a changing task needs mode online: offline labels the states of one task once")
+
+
+    @property
+    def batch_rows(self) -> int:
+        return max(self.distill.batch_size, self.dqn.batch_size if self.teacher_learns else 0)
 
 
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
@@ -236,6 +268,8 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         teacher = TEACHER_PRESETS.get(env, {"steps": 500_000})
         learning = {k: teacher[k] for k in _LEARNING_TEACHER_KEYS if k in teacher}
         learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
+        if overrides.get("teacher"):  # a trained teacher learning on explores as at the end of its schedule
+            learning["exploration"].update(start=learning["exploration"]["end"], steps=0)
         # evaluated about as often in env steps as `train-teacher` evaluates (every 2,000): a
         # learning teacher's returns swing, and the run stops at the first evaluation that finds
         # teacher and students at the target

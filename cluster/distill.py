@@ -160,8 +160,9 @@ class DistillDriver:
         self.teacher_params.publish.remote(self.teacher_version, self.teacher_weights)
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
-        self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
-                                  chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
+        schema = Schema(self.info.obs_shape, self.info.n_actions)
+        self.buffer = make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
+                                  prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema,
                                   seed=cfg.seed, options=local, name=run_id)
         if cfg.refresh == "periodic":
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
@@ -241,6 +242,7 @@ class DistillDriver:
                 ids, batch = prefetch.sample()
                 metrics.update(self._staleness(batch))
                 relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
+                self.chunk_lag_used = 0  # the most any trained-on label of this chunk lagged
                 for mb_ids, mb in minibatches(ids, batch, student_batch):
                     if self.dqn is not None:  # the teacher learns first, on the same rows
                         for _, dqn_mb in minibatches(mb_ids, mb, batch_size):
@@ -253,6 +255,7 @@ class DistillDriver:
                         self.student_version += 1
                         self.student_params.publish.remote(self.student_version, self.learner.weights())
                 self._write_back(relabelled)
+                metrics["buffer/label_staleness_used_max"] = self.chunk_lag_used
                 if cfg.refresh == "periodic" and self.learner.steps - last_refresh >= cfg.refresh_every:
                     done, refresh_refs = ray.wait(refresh_refs, num_returns=len(refresh_refs), timeout=0)
                     self.counters["labels/relabelled_in_shards"] += sum(ray.get(done))
@@ -283,9 +286,10 @@ class DistillDriver:
                 self.run.log({**self.counts(), "distill_s": round(now - self.distill_started, 3),
                               "rollout/actors": view["alive"], "rollout/actors_pending": view["pending"],
                               "rollout/actor_restarts": view["restarts"], "rollout/actor_failures": collector.failures,
+                              "rollout/dropped_nonfinite": collector.dropped_nonfinite,
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
-                              "buffer/size": buffer["buffer/size"],
+                              "buffer/size": buffer["buffer/size"], "buffer/capacity": buffer["buffer/capacity"],
                               "students/version": self.student_version, **self.counters, **metrics})
                 self._publish(now, sps, metrics, view, buffer)
             if not stop and now - last_save >= cfg.checkpoint_every_s:
@@ -331,6 +335,7 @@ class DistillDriver:
             "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps,
             **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
+            "dropped_nonfinite": self.collector.dropped_nonfinite,
             "stop_reason": reason,
             "actors": self.placement,
             "labels": self.label_summary(),
@@ -366,6 +371,7 @@ class DistillDriver:
             out.append((ids[stale], q, self.teacher_version))
             self.counters["labels/relabelled_on_sample"] += int(stale.sum())
         self.lag_used += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
+        self.chunk_lag_used = max(self.chunk_lag_used, int(lag.max(initial=0)))
         return out
 
     def _write_back(self, relabelled: list[tuple[np.ndarray, np.ndarray, int]]) -> None:

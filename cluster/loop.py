@@ -58,6 +58,7 @@ class Collector:
         self.next_id = 0
         self.env_steps = 0
         self.failures = 0  # collects lost with their actor (Ray restarts the actor)
+        self.dropped_nonfinite = 0  # transitions the actors dropped for NaN or inf
         self.retired = 0
         self.resize(actors)
 
@@ -128,6 +129,7 @@ class Collector:
                 result = None
             if result is not None:
                 self.env_steps += result["env_steps"]
+                self.dropped_nonfinite += result["dropped_nonfinite"]
                 results.append(result)
             if i in self.retiring:
                 self._retire(i)

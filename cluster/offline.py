@@ -73,6 +73,7 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
         "distill_wall_s": round(distill_wall_s, 2),
         "env_steps": len(observations),
         "learner_steps": learner.steps,
+        "dropped_nonfinite": rollout.dropped_nonfinite,
         "stop_reason": "epochs",
         "labels": {"labelled": len(observations)},
     }

@@ -52,6 +52,34 @@ def _check_node_for(what: str, need: dict[str, float]) -> None:
                          f"{', '.join(f'{k} {v:g}' for k, v in need.items())}: the nodes offer {offers}")
 
 
+def check_memory(cfg: RunConfig, record_size: int) -> None:
+    """Refuse a buffer that holds less than one batch, one the head node (which holds the Ray buffer
+    shards) has not the memory for, or more transitions in flight than its object store holds."""
+    capacity = cfg.capacity_for(record_size)
+    if capacity < cfg.batch_rows:
+        raise PlacementError(f"buffer_bytes {cfg.buffer_bytes} holds {capacity} transitions of {record_size} bytes, "
+                             f"fewer than the batch size {cfg.batch_rows}: expected at least "
+                             f"{cfg.batch_rows * record_size} bytes")
+    head = next((n["Resources"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
+                ray.cluster_resources())
+    need = capacity * record_size
+    if cfg.buffer == "ray" and need > head.get("memory", 0):
+        raise PlacementError(f"a buffer of {capacity:,} transitions of {record_size} bytes needs {_gib(need)}: the "
+                             f"head node, which holds the buffer shards, has {_gib(head.get('memory', 0))} of memory "
+                             "for Ray; lower --buffer-capacity, or cap it with --buffer-bytes")
+    call = cfg.steps_per_call * cfg.envs_per_actor
+    # each actor: a batch being added and the next being made; the learner: a chunk and the prefetched one
+    flight = (cfg.actors * 2 * call + 2 * cfg.batch_rows * cfg.updates_per_sample) * record_size
+    if flight > head.get("object_store_memory", 0):
+        raise PlacementError(f"transitions in flight need {_gib(flight)} ({cfg.actors} actors x 2 batches of {call:,}, "
+                             f"and 2 sampled chunks): the head node's object store holds "
+                             f"{_gib(head.get('object_store_memory', 0))}; lower --envs-per-actor or --actors")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB"
+
+
 def actor_states(actors: list[ray.actor.ActorHandle]) -> list[dict[str, object]]:
     """Each actor's entry in the cluster's actor table (GCS): state, node, restarts. Read from the
     GCS, not by calling the actor, so a busy or pending actor is reported too. Ray's public state

@@ -118,6 +118,7 @@ def plot_returns(metrics: Path, out: Path, students: list[str]) -> None:
         t = [r["distill_s"] for r in lags]
         bottom.plot(t, [r["buffer/label_staleness"] for r in lags], label="mean, as sampled")
         bottom.plot(t, [r["buffer/label_staleness_p95"] for r in lags], label="p95, as sampled")
+        bottom.plot(t, [r.get("buffer/label_staleness_used_max") for r in lags], label="max, as trained on")
     for ax in (top, bottom):
         for at in changes:
             ax.axvline(at, color="tab:red", lw=1, ls=":", label="task changes" if ax is top else None)
@@ -125,6 +126,8 @@ def plot_returns(metrics: Path, out: Path, students: list[str]) -> None:
         if ax.has_data():
             ax.legend(fontsize=8)
     top.set_ylabel("greedy return")
+    bottom.set_yscale("symlog", linthresh=2)  # the bound (a few versions) beside lags in the hundreds
+    bottom.set_ylim(bottom=0)
     bottom.set_ylabel("label staleness\n(teacher versions)")
     bottom.set_xlabel("distillation wall time (s)")
     fig.tight_layout()

@@ -94,8 +94,9 @@ class TeacherDriver:
         run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.params = ParameterServerActor.options(name=f"{run_id}-params", **local).remote()
         self.params.publish.remote(self.version, self.learner.weights())
-        self.buffer = make_buffer(cfg.buffer, capacity=cfg.buffer_capacity, shards=cfg.shards, prefix=cfg.redis_prefix,
-                                  chunk_size=cfg.chunk_size, schema=Schema(self.info.obs_shape, self.info.n_actions),
+        schema = Schema(self.info.obs_shape, self.info.n_actions)
+        self.buffer = make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
+                                  prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema,
                                   seed=cfg.seed, options=local, name=run_id)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
@@ -167,6 +168,7 @@ class TeacherDriver:
                     "rollout/actors_pending": view["pending"],
                     "rollout/actor_restarts": view["restarts"],
                     "rollout/actor_failures": collector.failures,
+                    "rollout/dropped_nonfinite": collector.dropped_nonfinite,
                     "learner/steps": self.learner.steps,
                     "weights/version": self.version,
                     "rollout/steps_per_s": round(sps, 1),
@@ -245,6 +247,7 @@ class TeacherDriver:
             "env_steps": self.env_steps,
             "learner_steps": self.learner.steps,
             "weights_version": self.version,
+            "dropped_nonfinite": self.collector.dropped_nonfinite,
             "stop_reason": reason,
             "actors": self.placement,
             "target_return": cfg.target_return,

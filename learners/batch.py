@@ -40,5 +40,13 @@ class TransitionBatch:
     def concat(cls, batches: list[TransitionBatch]) -> TransitionBatch:
         return cls(**{n: np.concatenate([getattr(b, n) for b in batches]) for n in cls.field_names()})
 
+    def finite_rows(self) -> np.ndarray:
+        """[B] bool: rows whose observations, reward and teacher Q-values are all finite."""
+        def finite(a: np.ndarray) -> np.ndarray:
+            return np.isfinite(a).reshape(len(self), -1).all(axis=1)
+
+        return finite(self.observations) & finite(self.next_observations) & finite(self.rewards) & \
+            finite(self.teacher_q)
+
     def take(self, index: np.ndarray | slice) -> TransitionBatch:
         return TransitionBatch(**{n: getattr(self, n)[index] for n in self.field_names()})

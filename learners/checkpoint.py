@@ -97,9 +97,13 @@ def load(
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
-        raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint: {type(exc).__name__}") from None
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint (unreadable: truncated, or "
+                              f"another kind of file): {type(exc).__name__}") from None
     if not isinstance(payload, dict) or "schema" not in payload:
         raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint: no schema version")
+    if isinstance(payload["schema"], int) and payload["schema"] > SCHEMA_VERSION:
+        raise CheckpointError(f"checkpoint {str(path)!r} has schema version {payload['schema']}, newer than this "
+                              f"qdistill reads ({SCHEMA_VERSION}): upgrade qdistill to load it")
     if payload["schema"] != SCHEMA_VERSION:
         raise CheckpointError(
             f"checkpoint {str(path)!r} has schema version {payload['schema']}; this qdistill reads {SCHEMA_VERSION}"

@@ -1,3 +1,4 @@
+import gymnasium as gym
 import numpy as np
 import pytest
 import ray
@@ -154,3 +155,34 @@ def test_student_actions_are_the_students_greedy_actions():
     student.load_state_dict({k: torch.from_numpy(v) for k, v in _policy_weights("4", 1).items()})
     with torch.no_grad():
         np.testing.assert_array_equal(batch.actions, student(torch.from_numpy(batch.observations)).argmax(1).numpy())
+
+
+class _NaNOnce(gym.Env):
+    """Counts its steps in the observation; the third step's observation is NaN; never ends."""
+
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(4, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(4, np.nan if self.t == 3 else self.t, np.float32)
+        return obs, 1.0, False, False, {}
+
+
+def test_transitions_with_nan_are_dropped_and_counted():
+    gym.register("qdistill-test/NaNOnce-v0", entry_point=_NaNOnce)
+    try:
+        r = Rollout("qdistill-test/NaNOnce-v0", net="8", obs_shape=(4,), n_actions=2, num_envs=1, seed=0)
+        r.load_weights(0, to_numpy(QNetwork("8", (4,), 2).state_dict()))
+        batch, _ = r.collect(8, epsilon=1.0)
+    finally:
+        gym.registry.pop("qdistill-test/NaNOnce-v0")
+    # step 3 gave a NaN next observation and step 4 started from it: both dropped, the rest kept
+    assert r.dropped_nonfinite == 2 and len(batch) == 6
+    assert batch.observations[:, 0].tolist() == [0, 1, 4, 5, 6, 7]
+    assert np.isfinite(batch.next_observations).all() and np.isfinite(batch.teacher_q).all()

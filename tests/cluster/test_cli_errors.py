@@ -1,11 +1,17 @@
 """Bad input: one line naming the value and what is accepted, exit code 2, nothing written."""
 
 import json
+import re
 import subprocess
 import sys
 
+import gymnasium as gym
+import numpy as np
 import pytest
+import torch
 
+from qdistill.cluster.cli import main
+from qdistill.actors.wire import Schema
 from qdistill.learners import checkpoint
 from redis_server import free_port
 from qdistill.learners.networks import QNetwork, to_numpy
@@ -34,6 +40,10 @@ CASES = [
     (["--env", "CartPole-v1", "--time", "0"], "time budget 0.0 is not valid: expected a number of seconds > 0"),
     (["--env", "CartPole-v1", "--time", "-3"], "time budget -3.0 is not valid: expected a number of seconds > 0"),
     (["--env", "CartPole-v1", "--seed", "-1"], "seed -1 is not valid: expected an integer >= 0"),
+    (["--env", "CartPole-v1", "--batch-size", "0"], "batch_size 0 is not valid: expected a number > 0"),
+    (["--env", "CartPole-v1", "--buffer-capacity", "0"], "buffer_capacity 0 is not valid: expected an integer >= 1"),
+    (["--env", "CartPole-v1", "--buffer-capacity", "32"],
+     "buffer_capacity 32 is smaller than the batch size 64: expected a capacity of at least one batch"),
 ]
 
 
@@ -86,6 +96,9 @@ RUN_CASES = [
     (["--behaviour", "random"], "behaviour 'random' is not known: expected one of teacher, student, mixed"),
     (["--refresh", "sometimes"], "refresh 'sometimes' is not known: expected one of periodic, on-sample, off"),
     (["--mode", "batch"], "mode 'batch' is not known: expected one of online, offline"),
+    (["--batch-size", "0"], "distill batch_size 0 is not valid: expected an integer >= 1"),
+    (["--buffer-capacity", "100"],
+     "buffer_capacity 100 is smaller than the batch size 256: expected a capacity of at least one batch"),
 ]
 
 
@@ -216,3 +229,70 @@ def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):
 
 def test_scale_needs_at_least_one_actor():
     _assert_refused(_run("scale", "some-run", "--actors", "0"), "--actors 0 is not valid: expected an integer >= 1")
+
+
+def test_truncated_and_newer_checkpoints_are_refused(tmp_path):
+    path = tmp_path / "teacher.pt"
+    checkpoint.save(path, checkpoint.Checkpoint("64", (4,), 2, "CartPole-v1", 1,
+                                                to_numpy(QNetwork("64", (4,), 2).state_dict())))
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    out = tmp_path / "run"
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
+                    f"checkpoint '{path}' is not a qdistill checkpoint (unreadable: truncated, or another kind of "
+                    "file): RuntimeError")
+    torch.save({"schema": checkpoint.SCHEMA_VERSION + 1, "net": "64"}, path)
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
+                    f"checkpoint '{path}' has schema version {checkpoint.SCHEMA_VERSION + 1}, newer than this "
+                    f"qdistill reads ({checkpoint.SCHEMA_VERSION}): upgrade qdistill to load it")
+    assert not out.exists()
+
+
+class _Pixels(gym.Env):
+    observation_space = gym.spaces.Box(0, 255, (8, 8, 3), np.uint8)
+    action_space = gym.spaces.Discrete(2)
+
+
+def test_image_observations_are_refused(tmp_path, capsys):
+    gym.register("qdistill-test/Pixels-v0", entry_point=_Pixels)
+    out = tmp_path / "run"
+    try:
+        assert main(["run", "--env", "qdistill-test/Pixels-v0", "--out", str(out)]) == 2
+    finally:
+        gym.registry.pop("qdistill-test/Pixels-v0")
+    assert capsys.readouterr().err == (
+        "qdistill: error: env 'qdistill-test/Pixels-v0' has image observations of shape (8, 8, 3): qdistill's "
+        "Q-networks are MLPs over vector observations; expected a 1-D observation space such as 'CartPole-v1' "
+        "(for Atari, an '-ram' id)\n")
+    assert not out.exists()
+
+
+RECORD = Schema((4,), 2).record_size  # bytes per CartPole transition in the buffer
+
+
+def test_a_buffer_the_head_cannot_hold_is_refused(tmp_path):
+    out = tmp_path / "run"
+    result = _run("run", "--env", "CartPole-v1", "--buffer-capacity", "10000000000", "--out", str(out))
+    assert result.returncode == 2 and result.stdout == ""
+    need = 10_000_000_000 * RECORD / 2**30
+    assert re.fullmatch(rf"qdistill: error: a buffer of 10,000,000,000 transitions of {RECORD} bytes needs "
+                        rf"{need:.1f} GiB: the head node, which holds the buffer shards, has \d+\.\d GiB of memory "
+                        r"for Ray; lower --buffer-capacity, or cap it with --buffer-bytes\n", result.stderr)
+    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer-bytes", "100", "--out", str(out)),
+                    f"buffer_bytes 100 holds 1 transitions of {RECORD} bytes, fewer than the batch size 256: "
+                    f"expected at least {256 * RECORD} bytes")
+    result = _run("run", "--env", "CartPole-v1", "--envs-per-actor", "100000000", "--out", str(out))
+    assert result.returncode == 2
+    flight = (1 * 2 * 32 * 100_000_000 + 2 * 256 * 4) * RECORD / 2**30
+    assert re.fullmatch(rf"qdistill: error: transitions in flight need {flight:.1f} GiB \(1 actors x 2 batches of "
+                        r"3,200,000,000, and 2 sampled chunks\): the head node's object store holds \d+\.\d GiB; "
+                        r"lower --envs-per-actor or --actors\n", result.stderr)
+    assert not out.exists()
+
+
+def test_a_size_that_is_not_a_size_is_refused(tmp_path):
+    result = _run("run", "--env", "CartPole-v1", "--buffer-bytes", "2X", "--out", str(tmp_path / "run"))
+    assert result.returncode == 2
+    assert result.stderr.splitlines()[-1] == \
+        "qdistill run: error: argument --buffer-bytes: '2X' is not a size: expected bytes, or a number with K, M " \
+        "or G, e.g. 512M"

@@ -38,6 +38,8 @@ def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     assert 0 <= teacher.version <= labels["teacher_versions"] and teacher.version == summary["teacher"]["version"]
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert any("learner/td_loss" in r and "learner/distill_loss/16x16" in r for r in records)
+    used = [r["buffer/label_staleness_used_max"] for r in records if "buffer/label_staleness_used_max" in r]
+    assert used and max(used) <= 1  # per chunk, as the report plots it
 
 
 def test_with_refresh_off_labels_drift(ray_session, tmp_path):

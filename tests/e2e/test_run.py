@@ -14,9 +14,14 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
     teacher_dir, teacher_summary = small_teacher
     out = tmp_path / "run"
     code = main(["run", "--env", "CartPole-v1", "--teacher", teacher_summary["teacher"]["checkpoint"],
-                 "--students", "16x16,8", "--steps", "15000", "--no-target", "--out", str(out), "--quiet"])
+                 "--students", "16x16,8", "--steps", "15000", "--no-target", "--out", str(out), "--quiet",
+                 "--buffer-bytes", "512K"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
+    # the buffer kept as many transitions as 512 KiB hold (67 bytes each), no more
+    sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in _records(out) if "buffer/size" in r]
+    assert {c for _, c in sizes} == {512 * 1024 // 67} and max(n for n, _ in sizes) == 512 * 1024 // 67
+    assert summary["dropped_nonfinite"] == 0
     assert summary["mode"] == "online" and summary["stop_reason"] == "steps" and summary["env_steps"] >= 15_000
     assert summary["loss"] == "kl" and summary["behaviour"] == "teacher" and summary["refresh"] == "periodic"
     assert summary["distill_wall_s"] > 0 and summary["learner_steps"] > 500

@@ -44,8 +44,14 @@ def test_each_mismatch_is_named(tmp_path, expect, message):
 def test_schema_mismatch(tmp_path):
     path = tmp_path / "old.pt"
     torch.save({"schema": 99, "net": "16"}, path)
-    with pytest.raises(checkpoint.CheckpointError, match=f"^checkpoint '{path}' has schema version 99; this qdistill reads 1$"):
+    with pytest.raises(checkpoint.CheckpointError) as err:
         checkpoint.load(path)
+    assert str(err.value) == f"checkpoint '{path}' has schema version 99, newer than this qdistill reads (1): " \
+        "upgrade qdistill to load it"
+    torch.save({"schema": 0, "net": "16"}, path)
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(path)
+    assert str(err.value) == f"checkpoint '{path}' has schema version 0; this qdistill reads 1"
 
 
 def test_not_a_checkpoint(tmp_path):
