@@ -24,7 +24,7 @@ from ..learners.networks import GreedyPolicy, from_numpy, to_numpy
 from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .control import RunControl
-from .placement import actors_per_node, on_head, rollout_options
+from .placement import actor_states, actors_per_node, on_head, rollout_options
 from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
 from .report import summarize
 from .rundir import RunDir
@@ -68,6 +68,7 @@ class DistillDriver:
         self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
         self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0, "teacher/swaps": 0}
         self.changed_at: int | None = None  # env step at which a changing task changed
+        self.evaluations_lost = 0  # evaluations lost with a failed evaluator
 
     def _set_teacher(self, weights: dict[str, np.ndarray]) -> None:
         """Publish a new teacher version: to the actors (who label with it), the shards (who
@@ -169,10 +170,14 @@ class DistillDriver:
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
         self.collector.env_steps = self.resumed_at[0]
-        self.evaluator = EvaluatorActor.options(num_cpus=0, **local).remote(
+        self._evaluator_teacher = ray.put(self.teacher_weights)
+        # restarted by Ray when it dies; an evaluation lost with it is counted and the next one
+        # hands the restarted evaluator the newest teacher again
+        self.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
-            teacher_version=self.teacher_version, teacher_weights=self.teacher_weights,
+            # by reference, kept alive here: a restarted evaluator is built from these arguments again
+            teacher_version=self.teacher_version, teacher_weights=self._evaluator_teacher,
         )
         self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
@@ -272,12 +277,19 @@ class DistillDriver:
                                                           dynamics=self.dynamics)
                 last_eval_at = now
             if eval_ref is not None and ray.wait([eval_ref], timeout=0)[0]:
-                result = ray.get(eval_ref)
-                eval_ref = None
-                current = eval_task == self.changed_at  # not played on a task that has changed since
-                self._record_eval(result, eval_snapshot, eval_teacher, judge=current)
-                if current and self._reached_target(result):
-                    stop = "target"
+                ref, eval_ref = eval_ref, None
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    self._evaluator_lost()
+                else:
+                    if result["eval/teacher_version"] != eval_teacher[0]:  # a restarted evaluator's first teacher
+                        self.eval_teacher_version = -1
+                    # not judged when played on a task that has changed since, or against another teacher
+                    current = eval_task == self.changed_at and result["eval/teacher_version"] == eval_teacher[0]
+                    self._record_eval(result, eval_snapshot, eval_teacher, judge=current)
+                    if current and self._reached_target(result):
+                        stop = "target"
 
             if stop or now - last_log >= 2.0:  # and once more at the end
                 sps = (collector.env_steps - steps_at_log) / max(now - last_log, 1e-9)
@@ -287,6 +299,7 @@ class DistillDriver:
                               "rollout/actors": view["alive"], "rollout/actors_pending": view["pending"],
                               "rollout/actor_restarts": view["restarts"], "rollout/actor_failures": collector.failures,
                               "rollout/dropped_nonfinite": collector.dropped_nonfinite,
+                              "evaluator/evaluations_lost": self.evaluations_lost,
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
                               "buffer/size": buffer["buffer/size"], "buffer/capacity": buffer["buffer/capacity"],
@@ -316,8 +329,7 @@ class DistillDriver:
         last = self.learner.weights()
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, teacher = (self.student_version, last), (self.teacher_version, self.teacher_weights)
-        self._record_eval(ray.get(self.evaluator.evaluate.remote(*snapshot, teacher=self._teacher_for_eval(),
-                                                                 dynamics=self.dynamics)), snapshot, teacher)
+        self._record_eval(self._evaluate_now(*snapshot), snapshot, teacher)
         students = {}
         for name in self.config.distill.students:
             last_path = self.save_student(name, "last", self.student_version, last[name])
@@ -325,9 +337,7 @@ class DistillDriver:
                               "checkpoint": str(self.run.checkpoints / f"student-{name}-best.pt")}
         best = {name: self.best[name][2] for name in students}
         teacher = self.reported_teacher()
-        final = ray.get(self.evaluator.evaluate.remote(self.student_version, best, final=True,
-                                                       teacher=(teacher.version, teacher.weights),
-                                                       dynamics=self.dynamics))
+        final = self._evaluate_now(self.student_version, best, final=True, teacher=(teacher.version, teacher.weights))
         facts = {
             "mode": "online",
             "wall_s": round(time.monotonic() - self.started, 2),
@@ -336,6 +346,8 @@ class DistillDriver:
             "learner_steps": self.learner.steps,
             **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "dropped_nonfinite": self.collector.dropped_nonfinite,
+            "evaluator": {"restarts": int(actor_states([self.evaluator])[0].get("NumRestarts", 0)),
+                          "evaluations_lost": self.evaluations_lost},
             "stop_reason": reason,
             "actors": self.placement,
             "labels": self.label_summary(),
@@ -379,6 +391,22 @@ class DistillDriver:
         for version in sorted({v for _, _, v in relabelled}):
             parts = [(i, q) for i, q, v in relabelled if v == version]
             self.buffer.relabel(np.concatenate([i for i, _ in parts]), np.concatenate([q for _, q in parts]), version)
+
+    def _evaluator_lost(self) -> None:
+        self.evaluations_lost += 1
+        self.eval_teacher_version = -1  # the restarted evaluator starts from the run's first teacher
+
+    def _evaluate_now(self, version: int, students: dict[str, dict[str, np.ndarray]], *, final: bool = False,
+                      teacher: tuple[int, dict[str, np.ndarray]] | None = None) -> dict[str, float]:
+        """An evaluation waited for, tried again (up to 3 times) on a restarted evaluator."""
+        for _ in range(3):
+            try:
+                return ray.get(self.evaluator.evaluate.remote(
+                    version, students, final=final, teacher=teacher or self._teacher_for_eval(),
+                    dynamics=self.dynamics))
+            except ray.exceptions.RayActorError:
+                self._evaluator_lost()
+        raise RuntimeError("the evaluator failed three times in a row")
 
     def _teacher_for_eval(self) -> tuple[int, dict[str, np.ndarray]] | None:
         """The newest teacher, once, for the evaluator to measure students against."""
