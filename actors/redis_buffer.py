@@ -28,6 +28,7 @@ from .buffer import check_capacity
 from .wire import Schema, SchemaError, decode, encode
 
 PASSWORD_ENV = "QDISTILL_REDIS_PASSWORD"
+PASSWORD_FILE_ENV = "QDISTILL_REDIS_PASSWORD_FILE"  # a file holding the password (first line)
 SAMPLE_BLOCK = 4  # rows read per server call when sampling
 
 # ARGV: prefix, capacity (chunks), rows, record size, chunk 1, chunk 2, …  Returns the first chunk number.
@@ -123,7 +124,8 @@ def _where(url: str) -> str:
 
 
 def connect(url: str) -> redis.Redis:
-    """A client for `url` (password from the URL or $QDISTILL_REDIS_PASSWORD), checked with a ping.
+    """A client for `url` (password from the URL, $QDISTILL_REDIS_PASSWORD or the file named by
+    $QDISTILL_REDIS_PASSWORD_FILE), checked with a ping.
 
     Operations retry with exponential backoff (about 30 s in all), so a restarting server is
     ridden out; the first contact does not, so a wrong address fails at once.
@@ -132,9 +134,9 @@ def connect(url: str) -> redis.Redis:
     if parsed.scheme not in ("redis", "rediss") or not parsed.hostname:
         raise RedisBufferError(f"redis URL {_redacted(url)!r} is not valid: expected "
                                "redis://[user:password@]host:port/db (or rediss:// for TLS)")
+    password = None if parsed.password else _password()
     try:
         parsed.port  # noqa: B018 - raises on a bad port
-        password = None if parsed.password else os.environ.get(PASSWORD_ENV)
         probe = redis.Redis.from_url(url, password=password, socket_connect_timeout=3, socket_timeout=5)
     except ValueError as exc:
         raise RedisBufferError(f"redis URL {_redacted(url)!r} is not valid: {exc}") from None
@@ -155,6 +157,20 @@ def connect(url: str) -> redis.Redis:
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), 30),
         retry_on_error=[redis.ConnectionError, redis.TimeoutError],
     )
+
+
+def _password() -> str | None:
+    """$QDISTILL_REDIS_PASSWORD, else the first line of the file named by $QDISTILL_REDIS_PASSWORD_FILE."""
+    if os.environ.get(PASSWORD_ENV):
+        return os.environ[PASSWORD_ENV]
+    path = os.environ.get(PASSWORD_FILE_ENV)
+    if not path:
+        return None
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.readline().rstrip("\r\n")
+    except OSError as exc:
+        raise RedisBufferError(f"${PASSWORD_FILE_ENV} {path!r} cannot be read: {exc.strerror}") from None
 
 
 def _redacted(url: str) -> str:

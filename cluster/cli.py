@@ -37,12 +37,22 @@ def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
     """A Redis buffer is reached and its prefix claimed (or found compatible) before anything starts."""
     if config.buffer == "ray":
         return
-    from ..actors.redis_buffer import RedisBuffer, RedisSpec
+    from ..actors.redis_buffer import RedisBuffer, RedisSpec, connect
     from ..actors.wire import Schema
 
     schema = Schema(info.obs_shape, info.n_actions)
-    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, config.capacity_for(schema.record_size),
-                          config.chunk_size, schema)).close()
+    capacity = config.capacity_for(schema.record_size)
+    client = connect(config.buffer)  # reached and authenticated, or a one-line error
+    try:
+        limit = int(client.info("memory").get("maxmemory", 0))
+    finally:
+        client.close()
+    need = capacity * schema.record_size
+    if limit and need > limit:
+        raise ValueError(f"a buffer of {capacity:,} transitions of {schema.record_size} bytes needs {need / 2**20:.1f} MiB: "
+                         f"the redis server's maxmemory is {limit / 2**20:.1f} MiB; lower --buffer-capacity, cap it "
+                         "with --buffer-bytes, or raise the server's maxmemory")
+    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, capacity, config.chunk_size, schema)).close()
 
 
 def _resources(text: str) -> dict[str, float]:

@@ -6,7 +6,7 @@ import time
 import numpy as np
 import pytest
 
-from qdistill.actors.redis_buffer import PASSWORD_ENV, RedisBuffer, RedisBufferError, RedisSpec
+from qdistill.actors.redis_buffer import PASSWORD_ENV, PASSWORD_FILE_ENV, RedisBuffer, RedisBufferError, RedisSpec
 from qdistill.actors.wire import Schema, SchemaError, decode, encode
 from redis_server import RedisServer, free_port
 from batches import sequence_batch as _batch
@@ -92,7 +92,7 @@ def test_unreachable_host_names_the_address():
         _buffer(f"redis://127.0.0.1:{port}/0", "p")
 
 
-def test_passwords_from_the_url_or_the_environment(tmp_path, monkeypatch):
+def test_passwords_from_the_url_the_environment_or_a_file(tmp_path, monkeypatch):
     server = RedisServer(tmp_path / "auth", password="s3cret").start()
     try:
         bad = f"redis://:wrong@127.0.0.1:{server.port}/0"
@@ -103,7 +103,15 @@ def test_passwords_from_the_url_or_the_environment(tmp_path, monkeypatch):
         with pytest.raises(RedisBufferError, match="refused the credentials"):
             _buffer(f"redis://127.0.0.1:{server.port}/0", "p")  # no password at all
         _buffer(server.url, "p").close()
+        monkeypatch.setenv(PASSWORD_FILE_ENV, str(tmp_path / "missing"))
+        with pytest.raises(RedisBufferError) as err:
+            _buffer(f"redis://127.0.0.1:{server.port}/0", "p")
+        assert str(err.value) == f"${PASSWORD_FILE_ENV} '{tmp_path / 'missing'}' cannot be read: No such file or directory"
+        (tmp_path / "password").write_text("s3cret\n")
+        monkeypatch.setenv(PASSWORD_FILE_ENV, str(tmp_path / "password"))
+        _buffer(f"redis://127.0.0.1:{server.port}/0", "p1").close()  # from the file
         monkeypatch.setenv(PASSWORD_ENV, "s3cret")
+        monkeypatch.setenv(PASSWORD_FILE_ENV, str(tmp_path / "missing"))  # the variable wins, the file is not read
         buf = _buffer(f"redis://127.0.0.1:{server.port}/0", "p2")
         buf.add(_batch(0, 4))
         assert len(buf) == 4

@@ -8,12 +8,13 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import redis
 import torch
 
 from qdistill.cluster.cli import main
 from qdistill.actors.wire import Schema
 from qdistill.learners import checkpoint
-from redis_server import free_port
+from redis_server import RedisServer, free_port
 from qdistill.learners.networks import QNetwork, to_numpy
 
 
@@ -296,3 +297,18 @@ def test_a_size_that_is_not_a_size_is_refused(tmp_path):
     assert result.stderr.splitlines()[-1] == \
         "qdistill run: error: argument --buffer-bytes: '2X' is not a size: expected bytes, or a number with K, M " \
         "or G, e.g. 512M"
+
+
+def test_a_buffer_beyond_the_redis_servers_maxmemory_is_refused(tmp_path, redis_prefix):
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        redis.Redis(port=server.port).config_set("maxmemory", str(2**20))
+        out = tmp_path / "run"
+        _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", server.url, "--buffer-prefix", redis_prefix,
+                             "--buffer-capacity", "100000", "--out", str(out)),
+                        f"a buffer of 100,000 transitions of {RECORD} bytes needs {100_000 * RECORD / 2**20:.1f} MiB: "
+                        "the redis server's maxmemory is 1.0 MiB; lower --buffer-capacity, cap it with --buffer-bytes, "
+                        "or raise the server's maxmemory")
+        assert not out.exists() and redis.Redis(port=server.port).keys(f"{redis_prefix}*") == []
+    finally:
+        server.stop()
