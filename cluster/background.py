@@ -4,8 +4,10 @@ Ctrl-C asks it to stop); `--detach` leaves it running as a detached actor, and `
 
 from __future__ import annotations
 
+import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -22,13 +24,18 @@ class RunNotFound(ValueError):
     """No run of that name on the cluster."""
 
 
-@ray.remote(num_cpus=0, max_concurrency=4)
+# A learner that dies (its process killed, its node lost) is restarted by Ray, up to 3 times, and
+# `start` runs again on it: the run resumes from its run directory's last state.
+@ray.remote(num_cpus=0, max_concurrency=4, max_restarts=3, max_task_retries=-1)
 class RunActor:
     """Hosts one run: `start` executes it on one thread; `status`, `scale`, `stop` answer on others."""
 
     def __init__(self, job: Job, name: str, detached: bool) -> None:
-        self.job = job
+        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.job = replace(job, resume=True) if restarted else job
         self.control = RunControl()
+        if restarted:
+            self.control.publish(learner_restarted=True)
         self.control.publish(run=name, out=job.config.out, env=job.config.env, command=job.command,
                              detached=detached, device=job.device,
                              node=f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:8]}")
@@ -36,6 +43,11 @@ class RunActor:
     def start(self) -> dict[str, object]:
         try:
             summary = execute(self.job, self.control)
+        except ray.exceptions.RayActorError as exc:
+            # one of the run's own actors is gone for good (a buffer shard, a parameter server): the
+            # learner's process exits, Ray restarts it, and the run resumes from its last state
+            print(f"qdistill: {type(exc).__name__} in the run, restarting its learner: {exc}", file=sys.stderr)
+            os._exit(1)
         except BaseException as exc:
             self.control.publish(state="failed", error=f"{type(exc).__name__}: {exc}")
             raise

@@ -128,6 +128,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-ratio", type=float, help="learner steps per env step")
     p.add_argument("--buffer-capacity", type=int, help="transitions the buffer keeps (default: the env's preset, "
                                                        "e.g. 100000)")
+    p.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
+                   help="seconds between resumable state checkpoints (default 60; and one at the end)")
     p.add_argument("--buffer-bytes", type=_size, metavar="SIZE",
                    help="cap on the buffer's memory, e.g. 512M or 2G: it keeps at most this many bytes of "
                         "transitions (and at most --buffer-capacity of them)")
@@ -279,6 +281,7 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
             replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
             buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
+            checkpoint_every_s=args.checkpoint_every,
             dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
         )
         check_writable(config.out)
@@ -311,8 +314,8 @@ def _run(args: argparse.Namespace, started: float) -> int:
             teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
             actors=args.actors, envs_per_actor=args.envs_per_actor,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
-            buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
-            mode=args.mode, behaviour=args.behaviour,
+            buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
+            buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every, mode=args.mode, behaviour=args.behaviour,
             refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
             teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,
             change_at=args.change_at, change=dict(args.change) if args.change else None,
@@ -362,6 +365,10 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
         return 0
     try:
         summary = follow(actor, ref, show_progress=not args.quiet)
+    except ray.exceptions.RayActorError:
+        print(f"qdistill: error: the run's learner died and was not restarted (3 restarts at most): carry on "
+              f"with `qdistill run --resume {config.out}`", file=sys.stderr)
+        return 1
     finally:
         ray.kill(actor)
     _print_summary(summary, config.out)

@@ -95,5 +95,16 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
     state = run.checkpoints / "state.pt"
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
-        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_at[0])})
+        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_at[0]),
+                 "buffer/lost": _last_buffer_size(run.path) if cfg.buffer == "ray" else 0})
     return driver.train()
+
+
+def _last_buffer_size(path: Path) -> int:
+    """The Ray buffer's size as last logged (every 2 s) before a resume: what its restart dropped,
+    at least (a Redis buffer keeps its contents)."""
+    for line in reversed((path / "metrics.jsonl").read_text().splitlines()):
+        record = json.loads(line)
+        if "buffer/size" in record:
+            return int(record["buffer/size"])
+    return 0

@@ -4,6 +4,10 @@ lost is reported, and the student ends within 5% of an undisturbed run's return.
 - EvaluatorActor: the restarted evaluator gets the newest teacher again; an evaluation in flight is
   lost and counted.
 - RolloutActor: the restarted actor collects again; a collect in flight is lost and counted.
+- RunActor, the learner: restarted, it resumes from the run directory's last state (written every
+  2 s here); the Ray buffer's contents and the learning since that state are lost, and the
+  `resumed` event says where it carried on from.
+- BufferShard: its contents are lost; the learner restarts itself and resumes as above.
 """
 
 import json
@@ -19,6 +23,9 @@ from ray._private import state
 from qdistill.cluster.cli import main
 
 
+RESUMING = ("RunActor", "BufferShard")  # the run resumes from its last state when one of these is killed
+
+
 def _evaluations(out):
     metrics = out / "metrics.jsonl"
     if not metrics.exists():
@@ -27,9 +34,11 @@ def _evaluations(out):
 
 
 def _kill(actor_class: str, out, delay: float, killed: dict) -> None:
-    """After the run's first evaluation and `delay` seconds more, SIGKILL one live `actor_class`."""
+    """After the run's first evaluation (and, for the learner, its first saved state) and `delay`
+    seconds more, SIGKILL one live `actor_class`."""
     deadline = time.monotonic() + 120
-    while not _evaluations(out) and time.monotonic() < deadline:
+    while not (_evaluations(out) and (actor_class not in RESUMING or (out / "checkpoints" / "state.pt").exists())) \
+            and time.monotonic() < deadline:
         time.sleep(0.1)
     time.sleep(delay)
     alive = [a for a in state.actors().values() if a["ActorClassName"] == actor_class and a["State"] == "ALIVE"]
@@ -38,9 +47,9 @@ def _kill(actor_class: str, out, delay: float, killed: dict) -> None:
     os.kill(alive[0]["Pid"], signal.SIGKILL)
 
 
-def _run(teacher: str, out) -> dict:
-    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, "--time", "12", "--no-target",
-                 "--seed", "5", "--out", str(out), "--quiet"]) == 0
+def _run(teacher: str, out, *extra: str) -> dict:
+    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, "--steps", "50000", "--no-target",
+                 "--seed", "5", "--out", str(out), "--quiet", *extra]) == 0
     return json.loads((out / "summary.json").read_text())
 
 
@@ -62,11 +71,35 @@ def test_a_killed_actor_is_restarted_and_the_run_carries_on(undisturbed, tmp_pat
     assert reference["evaluator"] == {"restarts": 0, "evaluations_lost": 0} and reference["actors"]["actor_restarts"] == 0
     if actor_class == "EvaluatorActor":
         assert summary["evaluator"]["restarts"] == 1 and summary["actors"]["actor_restarts"] == 0
-        assert summary["evaluator"]["evaluations_lost"] <= 1  # the one in flight when it died, if any
+        # the evaluation in flight when it died, and one asked for before Ray saw it die
+        assert summary["evaluator"]["evaluations_lost"] <= 2
     else:
         assert summary["actors"]["actor_restarts"] == 1 and summary["evaluator"]["restarts"] == 0
         # the collect in flight when it died, and one issued before Ray saw it die
         assert summary["actors"]["actor_failures"] <= 2
     assert len(_evaluations(out)) >= killed["evaluations_before"] + 2  # it went on evaluating
+    ret, ref = summary["students"]["16x16"]["eval_return_mean"], reference["students"]["16x16"]["eval_return_mean"]
+    assert ret >= 0.95 * ref, (ret, ref)
+
+
+@pytest.mark.parametrize("actor_class", RESUMING)
+def test_a_killed_learner_or_buffer_shard_resumes_the_run_from_its_last_state(undisturbed, tmp_path, actor_class):
+    teacher, reference = undisturbed
+    out, killed = tmp_path / "killed", {}
+    killer = threading.Thread(target=_kill, args=(actor_class, out, random.Random(6).uniform(0, 2), killed))
+    killer.start()
+    summary = _run(teacher, out, "--checkpoint-every", "2")
+    killer.join()
+    assert "evaluations_before" in killed
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    resumed = [i for i, r in enumerate(records) if r.get("event") == "resumed"]
+    assert len(resumed) == 1
+    at = records[resumed[0]]
+    # it carried on from the saved state, not from nothing: nothing after it counts from below it
+    assert at["env_steps"] > 0 and at["learner/steps"] > 0
+    # what the Ray buffer held, as last logged before the kill, is reported lost
+    assert at["buffer/lost"] == [r["buffer/size"] for r in records[:resumed[0]] if "buffer/size" in r][-1] > 0
+    assert all(r["env_steps"] >= at["env_steps"] for r in records[resumed[0]:] if "env_steps" in r)
+    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 50_000 > at["env_steps"]
     ret, ref = summary["students"]["16x16"]["eval_return_mean"], reference["students"]["16x16"]["eval_return_mean"]
     assert ret >= 0.95 * ref, (ret, ref)
