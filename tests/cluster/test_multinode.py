@@ -17,10 +17,9 @@ def _run(teacher: str, tmp_path: Path, *extra: str) -> dict:
     return json.loads(result.read_text())
 
 
-def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(small_teacher, tmp_path):
-    _, teacher_summary = small_teacher
-    undisturbed = _run(teacher_summary["teacher"]["checkpoint"], tmp_path / "undisturbed")["summary"]
-    out = _run(teacher_summary["teacher"]["checkpoint"], tmp_path / "killed", "--kill-after", "300")
+def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(steady_teacher, tmp_path):
+    undisturbed = _run(steady_teacher, tmp_path / "undisturbed")["summary"]
+    out = _run(steady_teacher, tmp_path / "killed", "--kill-after", "300")
     summary, workers, killed = out["summary"], out["workers"], out["killed"]
     start = summary["actors"]["actors_per_node_at_start"]
     end = summary["actors"]["actors_per_node_at_end"]

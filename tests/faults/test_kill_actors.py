@@ -54,9 +54,8 @@ def _run(teacher: str, out, *extra: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def undisturbed(small_teacher, tmp_path_factory):
-    teacher = small_teacher[1]["teacher"]["checkpoint"]
-    return teacher, _run(teacher, tmp_path_factory.mktemp("undisturbed") / "run")
+def undisturbed(steady_teacher, tmp_path_factory):
+    return steady_teacher, _run(steady_teacher, tmp_path_factory.mktemp("undisturbed") / "run")
 
 
 @pytest.mark.parametrize("actor_class", ["EvaluatorActor", "RolloutActor"])
