@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -40,7 +41,10 @@ def _role(proc: psutil.Process) -> str:
     cmd = proc.cmdline()
     if cmd and cmd[0].startswith("ray::"):
         return cmd[0].split(".")[0]  # ray::RolloutActor.collect → ray::RolloutActor
-    return "cli" if any("qdistill.cluster.cli" in c for c in cmd) else proc.name()
+    if any("qdistill.cluster.cli" in c for c in cmd):
+        return "qdistill run (driver)"
+    script = next((Path(c).name for c in cmd if c.endswith(".py")), None)  # Ray's Python helpers
+    return script or proc.name()
 
 
 def _rss(root: psutil.Process) -> dict[str, float]:
@@ -61,10 +65,13 @@ def _object_store(root: psutil.Process) -> float | None:
         gcs = next(a.split("=", 1)[1] for a in raylet.cmdline() if a.startswith("--gcs-address"))
     except (StopIteration, psutil.Error):
         return None
-    out = subprocess.run(["ray", "memory", "--stats-only", "--address", gcs], capture_output=True, text=True,
-                         timeout=60).stdout
-    m = re.search(r"Plasma memory usage (\d+) MiB", out)
-    return float(m.group(1)) if m else None
+    for env in (os.environ, {**os.environ, "RAY_AUTH_MODE": "token"}):  # as the runtime was started
+        out = subprocess.run(["ray", "memory", "--stats-only", "--address", gcs], capture_output=True, text=True,
+                             timeout=60, env=env).stdout
+        m = re.search(r"Plasma memory usage (\d+) MiB", out)
+        if m:
+            return float(m.group(1))
+    return None
 
 
 def main() -> None:
@@ -84,10 +91,11 @@ def main() -> None:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
         root = psutil.Process(proc.pid)
         samples = []
+        end = args.minutes * 60 - 2 * args.every  # not while the run winds down
         while proc.poll() is None:
             time.sleep(args.every)
-            if proc.poll() is not None:
-                break
+            if proc.poll() is not None or time.monotonic() - started > end:
+                continue
             samples.append({"t": round(time.monotonic() - started, 1), "rss": _rss(root),
                             "object_store_mib": _object_store(root)})
         summary = json.loads((out / "summary.json").read_text())

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -31,7 +32,9 @@ class RunActor:
     """Hosts one run: `start` executes it on one thread; `status`, `scale`, `stop` answer on others."""
 
     def __init__(self, job: Job, name: str, detached: bool) -> None:
-        restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        with warnings.catch_warnings():  # Ray's own property uses a deprecated one of its own
+            warnings.simplefilter("ignore")
+            restarted = ray.get_runtime_context().was_current_actor_reconstructed
         self.job = replace(job, resume=True) if restarted else job
         self.control = RunControl()
         if restarted:

@@ -158,7 +158,7 @@ class DistillDriver:
         local = on_head()
         run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.teacher_params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
-        self.teacher_params.publish.remote(self.teacher_version, self.teacher_weights)
+        ray.get(self.teacher_params.publish.remote(self.teacher_version, self.teacher_weights))  # before any pull
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
         schema = Schema(self.info.obs_shape, self.info.n_actions)
@@ -170,14 +170,12 @@ class DistillDriver:
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
         self.collector.env_steps = self.resumed_at[0]
-        self._evaluator_teacher = ray.put(self.teacher_weights)
-        # restarted by Ray when it dies; an evaluation lost with it is counted and the next one
-        # hands the restarted evaluator the newest teacher again
+        # restarted by Ray when it dies (it takes the newest teacher again); an evaluation lost with
+        # it is counted
         self.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=self.info.obs_shape,
             n_actions=self.info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
-            # by reference, kept alive here: a restarted evaluator is built from these arguments again
-            teacher_version=self.teacher_version, teacher_weights=self._evaluator_teacher,
+            teacher_params=f"{run_id}-teacher-params",
         )
         self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
@@ -283,7 +281,7 @@ class DistillDriver:
                 except ray.exceptions.RayActorError:
                     self._evaluator_lost()
                 else:
-                    if result["eval/teacher_version"] != eval_teacher[0]:  # a restarted evaluator's first teacher
+                    if result["eval/teacher_version"] != eval_teacher[0]:  # a restarted evaluator's own teacher
                         self.eval_teacher_version = -1
                     # not judged when played on a task that has changed since, or against another teacher
                     current = eval_task == self.changed_at and result["eval/teacher_version"] == eval_teacher[0]
