@@ -14,9 +14,8 @@ import ray
 import torch
 
 from ..actors.envs import EnvInfo
-from ..actors.wire import Schema
 from ..actors.refresh import staleness
-from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor, make_buffer
+from ..actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ..learners import checkpoint
 from ..learners.distill import DistillLearner
 from ..learners.dqn import DQNLearner
@@ -25,7 +24,7 @@ from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .control import RunControl
 from .placement import actor_states, actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_buffer, steer, stop_actors
 from .report import summarize
 from .rundir import RunDir
 
@@ -161,10 +160,7 @@ class DistillDriver:
         ray.get(self.teacher_params.publish.remote(self.teacher_version, self.teacher_weights))  # before any pull
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
-        schema = Schema(self.info.obs_shape, self.info.n_actions)
-        self.buffer = make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
-                                  prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema,
-                                  seed=cfg.seed, options=local, name=run_id)
+        self.buffer = run_buffer(cfg, self.info, options=local, name=run_id)
         if cfg.refresh == "periodic":
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
@@ -245,20 +241,21 @@ class DistillDriver:
                 ids, batch = prefetch.sample()
                 metrics.update(self._staleness(batch))
                 relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
-                self.chunk_lag_used = 0  # the most any trained-on label of this chunk lagged
+                lag_used = 0  # the most any trained-on label of this chunk lagged
                 for mb_ids, mb in minibatches(ids, batch, student_batch):
                     if self.dqn is not None:  # the teacher learns first, on the same rows
                         for _, dqn_mb in minibatches(mb_ids, mb, batch_size):
                             metrics.update(self.dqn.step(dqn_mb))
                             if self.dqn.steps % cfg.publish_every == 0:
                                 self._set_teacher(self.dqn.weights())
-                    relabelled += self._within_bound(mb_ids, mb)
+                    writes, most = self._within_bound(mb_ids, mb)
+                    relabelled, lag_used = relabelled + writes, max(lag_used, most)
                     metrics.update(self.learner.step(mb.observations, mb.teacher_q))
                     if self.learner.steps % cfg.publish_every == 0:
                         self.student_version += 1
                         self.student_params.publish.remote(self.student_version, self.learner.weights())
                 self._write_back(relabelled)
-                metrics["buffer/label_staleness_used_max"] = self.chunk_lag_used
+                metrics["buffer/label_staleness_used_max"] = lag_used
                 if cfg.refresh == "periodic" and self.learner.steps - last_refresh >= cfg.refresh_every:
                     done, refresh_refs = ray.wait(refresh_refs, num_returns=len(refresh_refs), timeout=0)
                     self.counters["labels/relabelled_in_shards"] += sum(ray.get(done))
@@ -363,11 +360,11 @@ class DistillDriver:
         return {"buffer/label_staleness": float(lag.mean()), "buffer/label_staleness_p95": float(np.percentile(lag, 95)),
                 "buffer/label_staleness_s": float(seconds.mean())}
 
-    def _within_bound(self, ids: np.ndarray, batch) -> list[tuple[np.ndarray, np.ndarray, int]]:
+    def _within_bound(self, ids: np.ndarray, batch) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], int]:
         """Relabel, just before training on them, the minibatch's rows that lag the newest teacher
         by more than allowed: any lag with on-sample refresh, more than max_label_staleness versions
         with periodic refresh (the shards relabel in the background), none with refresh off.
-        Returns what to write back to the buffer."""
+        Returns what to write back to the buffer, and the most a trained-on label lagged."""
         lag = self.teacher_version - batch.label_version
         self.lag_sampled += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
         bound = {"on-sample": 0, "periodic": self.config.max_label_staleness}.get(self.config.refresh)
@@ -381,8 +378,7 @@ class DistillDriver:
             out.append((ids[stale], q, self.teacher_version))
             self.counters["labels/relabelled_on_sample"] += int(stale.sum())
         self.lag_used += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
-        self.chunk_lag_used = max(self.chunk_lag_used, int(lag.max(initial=0)))
-        return out
+        return out, int(lag.max(initial=0))
 
     def _write_back(self, relabelled: list[tuple[np.ndarray, np.ndarray, int]]) -> None:
         """New labels go back to the buffer, one call per version (not one per minibatch)."""
@@ -392,7 +388,7 @@ class DistillDriver:
 
     def _evaluator_lost(self) -> None:
         self.evaluations_lost += 1
-        self.eval_teacher_version = -1  # the restarted evaluator starts from the run's first teacher
+        self.eval_teacher_version = -1  # the next evaluation hands the (restarted) evaluator the newest teacher
 
     def _evaluate_now(self, version: int, students: dict[str, dict[str, np.ndarray]], *, final: bool = False,
                       teacher: tuple[int, dict[str, np.ndarray]] | None = None) -> dict[str, float]:

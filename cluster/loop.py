@@ -6,10 +6,20 @@ from typing import Callable
 
 import ray
 
-from ..actors.remote import ShardedBuffer
+from ..actors.envs import EnvInfo
+from ..actors.remote import RedisBufferClient, ShardedBuffer, make_buffer
+from ..actors.wire import Schema
 from ..learners.batch import TransitionBatch
 from .config import RunConfig
 from .control import RunControl
+
+
+def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> ShardedBuffer | RedisBufferClient:
+    """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards."""
+    schema = Schema(info.obs_shape, info.n_actions)
+    return make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
+                       prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema, seed=cfg.seed,
+                       options=options, name=name)
 
 
 def stop_actors(rollout_actors: list[ray.actor.ActorHandle], others: list[ray.actor.ActorHandle]) -> None:

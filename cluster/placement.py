@@ -27,10 +27,15 @@ def rollout_options(cfg: RunConfig) -> dict[str, object]:
     }
 
 
+def _head() -> dict[str, object] | None:
+    """The head node's entry in `ray.nodes()` (None if the cluster does not mark one)."""
+    return next((n for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]), None)
+
+
 def on_head() -> dict[str, object]:
-    head = next((n["NodeID"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
-                ray.get_runtime_context().get_node_id())
-    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(head, soft=False)}
+    head = _head()
+    node = head["NodeID"] if head else ray.get_runtime_context().get_node_id()
+    return {"scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
 
 
 def check_feasible(cfg: RunConfig, learner_resources: dict[str, float] | None = None) -> None:
@@ -60,8 +65,8 @@ def check_memory(cfg: RunConfig, record_size: int) -> None:
         raise PlacementError(f"buffer_bytes {cfg.buffer_bytes} holds {capacity} transitions of {record_size} bytes, "
                              f"fewer than the batch size {cfg.batch_rows}: expected at least "
                              f"{cfg.batch_rows * record_size} bytes")
-    head = next((n["Resources"] for n in ray.nodes() if n["Alive"] and "node:__internal_head__" in n["Resources"]),
-                ray.cluster_resources())
+    node = _head()
+    head = node["Resources"] if node else ray.cluster_resources()
     need = capacity * record_size
     if cfg.buffer == "ray" and need > head.get("memory", 0):
         raise PlacementError(f"a buffer of {capacity:,} transitions of {record_size} bytes needs {_gib(need)}: the "

@@ -15,9 +15,8 @@ import numpy as np
 import torch
 
 from ..actors.envs import EnvInfo
-from ..actors.wire import Schema
 from ..actors.evaluate import EvalResult, evaluate
-from ..actors.remote import ParameterServerActor, RolloutActor, make_buffer
+from ..actors.remote import ParameterServerActor, RolloutActor
 from ..learners import checkpoint
 from ..learners.dqn import DQNLearner
 from ..learners.networks import GreedyPolicy, from_numpy, greedy_actions, to_numpy
@@ -25,7 +24,7 @@ from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .control import RunControl
 from .placement import actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, steer, stop_actors
+from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_buffer, steer, stop_actors
 from .rundir import RunDir
 
 FINAL_SEED = 1_000_000  # evaluation seeds never used while training
@@ -94,10 +93,7 @@ class TeacherDriver:
         run_id = self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
         self.params = ParameterServerActor.options(name=f"{run_id}-params", **local).remote()
         self.params.publish.remote(self.version, self.learner.weights())
-        schema = Schema(self.info.obs_shape, self.info.n_actions)
-        self.buffer = make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
-                                  prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema,
-                                  seed=cfg.seed, options=local, name=run_id)
+        self.buffer = run_buffer(cfg, self.info, options=local, name=run_id)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
         self.collector.env_steps = self.resumed_at[0]
