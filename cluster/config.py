@@ -275,8 +275,8 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         # teacher and students at the target
         # the students step once per 128 rows (two of the teacher's minibatches): measured as fast to
         # the target as one step per minibatch (benchmarks/online_teacher.py) at less learner time
-        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 0.5,
-                                 "distill": {"batch_size": 128}, **learning})
+        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
+                                 "distill": {"batch_size": 256}, **learning})
     return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
 
 

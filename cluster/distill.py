@@ -65,7 +65,8 @@ class DistillDriver:
         self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
         self.beta = LinearSchedule(config.beta_start, config.beta_end, config.beta_steps)
         self.best: dict[str, tuple[float, int, dict[str, np.ndarray]]] = {}
-        self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0, "teacher/swaps": 0}
+        self.counters = {"labels/relabelled_on_sample": 0, "labels/relabelled_in_shards": 0,
+                         "labels/from_teacher_step": 0, "teacher/swaps": 0}
         self.changed_at: int | None = None  # env step at which a changing task changed
         self.evaluations_lost = 0  # evaluations lost with a failed evaluator
 
@@ -243,12 +244,17 @@ class DistillDriver:
                 relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
                 lag_used = 0  # the most any trained-on label of this chunk lagged
                 for mb_ids, mb in minibatches(ids, batch, student_batch):
+                    fresh = None
                     if self.dqn is not None:  # the teacher learns first, on the same rows
+                        q_values, versions = [], []
                         for _, dqn_mb in minibatches(mb_ids, mb, batch_size):
+                            versions.append(np.full(len(dqn_mb), self.teacher_version))
                             metrics.update(self.dqn.step(dqn_mb))
+                            q_values.append(self.dqn.last_q_values)
                             if self.dqn.steps % cfg.publish_every == 0:
                                 self._set_teacher(self.dqn.weights())
-                    writes, most = self._within_bound(mb_ids, mb)
+                        fresh = np.concatenate(q_values), np.concatenate(versions)
+                    writes, most = self._within_bound(mb_ids, mb, fresh)
                     relabelled, lag_used = relabelled + writes, max(lag_used, most)
                     metrics.update(self.learner.step(mb.observations, mb.teacher_q))
                     if self.learner.steps % cfg.publish_every == 0:
@@ -360,14 +366,21 @@ class DistillDriver:
         return {"buffer/label_staleness": float(lag.mean()), "buffer/label_staleness_p95": float(np.percentile(lag, 95)),
                 "buffer/label_staleness_s": float(seconds.mean())}
 
-    def _within_bound(self, ids: np.ndarray, batch) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], int]:
+    def _within_bound(self, ids: np.ndarray, batch, fresh: tuple[np.ndarray, np.ndarray] | None = None,
+                      ) -> tuple[list[tuple[np.ndarray, np.ndarray, int]], int]:
         """Relabel, just before training on them, the minibatch's rows that lag the newest teacher
         by more than allowed: any lag with on-sample refresh, more than max_label_staleness versions
         with periodic refresh (the shards relabel in the background), none with refresh off.
+        `fresh`: a learning teacher's Q-values for these rows from its own step on them (and the
+        version it had published then): the labels, unless refresh is off; no extra forward pass.
         Returns what to write back to the buffer, and the most a trained-on label lagged."""
         lag = self.teacher_version - batch.label_version
         self.lag_sampled += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
         bound = {"on-sample": 0, "periodic": self.config.max_label_staleness}.get(self.config.refresh)
+        if fresh is not None and bound is not None:
+            batch.teacher_q[:], batch.label_version[:] = fresh
+            self.counters["labels/from_teacher_step"] += len(lag)
+            lag = self.teacher_version - batch.label_version
         stale = lag > bound if bound is not None else np.zeros(len(lag), dtype=bool)
         out = []
         if stale.any():

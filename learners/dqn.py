@@ -65,6 +65,9 @@ class DQNLearner:
         self.q_target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
         self.steps = 0
+        # the online network's Q-values for the last step's observations, from that step's own
+        # forward pass (before its update): the freshest labels there are for those rows
+        self.last_q_values: np.ndarray | None = None
 
     @property
     def params(self) -> int:
@@ -73,6 +76,7 @@ class DQNLearner:
     def step(self, batch: TransitionBatch) -> dict[str, float]:
         t = as_tensors(batch, self.device)
         q_all = self.q(t["observations"])
+        self.last_q_values = q_all.detach().cpu().numpy()
         q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             next_online = self.q(t["next_observations"])
