@@ -33,6 +33,7 @@ def connect(address: str | None, *, min_cpus: float = 0) -> None:
         address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if address is None or address == "local":
         ray.init(
+            address="local",  # a runtime of its own, even where a `ray start` cluster runs on this machine
             num_cpus=max(os.cpu_count() or 1, int(-(-min_cpus // 1))),
             include_dashboard=False,
             logging_level=logging.ERROR,  # the embedded runtime's start-up notices are not the user's concern
