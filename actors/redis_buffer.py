@@ -4,6 +4,7 @@ Layout under a run's key prefix P:
   P:meta       hash: the wire header (schema), chunk size, capacity in chunks
   P:head       chunks ever written (the next chunk number)
   P:size       transitions stored; P:inserted, P:sampled, P:relabelled: counters
+  P:released   set while the rate limiter is off (a run ending hands over what its actors hold)
   P:c:<n>      chunk n: up to `chunk_size` transitions as packed wire records
 
 Transition id = chunk number × chunk_size + row. Writes, reads and relabels are Lua scripts: one
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import math
 import os
-from concurrent.futures import Future, ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from urllib.parse import urlparse
 
@@ -25,11 +27,13 @@ from redis.retry import Retry
 
 from ..learners.batch import TransitionBatch
 from .buffer import check_capacity
+from .ratelimit import SampleToInsertRatio
 from .wire import Schema, SchemaError, decode, encode
 
 PASSWORD_ENV = "QDISTILL_REDIS_PASSWORD"
 PASSWORD_FILE_ENV = "QDISTILL_REDIS_PASSWORD_FILE"  # a file holding the password (first line)
 SAMPLE_BLOCK = 4  # rows read per server call when sampling
+LIMIT_POLL_S = (0.001, 0.02)  # a write or sample held by the rate limiter looks again after 1 ms, up to 20 ms
 
 # ARGV: prefix, capacity (chunks), rows, record size, chunk 1, chunk 2, …  Returns the first chunk number.
 _ADD = """
@@ -116,6 +120,7 @@ class RedisSpec:
     capacity: int
     chunk_size: int
     schema: Schema
+    limit: SampleToInsertRatio | None = None  # the rate limiter every writer and the sampler obey
 
 
 def _where(url: str) -> str:
@@ -238,9 +243,26 @@ class RedisBuffer:
         if self.pending_rows:
             self._write(final=True)
 
+    def _wait_for(self, allowed) -> None:
+        """Hold on while the rate limiter does not allow it: `allowed(limit, inserted, sampled)`.
+        Writers check, then write: several writers checking at once can each get one write past
+        the limit (an overshoot of one write per writer, never more)."""
+        limit, pause = self.spec.limit, LIMIT_POLL_S[0]
+        while limit is not None:
+            inserted, sampled, released = self.r.mget([self.p + ":inserted", self.p + ":sampled", self.p + ":released"])
+            if released is not None or allowed(limit, int(inserted or 0), int(sampled or 0)):
+                return
+            time.sleep(pause)
+            pause = min(pause * 2, LIMIT_POLL_S[1])
+
+    def release(self) -> None:
+        """Stop rate limiting this buffer, for every writer and the sampler."""
+        self.r.set(self.p + ":released", 1)
+
     def _write(self, *, final: bool) -> None:
         rows = TransitionBatch.concat(self.pending)
         whole = len(rows) - len(rows) % self.chunk_size if not final else len(rows)
+        self._wait_for(lambda limit, inserted, sampled: limit.can_insert(inserted, sampled, whole))
         data = encode(rows.take(slice(0, whole)), self.schema)
         step = self.chunk_size * self.schema.record_size
         chunks = [data[i:i + step] for i in range(0, len(data), step)]
@@ -269,6 +291,7 @@ class RedisBuffer:
         chunk, or in a chunk evicted meanwhile, is drawn again."""
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size} is not valid: expected at least 1")
+        self._wait_for(lambda limit, inserted, sampled: limit.can_sample(inserted, sampled, batch_size))
         if self.head == 0:
             self.head = int(self.r.get(self.p + ":head") or 0)
         ids_out, parts, need = [], [], batch_size
@@ -295,6 +318,11 @@ class RedisBuffer:
         if self._prefetch is None:
             self._prefetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qdistill-prefetch")
         return self._prefetch.submit(self.sample, batch_size)
+
+    @staticmethod
+    def ready(future: Future, timeout: float = 0.0) -> bool:
+        """Whether a sample asked for with `sample_async` has come back (waiting up to `timeout`)."""
+        return bool(wait([future], timeout=timeout).done)
 
     @staticmethod
     def gather(future: Future) -> tuple[np.ndarray, TransitionBatch]:

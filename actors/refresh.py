@@ -19,6 +19,15 @@ class LabelRefresher:
     def load_teacher(self, version: int, weights: dict[str, np.ndarray]) -> None:
         self.teacher.load(version, weights)
 
+    def refresh_pulled(self, pulled: tuple[int, dict[str, np.ndarray] | None], ring: ReplayRing | RedisBuffer,
+                       chunk: int) -> int:
+        """Take the teacher a parameter server's `pull` returned (no weights: the one held is the
+        newest), then refresh."""
+        version, weights = pulled
+        if weights is not None:
+            self.load_teacher(version, weights)
+        return self.refresh(ring, chunk)
+
     def refresh(self, ring: ReplayRing | RedisBuffer, chunk: int) -> int:
         """Relabel up to `chunk` of the oldest records labelled by an older teacher; returns how many."""
         if self.teacher.version < 0:
@@ -34,6 +43,11 @@ def staleness(label_versions: np.ndarray, version: int, published_at: dict[int, 
               ) -> tuple[np.ndarray, np.ndarray]:
     """Per record: how many teacher versions its label lags, and for how many seconds it has been
     out of date (since the first newer version was published; 0 for a current label)."""
-    lag = version - np.asarray(label_versions, dtype=np.int64)
-    seconds = np.array([0.0 if v >= version else now - published_at.get(int(v) + 1, now) for v in label_versions])
+    label_versions = np.asarray(label_versions, dtype=np.int64)
+    lag = version - label_versions
+    seconds = np.zeros(len(label_versions))
+    stale = lag > 0
+    if stale.any():  # one look-up per distinct version, not per record
+        versions, which = np.unique(label_versions[stale], return_inverse=True)
+        seconds[stale] = now - np.array([published_at.get(int(v) + 1, now) for v in versions])[which]
     return lag, seconds

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from dataclasses import replace
 
 import numpy as np
 import ray
@@ -12,30 +14,63 @@ from .buffer import ReplayRing, check_capacity
 from .dynamics import set_dynamics
 from .evaluator import Evaluator
 from .params import ParameterServer
+from .ratelimit import SampleToInsertRatio
 from .redis_buffer import RedisBuffer, RedisSpec
 from .refresh import LabelRefresher
 from .rollout import Rollout
 from .wire import Schema
 
 
-def _pull_and_refresh(refresher: LabelRefresher, params: ray.actor.ActorHandle, ring, chunk: int) -> int:
-    """Pull the teacher if it moved, then relabel up to `chunk` stale records of `ring`."""
-    version, weights = ray.get(params.pull.remote(refresher.teacher.version))
-    if weights is not None:
-        refresher.load_teacher(version, weights)
-    return refresher.refresh(ring, chunk)
-
-
 @ray.remote(num_cpus=0)
 class BufferShard(ReplayRing):
-    """One shard of the Ray buffer: a ReplayRing inside an actor, relabelling next to its data."""
+    """One shard of the Ray buffer: a ReplayRing inside an actor, relabelling next to its data.
+
+    With a rate limiter, `add` and `sample` wait until it lets them through (an asyncio actor: a
+    waiting call does not hold up the others, which run one at a time on its event loop)."""
+
+    def __init__(self, capacity: int, *, seed: int = 0, limit: SampleToInsertRatio | None = None) -> None:
+        super().__init__(capacity, seed=seed)
+        self.limit = limit
+        self._changed: asyncio.Condition | None = None  # made on the actor's event loop
+
+    def _condition(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    async def _when(self, allowed) -> None:
+        changed = self._condition()
+        async with changed:
+            await changed.wait_for(lambda: self.limit is None or allowed(self.limit))
+
+    async def _notify(self) -> None:
+        changed = self._condition()
+        async with changed:
+            changed.notify_all()
+
+    async def add(self, batch: TransitionBatch) -> None:
+        await self._when(lambda limit: limit.can_insert(self.inserted, self.sampled, len(batch)))
+        ReplayRing.add(self, batch)
+        await self._notify()
+
+    async def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
+        await self._when(lambda limit: limit.can_sample(self.inserted, self.sampled, batch_size))
+        result = ReplayRing.sample(self, batch_size)
+        await self._notify()
+        return result
+
+    async def release(self) -> None:
+        """Stop limiting: what waits goes through (a run ending hands over what its actors hold)."""
+        self.limit = None
+        await self._notify()
 
     def attach_teacher(self, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
         self.teacher_params = params
         self.refresher = LabelRefresher(net, obs_shape, n_actions)
 
-    def refresh(self, chunk: int) -> int:
-        return _pull_and_refresh(self.refresher, self.teacher_params, self, chunk)
+    async def refresh(self, chunk: int) -> int:
+        pulled = await self.teacher_params.pull.remote(self.refresher.teacher.version)
+        return self.refresher.refresh_pulled(pulled, self, chunk)
 
 
 @ray.remote(num_cpus=0)
@@ -182,7 +217,8 @@ class RedisRefresherActor:
         self.refresher = LabelRefresher(net, obs_shape, n_actions)
 
     def refresh(self, chunk: int) -> int:
-        return _pull_and_refresh(self.refresher, self.params, self.buffer, chunk)
+        pulled = ray.get(self.params.pull.remote(self.refresher.teacher.version))
+        return self.refresher.refresh_pulled(pulled, self.buffer, chunk)
 
 
 class RedisBufferClient(RedisBuffer):
@@ -190,6 +226,7 @@ class RedisBufferClient(RedisBuffer):
 
     def __init__(self, spec: RedisSpec, *, seed: int = 0, options: dict | None = None) -> None:
         super().__init__(spec, seed=seed)
+        self.r.delete(self.p + ":released")  # a run (re)starting: limited again
         self.options = options or {}
         self.refresher: ray.actor.ActorHandle | None = None
 
@@ -207,25 +244,30 @@ class RedisBufferClient(RedisBuffer):
 
 
 def make_buffer(url: str, *, capacity: int, shards: int, prefix: str, chunk_size: int, schema: Schema,
-                seed: int = 0, options: dict | None = None, name: str | None = None) -> ShardedBuffer | RedisBufferClient:
+                seed: int = 0, options: dict | None = None, name: str | None = None,
+                limit: SampleToInsertRatio | None = None) -> ShardedBuffer | RedisBufferClient:
     """`ray`: Ray buffer shards; `redis://…` / `rediss://…`: the Redis backend. `options` place
-    the buffer's own actors (shards, or the Redis refresher)."""
+    the buffer's own actors (shards, or the Redis refresher); `limit`: the rate limiter."""
     if url == "ray":
-        return ShardedBuffer(shards, capacity, seed=seed, options=options, name=name)
-    return RedisBufferClient(RedisSpec(url, prefix, capacity, chunk_size, schema), seed=seed, options=options)
+        return ShardedBuffer(shards, capacity, seed=seed, options=options, name=name, limit=limit)
+    return RedisBufferClient(RedisSpec(url, prefix, capacity, chunk_size, schema, limit), seed=seed, options=options)
 
 
 class ShardedBuffer:
     """Client side of the Ray buffer: actors write to their own shard; samples come from all."""
 
     def __init__(self, num_shards: int, capacity: int, *, seed: int = 0, options: dict | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, limit: SampleToInsertRatio | None = None) -> None:
+        """`limit`: each shard limits its own inserts and samples at this ratio and tolerance,
+        sampling once it holds its share of the minimum size."""
         if num_shards < 1:
             raise ValueError(f"shard count {num_shards} is not valid: expected at least 1")
         check_capacity(capacity)
         per_shard = -(-capacity // num_shards)
+        if limit is not None:
+            limit = replace(limit, min_size_to_sample=-(-limit.min_size_to_sample // num_shards))
         self.names = [f"{name or 'qdistill-' + uuid.uuid4().hex[:8]}-shard-{i}" for i in range(num_shards)]
-        self.shards = [BufferShard.options(name=n, **(options or {})).remote(per_shard, seed=seed + i)
+        self.shards = [BufferShard.options(name=n, **(options or {})).remote(per_shard, seed=seed + i, limit=limit)
                        for i, n in enumerate(self.names)]
 
     def shard_for(self, actor_id: int) -> str:
@@ -236,6 +278,16 @@ class ShardedBuffer:
         sizes = np.full(len(self.shards), batch_size // len(self.shards))
         sizes[: batch_size % len(self.shards)] += 1
         return [(i, s.sample.remote(int(n))) for i, (s, n) in enumerate(zip(self.shards, sizes)) if n > 0]
+
+    @staticmethod
+    def ready(refs: list[tuple[int, ray.ObjectRef]], timeout: float = 0.0) -> bool:
+        """Whether a sample asked for with `sample_async` has come back (waiting up to `timeout`)."""
+        waiting = [ref for _, ref in refs]
+        return len(ray.wait(waiting, num_returns=len(waiting), timeout=timeout)[0]) == len(waiting)
+
+    def release(self) -> None:
+        """Stop rate limiting (a run ending: rollout actors hand over what they hold)."""
+        ray.wait([s.release.remote() for s in self.shards], num_returns=len(self.shards), timeout=10)
 
     def gather(self, refs: list[tuple[int, ray.ObjectRef]]) -> tuple[np.ndarray, TransitionBatch]:
         """Global ids: a shard's own id × shard count + the shard's index."""

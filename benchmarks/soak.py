@@ -4,8 +4,8 @@ store's use, sampled every few seconds; growth after warm-up is the figure.
 
     python benchmarks/soak.py --minutes 10
 
-The run: `qdistill run --env CartPole-v1 --teacher T --time S --no-target --actors 2
---envs-per-actor 32 --students 256x256x256 --replay-ratio 0.5` — three-layer 256-wide students at
+The run: `qdistill run --env CartPole-v1 --teacher T --time S --no-target --actors N
+--actor-cpus 2/N --envs-per-actor 32 --students 256x256x256 --replay-ratio 0.5` (N = --actors, 2) — three-layer 256-wide students at
 half a learner step per env step make the learner the slow side, so the actors would outrun it
 were they not held back. The teacher is an untrained 256x256 network: memory does not depend on
 its quality. Growth = median of the last fifth of samples against the median of the first fifth
@@ -79,13 +79,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--every", type=float, default=5.0, help="seconds between samples")
     parser.add_argument("--warmup", type=float, default=60.0, help="seconds left out at the start")
+    parser.add_argument("--actors", type=int, default=2, help="rollout actors, sharing 2 CPUs of Ray's (--actor-cpus 2/N)")
     parser.add_argument("--json", help="also write the samples here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         teacher, out = Path(tmp) / "teacher.pt", Path(tmp) / "run"
         _teacher(teacher)
         cmd = [sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "CartPole-v1", "--teacher", str(teacher),
-               "--time", str(args.minutes * 60), "--no-target", "--actors", "2", "--envs-per-actor", "32",
+               "--time", str(args.minutes * 60), "--no-target", "--actors", str(args.actors),
+               "--actor-cpus", f"{2 / args.actors:g}", "--envs-per-actor", "32",
                "--students", "256x256x256", "--replay-ratio", "0.5", "--out", str(out), "--quiet"]
         started = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
@@ -108,7 +110,7 @@ def main() -> None:
         values = [key(s) for s in rows if key(s) is not None]
         return statistics.median(values) if values else None
 
-    print(f"soak: {args.minutes:g} min, {summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner "
+    print(f"soak: {args.minutes:g} min, {args.actors} actors, {summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner "
           f"steps, {len(samples)} samples every {args.every:g} s (warm-up {args.warmup:g} s left out)")
     print(f"{'process':<28} {'MiB at start':>12} {'MiB at end':>11} {'growth':>8}")
     rows = [(role, lambda s, r=role: s["rss"].get(r)) for role in roles]
@@ -119,7 +121,7 @@ def main() -> None:
         print(f"{name:<28} {a if a is not None else float('nan'):>12.1f} {b if b is not None else float('nan'):>11.1f} "
               f"{growth:>8}")
     print(f"\nreproduce: python benchmarks/soak.py --minutes {args.minutes:g} --every {args.every:g} "
-          f"--warmup {args.warmup:g}")
+          f"--warmup {args.warmup:g} --actors {args.actors}")
     if args.json:
         Path(args.json).write_text(json.dumps(samples, indent=1) + "\n")
 

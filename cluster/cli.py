@@ -125,7 +125,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer-prefix", help="Redis key prefix: the run's namespace (default: qdistill:<run dir>)")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, help="learner minibatch size")
-    p.add_argument("--replay-ratio", type=float, help="learner steps per env step")
+    p.add_argument("--replay-ratio", type=float, help="learner steps per env step (the buffer's rate limiter keeps it)")
+    p.add_argument("--rate-tolerance", type=float, metavar="ROWS",
+                   help="sampled rows the learner may run ahead of or behind the replay ratio before the buffer "
+                        "holds samples or inserts (default: one actor call's and one sampled chunk's worth)")
     p.add_argument("--buffer-capacity", type=int, help="transitions the buffer keeps (default: the env's preset, "
                                                        "e.g. 100000)")
     p.add_argument("--checkpoint-every", type=float, metavar="SECONDS",
@@ -279,8 +282,8 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
             init=str(Path(args.init).absolute()) if args.init else None,
             address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
-            replay_ratio=args.replay_ratio, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
-            buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
+            replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
+            buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
             checkpoint_every_s=args.checkpoint_every,
             dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
         )
@@ -314,7 +317,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
             teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
             actors=args.actors, envs_per_actor=args.envs_per_actor,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
-            buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
+            rate_tolerance=args.rate_tolerance, buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
             buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every, mode=args.mode, behaviour=args.behaviour,
             refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
             teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,

@@ -7,6 +7,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 from dataclasses import asdict, dataclass, field, fields, replace
 
+from ..actors.ratelimit import SampleToInsertRatio
 from ..learners.distill import DistillConfig
 from ..learners.dqn import DQNConfig
 
@@ -64,7 +65,8 @@ class RunConfig:
     buffer_capacity: int = 100_000
     buffer_bytes: int | None = None  # a cap on the buffer's memory: capacity = min(buffer_capacity, bytes // record)
     learning_starts: int = 1_000
-    replay_ratio: float = 0.25  # learner steps per env step
+    replay_ratio: float = 0.25  # learner steps per env step, kept by the buffer's rate limiter
+    rate_tolerance: float | None = None  # sampled rows the learner may run ahead or behind that ratio (None: one actor call's and one sampled chunk's worth)
     updates_per_sample: int = 16  # minibatches fetched per buffer call
     publish_every: int = 32  # learner steps between weight versions
     learner_threads: int = 1  # torch threads for the learner; small MLPs lose to thread hand-offs
@@ -95,6 +97,8 @@ class RunConfig:
         _check(self.checkpoint_every_s > 0,
                f"checkpoint_every_s {self.checkpoint_every_s} is not valid: expected seconds > 0")
         _check(self.replay_ratio > 0, f"replay_ratio {self.replay_ratio} is not valid: expected a number > 0")
+        _check(self.rate_tolerance is None or self.rate_tolerance >= 0,
+               f"rate_tolerance {self.rate_tolerance} is not valid: expected a number of rows >= 0")
         _check(self.actor_cpus >= 0, f"actor_cpus {self.actor_cpus} is not valid: expected a number >= 0")
         _check(isinstance(self.actor_resources, dict) and all(
             isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in self.actor_resources.items()),
@@ -111,6 +115,29 @@ class RunConfig:
     def batch_rows(self) -> int:
         """The most transitions one learner step samples: the buffer must hold at least that many."""
         return 1
+
+    @property
+    def update_rows(self) -> int:
+        """Rows one of the learner updates the run is paced by trains on."""
+        return 1
+
+    @property
+    def chunk_rows(self) -> int:
+        """Rows the learner samples per buffer call: updates_per_sample updates' worth."""
+        return self.update_rows * self.updates_per_sample
+
+    @property
+    def rate_limit(self) -> SampleToInsertRatio:
+        """The buffer's rate limiter: replay_ratio updates of update_rows rows per env step,
+        sampling from learning_starts rows on, within rate_tolerance; refused if an actor's insert
+        and a sampled chunk could wait for each other (per Ray shard; Redis writes whole chunks)."""
+        spi = self.replay_ratio * self.update_rows
+        insert = self.steps_per_call * self.envs_per_actor + (self.chunk_size if self.buffer != "ray" else 0)
+        sample = -(-self.chunk_rows // self.shards) if self.buffer == "ray" else self.chunk_rows
+        tolerance = insert * spi + sample if self.rate_tolerance is None else self.rate_tolerance
+        limit = SampleToInsertRatio(spi, max(1, self.learning_starts), tolerance)
+        limit.check_sizes(insert, sample)
+        return limit
 
     def capacity_for(self, record_size: int) -> int:
         """Transitions the buffer keeps, records of `record_size` bytes: `buffer_capacity`, or fewer
@@ -136,9 +163,14 @@ class TeacherRunConfig(RunConfig):
         super().__post_init__()
         _check(self.eval_every >= 1, f"eval_every {self.eval_every} is not valid: expected an integer >= 1")
         _check_capacity(self.buffer_capacity, self.batch_rows)
+        self.rate_limit  # noqa: B018 - refuses a tolerance too small here, before anything starts
 
     @property
     def batch_rows(self) -> int:
+        return self.dqn.batch_size
+
+    @property
+    def update_rows(self) -> int:
         return self.dqn.batch_size
 
 
@@ -190,6 +222,7 @@ class DistillRunConfig(RunConfig):
                "teacher_learns needs mode online: offline labels a fixed teacher's states once")
         if self.mode == "online":
             _check_capacity(self.buffer_capacity, self.batch_rows)
+            self.rate_limit  # noqa: B018 - refuses a tolerance too small here, before anything starts
         _check(self.change_at is None or (isinstance(self.change_at, int) and self.change_at >= 1),
                f"change_at {self.change_at} is not valid: expected an env step >= 1")
         _check(isinstance(self.change, dict) and all(
@@ -200,10 +233,14 @@ class DistillRunConfig(RunConfig):
         _check(self.change_at is None or self.mode == "online",
                "a changing task needs mode online: offline labels the states of one task once")
 
-
     @property
     def batch_rows(self) -> int:
         return max(self.distill.batch_size, self.dqn.batch_size if self.teacher_learns else 0)
+
+    @property
+    def update_rows(self) -> int:
+        """A learning teacher's minibatch paces the run when there is one, else the students'."""
+        return self.dqn.batch_size if self.teacher_learns else self.distill.batch_size
 
 
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
@@ -273,8 +310,8 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         # evaluated about as often in env steps as `train-teacher` evaluates (every 2,000): a
         # learning teacher's returns swing, and the run stops at the first evaluation that finds
         # teacher and students at the target
-        # the students step once per 128 rows (two of the teacher's minibatches): measured as fast to
-        # the target as one step per minibatch (benchmarks/online_teacher.py) at less learner time
+        # the students step once per 256 rows (four of the teacher's minibatches): a small student's
+        # step costs about the same at any batch size, and they keep up (benchmarks/online_teacher.py)
         preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
                                  "distill": {"batch_size": 256}, **learning})
     return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)

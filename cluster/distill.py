@@ -24,7 +24,7 @@ from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .control import RunControl
 from .placement import actor_states, actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_buffer, steer, stop_actors
+from .loop import Collector, Prefetcher, budget_spent, minibatches, run_buffer, steer, stop_actors, wait_for_work
 from .report import summarize
 from .rundir import RunDir
 
@@ -162,7 +162,11 @@ class DistillDriver:
         self.student_params = ParameterServerActor.options(name=f"{run_id}-student-params", **local).remote()
         self.student_params.publish.remote(self.student_version, self.learner.weights())
         self.buffer = run_buffer(cfg, self.info, options=local, name=run_id)
-        if cfg.refresh == "periodic":
+        self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])  # a Redis buffer may hold rows
+        # the buffer relabels in the background for a fixed (or swapped) teacher; a learning
+        # teacher labels every row it trains on itself, in its own step, so that would be wasted work
+        self.shards_refresh = cfg.refresh == "periodic" and self.dqn is None
+        if self.shards_refresh:
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
@@ -178,12 +182,13 @@ class DistillDriver:
         try:
             reason = self._loop()
             distill_wall_s = time.monotonic() - self.distill_started
+            self.handed_over = self._hand_over()
             view = self.collector.view()
             self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
                                   actor_restarts=view["restarts"])
             return self._finish(reason, distill_wall_s)
         finally:
-            stop_actors(self.collector.handles(),
+            stop_actors(self.buffer, self.collector.handles(),
                         [*self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
@@ -202,8 +207,8 @@ class DistillDriver:
         # a learning teacher paces the run: updates_per_sample of its minibatches per buffer call,
         # and the students take one step per distill.batch_size rows of them (fewer, larger steps
         # on the same data: a small student's step costs about the same at any batch size)
-        batch_size = cfg.dqn.batch_size if self.dqn is not None else cfg.distill.batch_size
-        chunk = batch_size * cfg.updates_per_sample
+        batch_size = cfg.update_rows
+        chunk = cfg.chunk_rows
         student_batch = batch_size if self.dqn is None else \
             max(batch_size, min(chunk, cfg.distill.batch_size // batch_size * batch_size))
         prefetch = Prefetcher(self.buffer, chunk)
@@ -222,14 +227,13 @@ class DistillDriver:
         while stop is None:
             stop = budget_spent(cfg, collector.env_steps, time.monotonic() - self.distill_started) or \
                 steer(self.control, collector)
-            owes, allowed = pace(cfg, collector.env_steps, self.updates, collector.call_size, collector.up,
-                                  since=self.resumed_at)
             if cfg.change_at is not None and self.changed_at is None and collector.env_steps >= cfg.change_at:
                 self._change_task()
             if not stop:
-                collector.launch(allowed, self.epsilon(collector.env_steps), self._beta(collector.env_steps),
-                                 self.dynamics)
-            for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
+                collector.launch(self.epsilon(collector.env_steps), self._beta(collector.env_steps), self.dynamics)
+            # the buffer's rate limiter keeps the replay ratio: a sample comes back when it allows
+            ready, results = wait_for_work(prefetch, collector, stop)
+            for result in results:
                 recent = (recent + [ret for ret, _ in result["episodes"]])[-20:]
 
             swap = self.control.take_teacher()
@@ -238,8 +242,8 @@ class DistillDriver:
                 if self.dqn is not None:
                     self.dqn.load_weights(swap.weights)
                 self.counters["teacher/swaps"] += 1
-            if owes and not stop:
-                ids, batch = prefetch.sample()
+            if ready:
+                ids, batch = prefetch.take()
                 metrics.update(self._staleness(batch))
                 relabelled: list[tuple[np.ndarray, np.ndarray, int]] = []
                 lag_used = 0  # the most any trained-on label of this chunk lagged
@@ -262,7 +266,7 @@ class DistillDriver:
                         self.student_params.publish.remote(self.student_version, self.learner.weights())
                 self._write_back(relabelled)
                 metrics["buffer/label_staleness_used_max"] = lag_used
-                if cfg.refresh == "periodic" and self.learner.steps - last_refresh >= cfg.refresh_every:
+                if self.shards_refresh and self.learner.steps - last_refresh >= cfg.refresh_every:
                     done, refresh_refs = ray.wait(refresh_refs, num_returns=len(refresh_refs), timeout=0)
                     self.counters["labels/relabelled_in_shards"] += sum(ray.get(done))
                     if not refresh_refs:
@@ -304,6 +308,7 @@ class DistillDriver:
                               "rollout/steps_per_s": round(sps, 1), "rollout/beta": self._beta(collector.env_steps),
                               "charts/episodic_return": float(np.mean(recent)) if recent else None,
                               "buffer/size": buffer["buffer/size"], "buffer/capacity": buffer["buffer/capacity"],
+                              "buffer/inserted": buffer["buffer/inserted"], "buffer/sampled": buffer["buffer/sampled"],
                               "students/version": self.student_version, **self.counters, **metrics})
                 self._publish(now, sps, metrics, view, buffer)
             if not stop and now - last_save >= cfg.checkpoint_every_s:
@@ -347,6 +352,7 @@ class DistillDriver:
             "learner_steps": self.learner.steps,
             **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "dropped_nonfinite": self.collector.dropped_nonfinite,
+            "buffer": self.handed_over,
             "evaluator": {"restarts": int(actor_states([self.evaluator])[0].get("NumRestarts", 0)),
                           "evaluations_lost": self.evaluations_lost},
             "stop_reason": reason,
@@ -359,6 +365,21 @@ class DistillDriver:
         self.save_state()
         self.run.close()
         return summary
+
+    def _hand_over(self) -> dict[str, int]:
+        """The loop is over: lift the rate limit, take the collects still in flight and have every
+        rollout actor that is up flush what it holds (10 s at most). Returns the rows the buffer
+        counts inserted since this run (re)started, and `lost`: the rows the actors reported
+        collecting since then that it does not count (a Redis server that lost its last writes in
+        a crash, an actor killed holding rows)."""
+        self.buffer.release()
+        collector, deadline = self.collector, time.monotonic() + 10
+        while collector.pending and time.monotonic() < deadline:
+            collector.harvest(timeout=0.1)
+        flushes = [a.flush.remote() for i, a in collector.actors.items() if i not in collector.starting.values()]
+        ray.wait(flushes, num_returns=len(flushes), timeout=max(deadline - time.monotonic(), 0.0))
+        inserted = int(self.buffer.stats()["buffer/inserted"]) - self.inserted_at_start
+        return {"inserted": inserted, "lost": collector.env_steps - self.resumed_at[0] - inserted}
 
     def _staleness(self, batch) -> dict[str, float]:
         """How far a sampled chunk's labels lag the newest teacher: versions (mean, p95) and seconds."""

@@ -15,15 +15,19 @@ from .control import RunControl
 
 
 def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> ShardedBuffer | RedisBufferClient:
-    """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards."""
+    """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards,
+    and the rate limiter that keeps the replay ratio."""
     schema = Schema(info.obs_shape, info.n_actions)
     return make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
                        prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema, seed=cfg.seed,
-                       options=options, name=name)
+                       options=options, name=name, limit=cfg.rate_limit)
 
 
-def stop_actors(rollout_actors: list[ray.actor.ActorHandle], others: list[ray.actor.ActorHandle]) -> None:
-    """Let the rollout actors hand over what they collected (10 s at most), then end every actor."""
+def stop_actors(buffer: ShardedBuffer | RedisBufferClient, rollout_actors: list[ray.actor.ActorHandle],
+                others: list[ray.actor.ActorHandle]) -> None:
+    """Lift the rate limit and let the rollout actors hand over what they collected (10 s at
+    most), then end every actor."""
+    buffer.release()
     flushes = [actor.flush.remote() for actor in rollout_actors]
     ray.wait(flushes, num_returns=len(flushes), timeout=10)
     for handle in [*rollout_actors, *others]:
@@ -37,18 +41,6 @@ def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None
     if cfg.time is not None and elapsed_s >= cfg.time:
         return "time"
     return None
-
-
-def pace(cfg: RunConfig, env_steps: int, learner_steps: int, call_size: int, actors: int,
-         since: tuple[int, int] = (0, 0)) -> tuple[bool, float]:
-    """The replay ratio, both ways: whether the learner owes steps for the data collected, and how
-    many env steps the `actors` (those up) may have collected or under way (one call each ahead of
-    the learner). Counted from `since` (env steps, learner steps): where a resumed run started
-    again, refilling its buffer before it learns."""
-    env, learner = env_steps - since[0], learner_steps - since[1]
-    owes = env >= cfg.learning_starts and (env - cfg.learning_starts) * cfg.replay_ratio > learner
-    allowed = since[0] + cfg.learning_starts + learner / cfg.replay_ratio + actors * call_size
-    return owes, allowed
 
 
 class Collector:
@@ -88,7 +80,7 @@ class Collector:
         for _ in range(actors - self.wanted):
             i, self.next_id = self.next_id, self.next_id + 1
             self.actors[i] = self.make_actor(i)
-            self.starting[self.actors[i].node.remote()] = i
+            self._probe(i)
         keep = sorted(i for i in self.actors if i not in self.retiring)[:max(actors, 0)]
         for i in set(self.actors) - set(keep) - self.retiring:
             self.retiring.add(i)
@@ -99,11 +91,22 @@ class Collector:
                 self._retire(i, flush=was_up)
 
     def _started(self) -> None:
-        """Actors that came up since the last look join the idle ones."""
+        """Actors that came up since the last look join the idle ones; one Ray could not reach
+        (restarting) is asked again."""
         if self.starting:
             ready, _ = ray.wait(list(self.starting), num_returns=len(self.starting), timeout=0)
             for ref in ready:
-                self.idle.append(self.starting.pop(ref))
+                i = self.starting.pop(ref)
+                try:
+                    ray.get(ref)
+                except ray.exceptions.RayActorError:
+                    self._probe(i)
+                else:
+                    self.idle.append(i)
+
+    def _probe(self, i: int) -> None:
+        """Wait for actor `i` to be up (again) before it gets a collect."""
+        self.starting[self.actors[i].node.remote()] = i
 
     def _retire(self, i: int, *, flush: bool = True) -> None:
         actor = self.actors.pop(i)
@@ -113,12 +116,12 @@ class Collector:
         ray.kill(actor)
         self.retired += 1
 
-    def launch(self, allowed_env_steps: float, epsilon: float, beta: float = 1.0,
-               dynamics: dict[str, float] | None = None) -> None:
-        """Start collects on idle actors while the steps collected or under way stay within
-        `allowed_env_steps`; `dynamics`: a changed task's parameters, once it has changed."""
+    def launch(self, epsilon: float, beta: float = 1.0, dynamics: dict[str, float] | None = None) -> None:
+        """Start a collect on every idle actor; `dynamics`: a changed task's parameters, once it
+        has changed. The buffer's rate limiter holds an actor's insert while the learner is behind:
+        its next collect then waits on it, with one batch in flight."""
         self._started()
-        while self.idle and self.env_steps + len(self.pending) * self.call_size < allowed_env_steps:
+        while self.idle:
             i = self.idle.pop()
             self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta, dynamics)] = i
 
@@ -135,7 +138,7 @@ class Collector:
             try:
                 result = ray.get(ref)
             except ray.exceptions.RayActorError:
-                self.failures += 1  # the next collect waits for the restarted actor
+                self.failures += 1
                 result = None
             if result is not None:
                 self.env_steps += result["env_steps"]
@@ -143,6 +146,8 @@ class Collector:
                 results.append(result)
             if i in self.retiring:
                 self._retire(i)
+            elif result is None:  # lost with its actor: no collect until Ray has it up again
+                self._probe(i)
             else:
                 self.idle.append(i)
         return results
@@ -164,17 +169,31 @@ def steer(control: RunControl, collector: Collector) -> str | None:
 
 
 class Prefetcher:
-    """Samples `chunk` transitions from the buffer, keeping the next request in flight."""
+    """Keeps a sample of `chunk` transitions in flight: the learner takes it once it is back (the
+    buffer's rate limiter holds it while data is too thin), and the next is asked for at once."""
 
-    def __init__(self, buffer: ShardedBuffer, chunk: int) -> None:
+    def __init__(self, buffer: ShardedBuffer | RedisBufferClient, chunk: int) -> None:
         self.buffer = buffer
         self.chunk = chunk
-        self.next_refs: list | None = None
+        self.pending = buffer.sample_async(chunk)
 
-    def sample(self) -> tuple:
-        refs = self.next_refs or self.buffer.sample_async(self.chunk)
-        self.next_refs = self.buffer.sample_async(self.chunk)
-        return self.buffer.gather(refs)
+    def ready(self, timeout: float = 0.0) -> bool:
+        return self.buffer.ready(self.pending, timeout)
+
+    def take(self) -> tuple:
+        got = self.buffer.gather(self.pending)
+        self.pending = self.buffer.sample_async(self.chunk)
+        return got
+
+
+def wait_for_work(prefetch: Prefetcher, collector: Collector, stop: str | None) -> tuple[bool, list[dict]]:
+    """Whether a sample is there to learn from, and the collects that finished: waiting a moment
+    for either when neither is there yet (no waiting once the run stops)."""
+    ready = stop is None and prefetch.ready()
+    results = collector.harvest(timeout=0.0 if ready or stop else 0.005)
+    if not (ready or results or stop):
+        ready = prefetch.ready(timeout=0.005)
+    return ready, results
 
 
 def minibatches(ids, batch: TransitionBatch, size: int):

@@ -24,7 +24,7 @@ from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .control import RunControl
 from .placement import actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, pace, run_buffer, steer, stop_actors
+from .loop import Collector, Prefetcher, budget_spent, minibatches, run_buffer, steer, stop_actors, wait_for_work
 from .rundir import RunDir
 
 FINAL_SEED = 1_000_000  # evaluation seeds never used while training
@@ -104,7 +104,7 @@ class TeacherDriver:
             self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
                                   actor_restarts=view["restarts"])
         finally:
-            stop_actors(self.collector.handles(), [*self.buffer.actors(), self.params])
+            stop_actors(self.buffer, self.collector.handles(), [*self.buffer.actors(), self.params])
         return self._finish(reason)
 
     def _make_actor(self, i: int):
@@ -118,7 +118,7 @@ class TeacherDriver:
     def _loop(self) -> str:
         cfg = self.config
         collector = self.collector
-        prefetch = Prefetcher(self.buffer, cfg.dqn.batch_size * cfg.updates_per_sample)
+        prefetch = Prefetcher(self.buffer, cfg.chunk_rows)
         next_eval = max(cfg.eval_every, cfg.learning_starts, collector.env_steps + 1)
         last_log, steps_at_log = time.monotonic(), collector.env_steps
         last_save = time.monotonic()
@@ -129,19 +129,19 @@ class TeacherDriver:
             self.env_steps = collector.env_steps
             stop = budget_spent(cfg, self.env_steps, time.monotonic() - self.started) or steer(self.control, collector)
 
-            # collect: keep actors busy, but no further ahead of the learner than one call each
-            owes, allowed = pace(cfg, self.env_steps, self.learner.steps, collector.call_size, collector.up,
-                                  since=self.resumed_at)
+            # collect: keep actors busy; the buffer's rate limiter keeps the replay ratio, holding
+            # inserts while the learner is behind and samples while data is too thin
             if not stop:
-                collector.launch(allowed, self.epsilon(self.env_steps))
-            for result in collector.harvest(timeout=0.0 if owes or stop else 0.05):
+                collector.launch(self.epsilon(self.env_steps))
+            ready, results = wait_for_work(prefetch, collector, stop)
+            for result in results:
                 self.recent_returns.extend(ret for ret, _ in result["episodes"])
                 staleness = result["latest_version"] - result["weights_version"]
                 actor_version = result["weights_version"]
 
-            # learn: replay_ratio learner steps per env step, sampled in chunks with one prefetched
-            if owes and not stop:
-                for _, mb in minibatches(*prefetch.sample(), cfg.dqn.batch_size):
+            # learn: a chunk of updates_per_sample minibatches, with the next one already asked for
+            if ready:
+                for _, mb in minibatches(*prefetch.take(), cfg.dqn.batch_size):
                     metrics = self.learner.step(mb)
                     if self.learner.steps % cfg.publish_every == 0:
                         self.version += 1

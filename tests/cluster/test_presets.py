@@ -16,7 +16,7 @@ def test_a_teacher_learning_from_scratch_learns_as_train_teacher_would(tmp_path)
     assert cfg.exploration == ExplorationConfig(start=1.0, end=0.02, steps=10_000)
     assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update) == ("256x256", 5e-4, 64, 250)
     assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.steps) == (0.25, 2, 16, 300_000)
-    assert cfg.eval_every_s == 0.5 and cfg.distill.batch_size == 128 and cfg.distill.students == ("16x16",)
+    assert cfg.eval_every_s == 1.0 and cfg.distill.batch_size == 256 and cfg.distill.students == ("16x16",)
 
 
 def test_a_trained_teacher_learning_on_explores_as_at_the_end_of_its_schedule(tmp_path):
@@ -29,4 +29,4 @@ def test_buffer_bytes_cap_the_capacity(tmp_path):
     cfg = distill_config("CartPole-v1", str(tmp_path), teacher="t.pt", buffer_bytes=1_000 * 67 + 66)
     assert cfg.capacity_for(67) == 1_000 and cfg.batch_rows == 256
     assert distill_config("CartPole-v1", str(tmp_path), teacher="t.pt").capacity_for(67) == 100_000
-    assert distill_config("CartPole-v1", str(tmp_path), teacher_learns=True).batch_rows == 128
+    assert distill_config("CartPole-v1", str(tmp_path), teacher_learns=True).batch_rows == 256

@@ -21,17 +21,18 @@ def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     summary = _run(tmp_path, "--max-label-staleness", "1")
     labels = summary["labels"]
     # the teacher learned: a version every 32 of its steps, all published to actors and buffer;
-    # the student took one step per 128 rows: two of the teacher's 64-row minibatches
+    # the student took one step per 256 rows: four of the teacher's 64-row minibatches
     assert labels["teacher_versions"] == summary["teacher_steps"] // 32
-    assert summary["learner_steps"] == summary["teacher_steps"] // 2
+    assert summary["learner_steps"] == summary["teacher_steps"] // 4
     assert labels["teacher_versions"] > 50
     # sampled labels went stale (the buffer holds labels of many versions) ...
     assert labels["staleness_p95_sampled"] > 1
     # ... and every row was trained on with the learning teacher's own Q-values from its step on it:
     # the version it had then, one behind for the rows of the student step in which it published
-    # the next (1 in 16: 6.25% of rows, so the p95 too); no extra relabelling
-    assert labels["labels/from_teacher_step"] == labels["sampled"] == summary["learner_steps"] * 128
+    # the next (1 in 8: 12.5% of rows, so the p95 too); no extra relabelling
+    assert labels["labels/from_teacher_step"] == labels["sampled"] == summary["learner_steps"] * 256
     assert labels["labels/relabelled_on_sample"] == 0
+    assert labels["labels/relabelled_in_shards"] == 0  # nor relabelling in the background: no use for it
     assert labels["staleness_max_used"] == 1 and labels["staleness_p95_used"] == 1
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["teacher_learns"] is True and config["max_label_staleness"] == 1
@@ -50,8 +51,8 @@ def test_on_sample_refresh_trains_on_the_newest_version(ray_session, tmp_path):
     labels = summary["labels"]
     assert labels["staleness_max_used"] == 0
     # the teacher's own labels lag one version only when its step just published the next (every
-    # 32 steps, the second of a student's two minibatches): those 128 rows are relabelled
-    assert labels["labels/relabelled_on_sample"] == 128 * labels["teacher_versions"] > 0
+    # 32 steps, the last of a student's four minibatches): those 256 rows are relabelled
+    assert labels["labels/relabelled_on_sample"] == 256 * labels["teacher_versions"] > 0
     assert labels["labels/from_teacher_step"] == labels["sampled"]
 
 

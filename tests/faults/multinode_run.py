@@ -1,8 +1,9 @@
-"""Run by test_multinode.py in its own process (it needs its own Ray runtime): a head and two
+"""Run by test_kill_node.py in its own process (it needs its own Ray runtime): a head and two
 worker nodes on ray.cluster_utils.Cluster, a distillation run with rollout actors spread over the
-workers, and — with --kill-after N — one worker node removed once the learner has taken N steps.
+workers, and — with --kill-after N — one worker node removed once the learner has logged N steps
+(metrics.jsonl, every 2 s: the learner step logged at the kill is recorded too).
 
-    python multinode_run.py TEACHER.pt OUT RESULT.json [--kill-after LEARNER_STEPS]
+    python multinode_run.py TEACHER.pt OUT RESULT.json --steps ENV_STEPS [--kill-after LEARNER_STEPS]
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def main() -> None:
     parser.add_argument("teacher")
     parser.add_argument("out")
     parser.add_argument("result")
+    parser.add_argument("--steps", type=int, required=True, help="the run's budget of env steps")
     parser.add_argument("--kill-after", type=int, help="learner steps after which a worker node dies")
     args = parser.parse_args()
     # a dead node is declared dead within ~2 s (the default takes tens of seconds)
@@ -37,22 +39,25 @@ def main() -> None:
         if args.kill_after is not None:
             def kill() -> None:  # once the run is learning, mid-run
                 metrics = Path(args.out) / "metrics.jsonl"
-                while not metrics.exists() or not any(
-                        json.loads(line).get("learner/steps", 0) >= args.kill_after
-                        for line in metrics.read_text().splitlines()):
+                while True:
+                    logged = [json.loads(line).get("learner/steps", 0)
+                              for line in (metrics.read_text().splitlines() if metrics.exists() else [])]
+                    if logged and max(logged) >= args.kill_after:
+                        break
                     time.sleep(0.1)
+                killed["learner_steps"] = max(logged)
                 killed["node_id"] = workers[1].node_id
                 cluster.remove_node(workers[1], allow_graceful=False)
             threading.Thread(target=kill, daemon=True).start()
-        code = qdistill(["run", "--env", "CartPole-v1", "--teacher", args.teacher, "--steps", "150000", "--no-target",
-                         "--actors", "4", "--actor-cpus", "1", "--actor-resources", '{"rollout": 1}',
+        code = qdistill(["run", "--env", "CartPole-v1", "--teacher", args.teacher, "--steps", str(args.steps),
+                         "--no-target", "--actors", "4", "--actor-cpus", "1", "--actor-resources", '{"rollout": 1}',
                          "--envs-per-actor", "4", "--address", cluster.address, "--out", args.out, "--quiet"])
         if code != 0:
             raise SystemExit(code)
         summary = json.loads((Path(args.out) / "summary.json").read_text())
         # which nodes the actors ran on, by node id (all nodes of a local Cluster share one IP)
-        json.dump({"summary": summary, "workers": list(ips), "killed": killed.get("node_id")},
-                  open(args.result, "w"))
+        json.dump({"summary": summary, "workers": list(ips), "killed": killed.get("node_id"),
+                   "killed_at_learner_steps": killed.get("learner_steps")}, open(args.result, "w"))
     finally:
         ray.shutdown()
         cluster.shutdown()
