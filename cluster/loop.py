@@ -44,8 +44,8 @@ def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None
 
 
 class Collector:
-    """Keeps rollout actors busy with one `collect` call each, never further ahead than allowed;
-    grows or shrinks the fleet on request (`resize`)."""
+    """Keeps rollout actors busy with one `collect` call each (the buffer's rate limiter holds them
+    back when the learner is behind); grows or shrinks the fleet on request (`resize`)."""
 
     def __init__(self, make_actor: Callable[[int], ray.actor.ActorHandle], actors: int, *, steps_per_call: int,
                  envs_per_actor: int) -> None:
