@@ -68,34 +68,32 @@ class Rollout:
         return np.where(explore, random_actions, actions).astype(np.int64)
 
     def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, list[tuple[float, int]]]:
-        """Step every sub-env `num_steps` times; returns the real transitions and finished episodes.
-        Transitions with a NaN or inf in them are dropped and counted (`dropped_nonfinite`)."""
-        parts: list[TransitionBatch] = []
+        """Step every sub-env `num_steps` times; returns the real transitions (step by step, sub-env
+        by sub-env) and finished episodes. Transitions with a NaN or inf in them are dropped and
+        counted (`dropped_nonfinite`). Steps are written into arrays made once per call."""
+        e = self.num_envs
+        obs = np.empty((num_steps, *self.obs.shape), dtype=np.float32)
+        next_obs_all = np.empty_like(obs)
+        actions_all = np.empty((num_steps, e), dtype=np.int64)
+        rewards_all = np.empty((num_steps, e), dtype=np.float32)
+        terms_all = np.empty((num_steps, e), dtype=bool)
+        truncs_all = np.empty((num_steps, e), dtype=bool)
+        q_all = np.empty((num_steps, e, self.n_actions), dtype=np.float32)
+        keep_all = np.empty((num_steps, e), dtype=bool)
+        student_all = np.empty((num_steps, e), dtype=bool)
         episodes: list[tuple[float, int]] = []
-        for _ in range(num_steps):
+        for t in range(num_steps):
             teacher_q = self.teacher.q_values(self.obs)
             actions = self._act(teacher_q, epsilon, beta)
             next_obs, rewards, terms, truncs, _ = self.env.step(actions)
             next_obs = as_float32(next_obs)
             keep = ~self.resetting
-            n = int(keep.sum())
+            obs[t], next_obs_all[t], actions_all[t], rewards_all[t] = self.obs, next_obs, actions, rewards
+            terms_all[t], truncs_all[t], q_all[t], keep_all[t] = terms, truncs, teacher_q, keep
+            student_all[t] = self.student_acting
             self.episode_return += np.where(keep, rewards, 0.0)
             self.episode_length += keep
-            parts.append(
-                TransitionBatch(
-                    observations=self.obs[keep],
-                    actions=actions[keep],
-                    rewards=np.asarray(rewards, dtype=np.float32)[keep],
-                    next_observations=next_obs[keep],
-                    terminations=np.asarray(terms, dtype=bool)[keep],
-                    truncations=np.asarray(truncs, dtype=bool)[keep],
-                    teacher_q=teacher_q[keep],
-                    label_version=np.full(n, self.teacher.version, dtype=np.int64),
-                    behaviour=np.where(self.student_acting[keep], BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
-                    actor_id=np.full(n, self.actor_id, dtype=np.int32),
-                )
-            )
-            done = keep & (np.asarray(terms) | np.asarray(truncs))
+            done = keep & (terms_all[t] | truncs_all[t])
             for i in np.flatnonzero(done):
                 episodes.append((float(self.episode_return[i]), int(self.episode_length[i])))
             self.episode_return[done] = 0.0
@@ -103,8 +101,20 @@ class Rollout:
             self.new_episode |= self.resetting  # the episode after an autoreset step starts now
             self.resetting = done
             self.obs = next_obs
-            self.env_steps += n
-        batch = TransitionBatch.concat(parts)
+        keep = keep_all.reshape(-1)
+        n = int(keep.sum())
+        self.env_steps += n
+
+        def rows(a: np.ndarray) -> np.ndarray:
+            return a.reshape(num_steps * e, *a.shape[2:])[keep]
+
+        batch = TransitionBatch(
+            observations=rows(obs), actions=rows(actions_all), rewards=rows(rewards_all),
+            next_observations=rows(next_obs_all), terminations=rows(terms_all), truncations=rows(truncs_all),
+            teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
+            behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
+            actor_id=np.full(n, self.actor_id, dtype=np.int32),
+        )
         finite = batch.finite_rows()
         if not finite.all():  # NaN or inf in an observation, reward or teacher label: never trained on
             self.dropped_nonfinite += int((~finite).sum())
