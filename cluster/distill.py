@@ -24,7 +24,8 @@ from ..learners.schedule import LinearSchedule, behaviour_beta
 from .config import DistillRunConfig
 from .control import RunControl
 from .placement import actor_states, actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, run_buffer, steer, stop_actors, wait_for_work
+from .loop import (Collector, Prefetcher, budget_spent, hand_over, minibatches, run_buffer, steer, stop_actors,
+                   wait_for_work)
 from .report import summarize
 from .rundir import RunDir
 
@@ -44,7 +45,7 @@ class DistillDriver:
         torch.set_num_threads(config.learner_threads)
         self.learner = DistillLearner(config.distill, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.student_version = 0
-        self.resumed_at = (0, 0)  # env and learner steps this run (re)started from
+        self.resumed_env_steps = 0  # env steps this run (re)started from
         self.resumed_distill_s = 0.0
         self.teacher_version = teacher.version
         self.published_at = {teacher.version: time.monotonic()}
@@ -122,7 +123,7 @@ class DistillDriver:
             self.dqn.load_state_dict(state["dqn"])
         self.lag_sampled, self.lag_used = state["lag"]["sampled"].numpy(), state["lag"]["used"].numpy()
         self.changed_at = state["changed_at"]
-        self.resumed_at = (int(state["env_steps"]), self.updates)
+        self.resumed_env_steps = int(state["env_steps"])
 
     def counts(self, env_steps: int | None = None) -> dict[str, int]:
         """Env steps (the collector's unless given), student steps and a learning teacher's steps."""
@@ -170,7 +171,7 @@ class DistillDriver:
             self.buffer.attach_teacher(self.teacher_params, self.teacher.net, self.info.obs_shape, self.info.n_actions)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
-        self.collector.env_steps = self.resumed_at[0]
+        self.collector.env_steps = self.resumed_env_steps
         # restarted by Ray when it dies (it takes the newest teacher again); an evaluation lost with
         # it is counted
         self.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, **local).remote(
@@ -182,14 +183,15 @@ class DistillDriver:
         try:
             reason = self._loop()
             distill_wall_s = time.monotonic() - self.distill_started
-            self.handed_over = self._hand_over()
+            hand_over(self.buffer, self.collector)
+            self.handed_over = self._buffer_account()
             view = self.collector.view()
             self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
                                   actor_restarts=view["restarts"])
             return self._finish(reason, distill_wall_s)
         finally:
-            stop_actors(self.buffer, self.collector.handles(),
-                        [*self.buffer.actors(), self.teacher_params, self.student_params, self.evaluator])
+            stop_actors([*self.collector.handles(), *self.buffer.actors(), self.teacher_params, self.student_params,
+                         self.evaluator])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config
@@ -366,20 +368,12 @@ class DistillDriver:
         self.run.close()
         return summary
 
-    def _hand_over(self) -> dict[str, int]:
-        """The loop is over: lift the rate limit, take the collects still in flight and have every
-        rollout actor that is up flush what it holds (10 s at most). Returns the rows the buffer
-        counts inserted since this run (re)started, and `lost`: the rows the actors reported
-        collecting since then that it does not count (a Redis server that lost its last writes in
-        a crash, an actor killed holding rows)."""
-        self.buffer.release()
-        collector, deadline = self.collector, time.monotonic() + 10
-        while collector.pending and time.monotonic() < deadline:
-            collector.harvest(timeout=0.1)
-        flushes = [a.flush.remote() for i, a in collector.actors.items() if i not in collector.starting.values()]
-        ray.wait(flushes, num_returns=len(flushes), timeout=max(deadline - time.monotonic(), 0.0))
+    def _buffer_account(self) -> dict[str, int]:
+        """Once the actors have handed over: the rows the buffer counts inserted since this run
+        (re)started, and `lost`: the rows the actors reported collecting since then that it does
+        not count (a Redis server that lost its last writes in a crash, an actor killed holding rows)."""
         inserted = int(self.buffer.stats()["buffer/inserted"]) - self.inserted_at_start
-        return {"inserted": inserted, "lost": collector.env_steps - self.resumed_at[0] - inserted}
+        return {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted}
 
     def _staleness(self, batch) -> dict[str, float]:
         """How far a sampled chunk's labels lag the newest teacher: versions (mean, p95) and seconds."""

@@ -95,7 +95,7 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
     state = run.checkpoints / "state.pt"
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
-        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_at[0]),
+        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_env_steps),
                  "buffer/lost": _last_buffer_size(run.path) if cfg.buffer == "ray" else 0})
     return driver.train()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Callable
 
 import ray
@@ -23,14 +24,20 @@ def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> Sh
                        options=options, name=name, limit=cfg.rate_limit)
 
 
-def stop_actors(buffer: ShardedBuffer | RedisBufferClient, rollout_actors: list[ray.actor.ActorHandle],
-                others: list[ray.actor.ActorHandle]) -> None:
-    """Lift the rate limit and let the rollout actors hand over what they collected (10 s at
-    most), then end every actor."""
+def hand_over(buffer: ShardedBuffer | RedisBufferClient, collector: Collector, timeout: float = 10.0) -> None:
+    """The loop is over: lift the rate limit, take the collects still in flight and have every
+    rollout actor that is up flush what it holds (`timeout` seconds at most in all)."""
     buffer.release()
-    flushes = [actor.flush.remote() for actor in rollout_actors]
-    ray.wait(flushes, num_returns=len(flushes), timeout=10)
-    for handle in [*rollout_actors, *others]:
+    deadline = time.monotonic() + timeout
+    while collector.pending and time.monotonic() < deadline:
+        collector.harvest(timeout=0.1)
+    flushes = [a.flush.remote() for i, a in collector.actors.items() if i not in collector.starting.values()]
+    ray.wait(flushes, num_returns=len(flushes), timeout=max(deadline - time.monotonic(), 0.0))
+
+
+def stop_actors(actors: list[ray.actor.ActorHandle]) -> None:
+    """End every actor of the run."""
+    for handle in actors:
         ray.kill(handle)
 
 
@@ -51,7 +58,6 @@ class Collector:
                  envs_per_actor: int) -> None:
         self.make_actor = make_actor  # actor id → a new rollout actor
         self.steps_per_call = steps_per_call
-        self.call_size = steps_per_call * envs_per_actor
         self.actors: dict[int, ray.actor.ActorHandle] = {}
         self.pending: dict[ray.ObjectRef, int] = {}
         self.starting: dict[ray.ObjectRef, int] = {}  # actors not up yet: no collect waits on them
@@ -67,10 +73,6 @@ class Collector:
     @property
     def wanted(self) -> int:
         return len(self.actors) - len(self.retiring)
-
-    @property
-    def up(self) -> int:
-        return len(self.actors) - len(self.starting)
 
     def handles(self) -> list[ray.actor.ActorHandle]:
         return list(self.actors.values())

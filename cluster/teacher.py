@@ -24,7 +24,8 @@ from ..learners.schedule import LinearSchedule
 from .config import TeacherRunConfig
 from .control import RunControl
 from .placement import actors_per_node, on_head, rollout_options
-from .loop import Collector, Prefetcher, budget_spent, minibatches, run_buffer, steer, stop_actors, wait_for_work
+from .loop import (Collector, Prefetcher, budget_spent, hand_over, minibatches, run_buffer, steer, stop_actors,
+                   wait_for_work)
 from .rundir import RunDir
 
 FINAL_SEED = 1_000_000  # evaluation seeds never used while training
@@ -57,7 +58,7 @@ class TeacherDriver:
         self.best = _Best()
         self.recent_returns: deque[float] = deque(maxlen=20)
         self.control = control
-        self.resumed_at = (0, 0)  # env and learner steps this run (re)started from
+        self.resumed_env_steps = 0  # env steps this run (re)started from
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -76,7 +77,7 @@ class TeacherDriver:
         """Carry on from a saved state: networks, optimiser, counters, the best teacher so far."""
         self.learner.load_state_dict(state["learner"])
         self.env_steps = int(state["env_steps"])
-        self.resumed_at = (self.env_steps, self.learner.steps)
+        self.resumed_env_steps = self.env_steps
         self.started = time.monotonic() - float(state["elapsed_s"])
         self.version = int(state["version"])
         best = state["best"]
@@ -96,15 +97,17 @@ class TeacherDriver:
         self.buffer = run_buffer(cfg, self.info, options=local, name=run_id)
         self.collector = Collector(self._make_actor, cfg.actors, steps_per_call=cfg.steps_per_call,
                                    envs_per_actor=cfg.envs_per_actor)
-        self.collector.env_steps = self.resumed_at[0]
+        self.collector.env_steps = self.resumed_env_steps
         self.placement = {"actors_per_node_at_start": actors_per_node(self.collector.handles(), timeout=60)}
         try:
             reason = self._loop()
+            hand_over(self.buffer, self.collector)
+            self.env_steps = self.collector.env_steps  # with the collects taken in at the end
             view = self.collector.view()
             self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
                                   actor_restarts=view["restarts"])
         finally:
-            stop_actors(self.buffer, self.collector.handles(), [*self.buffer.actors(), self.params])
+            stop_actors([*self.collector.handles(), *self.buffer.actors(), self.params])
         return self._finish(reason)
 
     def _make_actor(self, i: int):
