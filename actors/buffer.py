@@ -57,9 +57,11 @@ class ReplayRing:
             arrays = {k: v[n - self.capacity :] for k, v in arrays.items()}
             self.inserted += n - self.capacity
             n = self.capacity
-        slots = (self.inserted + np.arange(n)) % self.capacity
+        start = self.inserted % self.capacity
+        first = min(n, self.capacity - start)  # rows up to the end of the ring, then the rest wrap to 0
         for name, arr in arrays.items():
-            self.storage[name][slots] = arr
+            self.storage[name][start : start + first] = arr[:first]
+            self.storage[name][: n - first] = arr[first:]
         self.inserted += n
 
     def ids(self) -> np.ndarray:

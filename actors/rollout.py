@@ -55,52 +55,54 @@ class Rollout:
             raise ValueError("this rollout has no student to load weights into")
         self.student.load(version, weights)
 
-    def _act(self, teacher_q: np.ndarray, epsilon: float, beta: float) -> np.ndarray:
+    def _behaviour(self, beta: float) -> None:
+        """Draw who acts for the sub-envs whose episode starts now (only with a student)."""
         if self.new_episode.any():
             draw = self.rng.random(self.num_envs) >= beta
-            self.student_acting = np.where(self.new_episode, draw & (self.student is not None), self.student_acting)
+            self.student_acting = np.where(self.new_episode, draw, self.student_acting)
             self.new_episode[:] = False
-        actions = teacher_q.argmax(axis=1)
-        if self.student_acting.any():
-            actions = np.where(self.student_acting, self.student.act(self.obs), actions)
-        explore = self.rng.random(self.num_envs) < epsilon
-        random_actions = self.rng.integers(0, self.n_actions, self.num_envs)
-        return np.where(explore, random_actions, actions).astype(np.int64)
 
     def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, list[tuple[float, int]]]:
         """Step every sub-env `num_steps` times; returns the real transitions (step by step, sub-env
         by sub-env) and finished episodes. Transitions with a NaN or inf in them are dropped and
-        counted (`dropped_nonfinite`). Steps are written into arrays made once per call."""
+        counted (`dropped_nonfinite`).
+
+        The hot loop is one batched teacher forward, one argmax and one vector-env step per step,
+        written into arrays made once per call; exploration is drawn for the whole call at once and
+        episode returns are summed afterwards."""
         e = self.num_envs
-        obs = np.empty((num_steps, *self.obs.shape), dtype=np.float32)
-        next_obs_all = np.empty_like(obs)
+        obs = np.empty((num_steps + 1, *self.obs.shape), dtype=np.float32)  # obs[t + 1]: step t's next obs
         actions_all = np.empty((num_steps, e), dtype=np.int64)
         rewards_all = np.empty((num_steps, e), dtype=np.float32)
         terms_all = np.empty((num_steps, e), dtype=bool)
         truncs_all = np.empty((num_steps, e), dtype=bool)
         q_all = np.empty((num_steps, e, self.n_actions), dtype=np.float32)
         keep_all = np.empty((num_steps, e), dtype=bool)
-        student_all = np.empty((num_steps, e), dtype=bool)
-        episodes: list[tuple[float, int]] = []
+        student_all = np.zeros((num_steps, e), dtype=bool)
+        explore = random_actions = None
+        if epsilon > 0:
+            explore = self.rng.random((num_steps, e)) < epsilon
+            random_actions = self.rng.integers(0, self.n_actions, (num_steps, e))
+        obs[0] = self.obs
         for t in range(num_steps):
-            teacher_q = self.teacher.q_values(self.obs)
-            actions = self._act(teacher_q, epsilon, beta)
-            next_obs, rewards, terms, truncs, _ = self.env.step(actions)
-            next_obs = as_float32(next_obs)
-            keep = ~self.resetting
-            obs[t], next_obs_all[t], actions_all[t], rewards_all[t] = self.obs, next_obs, actions, rewards
-            terms_all[t], truncs_all[t], q_all[t], keep_all[t] = terms, truncs, teacher_q, keep
-            student_all[t] = self.student_acting
-            self.episode_return += np.where(keep, rewards, 0.0)
-            self.episode_length += keep
-            done = keep & (terms_all[t] | truncs_all[t])
-            for i in np.flatnonzero(done):
-                episodes.append((float(self.episode_return[i]), int(self.episode_length[i])))
-            self.episode_return[done] = 0.0
-            self.episode_length[done] = 0
-            self.new_episode |= self.resetting  # the episode after an autoreset step starts now
-            self.resetting = done
-            self.obs = next_obs
+            q = self.teacher.q_values(obs[t])
+            q_all[t] = q
+            actions = q.argmax(axis=1)
+            if self.student is not None:
+                self._behaviour(beta)
+                if self.student_acting.any():
+                    actions = np.where(self.student_acting, self.student.act(obs[t]), actions)
+                student_all[t] = self.student_acting
+            if explore is not None:
+                actions = np.where(explore[t], random_actions[t], actions)
+            actions_all[t] = actions
+            obs[t + 1], rewards_all[t], terms_all[t], truncs_all[t], _ = self.env.step(actions)
+            keep_all[t] = ~self.resetting
+            if self.student is not None:
+                self.new_episode |= self.resetting  # the episode after an autoreset step starts now
+            self.resetting = keep_all[t] & (terms_all[t] | truncs_all[t])
+        self.obs = obs[num_steps].copy()
+        episodes = self._finished_episodes(rewards_all, keep_all, keep_all & (terms_all | truncs_all))
         keep = keep_all.reshape(-1)
         n = int(keep.sum())
         self.env_steps += n
@@ -109,8 +111,8 @@ class Rollout:
             return a.reshape(num_steps * e, *a.shape[2:])[keep]
 
         batch = TransitionBatch(
-            observations=rows(obs), actions=rows(actions_all), rewards=rows(rewards_all),
-            next_observations=rows(next_obs_all), terminations=rows(terms_all), truncations=rows(truncs_all),
+            observations=rows(obs[:-1]), actions=rows(actions_all), rewards=rows(rewards_all),
+            next_observations=rows(obs[1:]), terminations=rows(terms_all), truncations=rows(truncs_all),
             teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
             behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
             actor_id=np.full(n, self.actor_id, dtype=np.int32),
@@ -120,6 +122,25 @@ class Rollout:
             self.dropped_nonfinite += int((~finite).sum())
             batch = batch.take(finite)
         return batch, episodes
+
+    def _finished_episodes(self, rewards: np.ndarray, keep: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
+        """(return, length) of the episodes that ended in this call, in step order; what is left of
+        each sub-env's episode carries over to the next call."""
+        cum_return = np.cumsum(np.where(keep, rewards, 0.0), axis=0) + self.episode_return
+        cum_length = np.cumsum(keep, axis=0) + self.episode_length
+        self.episode_return, self.episode_length = cum_return[-1], cum_length[-1]
+        envs, steps = np.nonzero(done.T)  # sub-env by sub-env, in step order within each
+        if len(envs) == 0:
+            return []
+        ended_return, ended_length = cum_return[steps, envs], cum_length[steps, envs]
+        first = np.r_[True, envs[1:] != envs[:-1]]  # a sub-env's first episode to end in this call
+        returns = ended_return - np.where(first, 0.0, np.r_[0.0, ended_return[:-1]])
+        lengths = ended_length - np.where(first, 0, np.r_[0, ended_length[:-1]])
+        last = np.r_[envs[1:] != envs[:-1], True]
+        self.episode_return[envs[last]] -= ended_return[last]
+        self.episode_length[envs[last]] -= ended_length[last]
+        order = np.lexsort((envs, steps))  # step by step, sub-env by sub-env
+        return list(zip(returns[order].tolist(), lengths[order].tolist()))
 
     def close(self) -> None:
         self.env.close()

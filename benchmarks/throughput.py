@@ -19,41 +19,54 @@ import argparse
 import json
 import logging
 import multiprocessing as mp
+import os
 import statistics
 import time
 
-import numpy as np
+# One BLAS thread per process, as Ray gives each one-CPU actor (OMP_NUM_THREADS=1): set before numpy
+# loads, so the limit's processes (spawned, they import this module first) get it too.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
 
-def _limit_worker(env_id: str, num_envs: int, seconds: float, windows: int, seed: int, out) -> None:
-    import torch
-
-    from qdistill.actors.envs import as_float32, describe, make_vector_env
+def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, windows: int, seed: int, out) -> None:
+    """The least work that yields labelled transitions: per vector step one batched teacher forward,
+    its argmax and one env step, each step's observation, action, reward, next observation and
+    Q-values written into arrays made once per `steps`; counts real transitions (not autoreset steps)."""
+    from qdistill.actors.envs import describe, make_vector_env
     from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
-    torch.set_num_threads(1)
     info = describe(env_id)
     teacher = GreedyPolicy("256x256", info.obs_shape, info.n_actions)
     teacher.load(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict()))
     env = make_vector_env(env_id, num_envs)
-    obs = as_float32(env.reset(seed=seed)[0])
+    first_obs = env.reset(seed=seed)[0]
+    resetting = np.zeros(num_envs, dtype=bool)
     rates = []
     for _ in range(windows + 1):  # the first window warms up
-        steps, end = 0, time.monotonic() + seconds
-        start = time.monotonic()
-        while time.monotonic() < end:
-            q = teacher.q_values(obs)
-            obs = as_float32(env.step(q.argmax(axis=1))[0])
-            steps += num_envs
-        rates.append(steps / (time.monotonic() - start))
+        transitions, start = 0, time.monotonic()
+        while time.monotonic() - start < seconds:
+            obs = np.empty((steps + 1, num_envs, *info.obs_shape), dtype=np.float32)
+            q_all = np.empty((steps, num_envs, info.n_actions), dtype=np.float32)
+            actions_all = np.empty((steps, num_envs), dtype=np.int64)
+            rewards_all = np.empty((steps, num_envs), dtype=np.float32)
+            obs[0] = first_obs
+            for t in range(steps):
+                q_all[t] = q = teacher.q_values(obs[t])
+                actions_all[t] = actions = q.argmax(axis=1)
+                obs[t + 1], rewards_all[t], terms, truncs, _ = env.step(actions)
+                transitions += num_envs - int(resetting.sum())
+                resetting = terms | truncs
+            first_obs = obs[steps]
+        rates.append(transitions / (time.monotonic() - start))
     out.put(rates[1:])
 
 
-def limit(env_id: str, cores: int, num_envs: int, seconds: float, windows: int) -> list[float]:
+def limit(env_id: str, cores: int, num_envs: int, steps: int, seconds: float, windows: int) -> list[float]:
     """Per window: the sum over `cores` processes of labelled transitions/s."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_limit_worker, args=(env_id, num_envs, seconds, windows, i, out)) for i in range(cores)]
+    procs = [ctx.Process(target=_limit_worker, args=(env_id, num_envs, steps, seconds, windows, i, out)) for i in range(cores)]
     for p in procs:
         p.start()
     per_proc = [out.get() for _ in procs]
@@ -86,42 +99,177 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
             start_steps, start = collector.env_steps, time.monotonic()
             while time.monotonic() - start < seconds:
                 collector.launch(epsilon=0.0)
-                collector.harvest(timeout=0.01)
+                collector.harvest(timeout=0.1)
             rates.append((collector.env_steps - start_steps) / (time.monotonic() - start))
         return rates[1:]
     finally:
         ray.shutdown()
 
 
+def _full_teacher(env_id: str, info, path: str) -> None:
+    from qdistill.learners import checkpoint
+    from qdistill.learners.networks import QNetwork, to_numpy
+
+    net = QNetwork("256x256", info.obs_shape, info.n_actions)
+    checkpoint.save(path, checkpoint.Checkpoint("256x256", info.obs_shape, info.n_actions, env_id, 0,
+                                                to_numpy(net.state_dict())))
+
+
+def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float, windows: int,
+         replay_ratio: float | None) -> tuple[list[float], list[float]]:
+    """`qdistill run` as a user starts it (its own embedded Ray runtime, CORES actors, the learner
+    distilling under the buffer's rate limiter): env steps/s and rows trained/s between its
+    metrics records (every 2 s), after the first `seconds`."""
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    from qdistill.actors.envs import describe
+    from qdistill.cluster.config import distill_config
+
+    info = describe(env_id)
+    rows_per_step = distill_config(env_id, "unused").update_rows
+    with tempfile.TemporaryDirectory() as tmp:
+        _full_teacher(env_id, info, f"{tmp}/teacher.pt")
+        cmd = [sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", env_id, "--teacher", f"{tmp}/teacher.pt",
+               "--actors", str(cores), "--envs-per-actor", str(num_envs), "--steps-per-call", str(steps_per_call),
+               "--time", str(seconds * (windows + 1) + 1), "--no-target", "--quiet", "--out", f"{tmp}/run"]
+        if replay_ratio is not None:
+            cmd += ["--replay-ratio", str(replay_ratio)]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+        records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
+    logged = [r for r in records if "rollout/steps_per_s" in r and r["distill_s"] >= seconds]
+    env_rates, trained_rates = [], []
+    for a, b in zip(logged, logged[1:]):
+        dt = b["distill_s"] - a["distill_s"]
+        if dt > 0.5:  # the closing record may follow the last by a moment
+            env_rates.append((b["env_steps"] - a["env_steps"]) / dt)
+            trained_rates.append((b["learner/steps"] - a["learner/steps"]) * rows_per_step / dt)
+    return env_rates, trained_rates
+
+
+def _distill_data(env_id: str, rows: int):
+    """Real rows to train on: collected in-process with the untrained 256x256 teacher."""
+    from qdistill.actors.envs import describe
+    from qdistill.actors.rollout import Rollout
+    from qdistill.learners.batch import TransitionBatch
+    from qdistill.learners.networks import QNetwork, to_numpy
+
+    info = describe(env_id)
+    rollout = Rollout(env_id, net="256x256", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=32)
+    rollout.load_weights(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict()))
+    parts = []
+    while sum(len(p) for p in parts) < rows:
+        parts.append(rollout.collect(256, 0.05)[0])
+    return info, TransitionBatch.concat(parts)
+
+
+def learner(env_id: str, cores: int, seconds: float, windows: int) -> tuple[list[float], list[float], str]:
+    """Rows trained per second by the distillation learner (the env's preset students, batch size,
+    torch threads and chunk): a plain torch loop over tensors in memory, against the learner taking
+    prefetched chunks from a Ray buffer shard, as `qdistill run` does."""
+    import ray
+    import torch
+
+    from qdistill.actors.remote import ShardedBuffer
+    from qdistill.cluster.config import distill_config
+    from qdistill.cluster.loop import Prefetcher, minibatches
+    from qdistill.learners.distill import DistillLearner
+
+    cfg = distill_config(env_id, "unused")
+    torch.set_num_threads(cfg.learner_threads)
+    info, data = _distill_data(env_id, 100_000)
+    size = cfg.distill.batch_size
+
+    def timed(step_rows) -> list[float]:
+        rates = []
+        for _ in range(windows + 1):  # the first window warms up
+            rows, start = 0, time.monotonic()
+            while time.monotonic() - start < seconds:
+                rows += step_rows()
+            rates.append(rows / (time.monotonic() - start))
+        return rates[1:]
+
+    plain_learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions)
+    obs, labels = torch.as_tensor(data.observations), torch.as_tensor(data.teacher_q)
+
+    def plain_step() -> int:
+        index = torch.randint(len(obs), (size,))
+        plain_learner.step(obs[index], labels[index])
+        return size
+
+    plain = timed(plain_step)
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.ERROR)
+    try:
+        buffer = ShardedBuffer(cfg.shards, len(data), name="throughput-learner")
+        ray.get([shard.add.remote(data.take(np.arange(i, len(data), cfg.shards))) for i, shard in enumerate(buffer.shards)])
+        buffer_learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions)
+        prefetch = Prefetcher(buffer, cfg.chunk_rows)
+
+        def buffer_step() -> int:
+            _, chunk = prefetch.take()
+            rows = 0
+            for _, mb in minibatches(np.arange(len(chunk)), chunk, size):
+                buffer_learner.step(mb.observations, mb.teacher_q)
+                rows += len(mb)
+            return rows
+
+        from_buffer = timed(buffer_step)
+    finally:
+        ray.shutdown()
+    return plain, from_buffer, f"students {','.join(cfg.distill.students)}, batch {size}, chunk {cfg.chunk_rows}, " \
+        f"{cfg.learner_threads} torch thread(s)"
+
+
+def _table(title: str, unit: str, rows: dict[str, list[float]], base: str) -> dict[str, float]:
+    med = {name: statistics.median(rates) for name, rates in rows.items()}
+    print(title)
+    print(f"{'path':<16} {unit:>14} {'x ' + base:>10}   windows")
+    for name, rates in rows.items():
+        print(f"{name:<16} {med[name]:>14,.0f} {med[name] / med[base]:>10.2f}   " + ", ".join(f"{r:,.0f}" for r in rates))
+    print()
+    return med
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="CartPole-v1")
-    parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--cores", type=int, default=2, help="CPUs for the whole benchmark (it pins itself to them)")
     parser.add_argument("--envs", type=int, default=32, help="sub-envs per process or actor")
-    parser.add_argument("--steps-per-call", type=int, default=32, help="vector steps per collect call")
+    parser.add_argument("--steps-per-call", type=int, default=1024, help="vector steps per collect call")
+    parser.add_argument("--replay-ratio", type=float, help="the full path's (default: the env's preset)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
-    rows = {
-        "limit": limit(args.env, args.cores, args.envs, args.seconds, args.repeats),
+    if args.cores < 1 or args.cores > len(os.sched_getaffinity(0)):
+        parser.error(f"--cores {args.cores} is not valid: expected 1 to {len(os.sched_getaffinity(0))} (this machine's CPUs)")
+    os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process started
+    full_env, full_trained = full(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats,
+                                  args.replay_ratio)
+    transitions = {
+        "limit": limit(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
         "collection": collection(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
+        "full": full_env,
     }
-    med = {name: statistics.median(rates) for name, rates in rows.items()}
+    plain, from_buffer, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats)
+    trained = {"plain loop": plain, "from buffer": from_buffer, "full": full_trained}
     print(f"{args.env}, 256x256 teacher, {args.cores} cores, {args.envs} envs per process/actor, "
-          f"median of {args.repeats} windows of {args.seconds:g} s")
-    print(f"{'path':<12} {'transitions/s':>14} {'x limit':>8}   windows")
-    for name, rates in rows.items():
-        print(f"{name:<12} {med[name]:>14,.0f} {med[name] / med['limit']:>8.2f}   "
-              + ", ".join(f"{r:,.0f}" for r in rates))
-    print(f"\nreproduce: python benchmarks/throughput.py --env {args.env} --cores {args.cores} --envs {args.envs} "
-          f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}")
+          f"{args.steps_per_call} steps per call; median of {args.repeats} windows of {args.seconds:g} s\n")
+    med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
+    med_l = _table(f"Rows trained per second ({learner_setup})", "rows/s", trained, "plain loop")
+    print(f"reproduce: python benchmarks/throughput.py --env {args.env} --cores {args.cores} --envs {args.envs} "
+          f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}"
+          + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else ""))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "rows": rows, "median": med,
-                       "ratio": {k: v / med["limit"] for k, v in med.items()}}, f, indent=2)
+            json.dump({"args": vars(args), "transitions": transitions, "trained": trained,
+                       "median": {"transitions": med_t, "trained": med_l},
+                       "ratio": {"collection_to_limit": med_t["collection"] / med_t["limit"],
+                                 "full_to_limit": med_t["full"] / med_t["limit"],
+                                 "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"]}}, f, indent=2)
 
 
 if __name__ == "__main__":
-    np.set_printoptions(precision=3)
     main()

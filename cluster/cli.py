@@ -108,6 +108,10 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "no reservation)")
     p.add_argument("--actors", type=int, help="rollout actors")
     p.add_argument("--envs-per-actor", type=int, help="vector env width per actor (default 8)")
+    p.add_argument("--steps-per-call", type=int,
+                   help="vector steps per collect call (default 32); envs-per-actor x steps-per-call rows go to "
+                        "the buffer in one call: larger calls cost less per row (benchmarks/throughput.py), "
+                        "smaller ones keep a learning policy's actors fresher")
     p.add_argument("--actor-cpus", type=float, help="CPUs each rollout actor reserves (default 1)")
     p.add_argument("--actor-resources", type=_resources,
                    help="custom Ray resources each rollout actor needs, as JSON, e.g. '{\"rollout\": 1}'")
@@ -280,7 +284,7 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
             args.env, str(Path(_out(args)).absolute()),
             steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
             init=str(Path(args.init).absolute()) if args.init else None,
-            address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor,
+            address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
             replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
             buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
@@ -315,7 +319,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
             args.env, out,
             steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
             teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
-            actors=args.actors, envs_per_actor=args.envs_per_actor,
+            actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
             rate_tolerance=args.rate_tolerance, buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
             buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every, mode=args.mode, behaviour=args.behaviour,
