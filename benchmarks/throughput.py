@@ -1,16 +1,30 @@
-"""Throughput, side by side in one run: labelled transitions per second at the hardware's limit
-against qdistill's collection path, on the same env, teacher and number of cores.
+"""Throughput, side by side in one run on the same env, teacher and cores: labelled transitions per
+second against the hardware's limit, rows trained per second against a plain torch loop, and
+(with --rllib) env steps per second against RLlib.
 
-    python benchmarks/throughput.py --env CartPole-v1 --cores 2
+    python benchmarks/throughput.py --env CartPole-v1 --cores 2 [--rllib]
 
-Rows:
-  limit        CORES processes, each an in-process loop of vector-env steps with batched teacher
-               inference (torch, one thread): no Ray, no buffer. Labelled transitions/s, summed.
+The whole benchmark pins itself to --cores CPUs, so every process it starts shares them.
+
+Labelled transitions per second:
+  limit        CORES processes, each the least work that yields labelled transitions: a vector env
+               stepped with batched teacher inference (numpy, one BLAS thread), each step written
+               into arrays; no Ray, no buffer. Real transitions (autoreset steps not counted).
   collection   CORES rollout actors (one CPU each) on an embedded Ray runtime, each collecting
-               `--steps-per-call` vector steps per call into one Ray buffer shard (one add in
-               flight per actor, no rate limit), the learner idle. Env steps/s as the driver counts them.
-Each figure is the median of --repeats windows of --seconds after a warm-up window. The teacher is
-an untrained 256x256 network (inference costs the same at any weights). Not part of the test suite.
+               --steps-per-call vector steps per call into one Ray buffer shard (one add in flight
+               per actor, no rate limit), the learner idle. Env steps/s as the driver counts them.
+  full         `qdistill run` as a user starts it, with the learner distilling: the buffer's rate
+               limiter holds the actors to the replay ratio, so this is the learner's pace.
+Rows trained per second (the env's preset students, batch size, chunk and torch threads):
+  plain loop   the distillation learner's step on minibatches indexed from tensors in memory.
+  from buffer  the learner taking prefetched chunks from a Ray buffer shard, as a run does.
+  full         the learner in `qdistill run` above (also evaluating, logging, sharing the CPUs).
+RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-network: sampling
+alone, against the collection path, and training, against the full path.
+
+Each figure is the median of --repeats windows of --seconds after a warm-up window (the full path:
+its metrics records, every 2 s, after the first --seconds). The teacher is an untrained 256x256
+network (inference costs the same at any weights). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -75,8 +89,10 @@ def limit(env_id: str, cores: int, num_envs: int, steps: int, seconds: float, wi
     return [float(sum(window)) for window in zip(*per_proc)]
 
 
-def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float, windows: int) -> list[float]:
-    """Per window: env steps/s of `cores` rollout actors into one Ray buffer shard, learner idle."""
+def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float, windows: int, *,
+               cpus: int | None = None) -> list[float]:
+    """Per window: env steps/s of `cores` rollout actors into one Ray buffer shard, learner idle
+    (`cpus`: the Ray runtime's CPUs, `cores` unless given)."""
     import ray
 
     from qdistill.actors.envs import describe
@@ -85,7 +101,7 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
     from qdistill.learners.networks import QNetwork, to_numpy
 
     info = describe(env_id)
-    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.ERROR)
+    ray.init(address="local", num_cpus=cpus or cores, include_dashboard=False, logging_level=logging.ERROR)
     try:
         params = ParameterServerActor.options(name="throughput-params").remote()
         ray.get(params.publish.remote(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict())))
@@ -116,7 +132,7 @@ def _full_teacher(env_id: str, info, path: str) -> None:
 
 
 def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float, windows: int,
-         replay_ratio: float | None) -> tuple[list[float], list[float]]:
+         replay_ratio: float | None, updates_per_sample: int | None) -> tuple[list[float], list[float]]:
     """`qdistill run` as a user starts it (its own embedded Ray runtime, CORES actors, the learner
     distilling under the buffer's rate limiter): env steps/s and rows trained/s between its
     metrics records (every 2 s), after the first `seconds`."""
@@ -137,6 +153,8 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
                "--time", str(seconds * (windows + 1) + 1), "--no-target", "--quiet", "--out", f"{tmp}/run"]
         if replay_ratio is not None:
             cmd += ["--replay-ratio", str(replay_ratio)]
+        if updates_per_sample is not None:
+            cmd += ["--updates-per-sample", str(updates_per_sample)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "rollout/steps_per_s" in r and r["distill_s"] >= seconds]
@@ -165,7 +183,8 @@ def _distill_data(env_id: str, rows: int):
     return info, TransitionBatch.concat(parts)
 
 
-def learner(env_id: str, cores: int, seconds: float, windows: int) -> tuple[list[float], list[float], str]:
+def learner(env_id: str, cores: int, seconds: float, windows: int,
+            updates_per_sample: int | None) -> tuple[list[float], list[float], str]:
     """Rows trained per second by the distillation learner (the env's preset students, batch size,
     torch threads and chunk): a plain torch loop over tensors in memory, against the learner taking
     prefetched chunks from a Ray buffer shard, as `qdistill run` does."""
@@ -177,7 +196,7 @@ def learner(env_id: str, cores: int, seconds: float, windows: int) -> tuple[list
     from qdistill.cluster.loop import Prefetcher, minibatches
     from qdistill.learners.distill import DistillLearner
 
-    cfg = distill_config(env_id, "unused")
+    cfg = distill_config(env_id, "unused", updates_per_sample=updates_per_sample)
     torch.set_num_threads(cfg.learner_threads)
     info, data = _distill_data(env_id, 100_000)
     size = cfg.distill.batch_size
@@ -222,6 +241,45 @@ def learner(env_id: str, cores: int, seconds: float, windows: int) -> tuple[list
         f"{cfg.learner_threads} torch thread(s)"
 
 
+def rllib(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float,
+          windows: int) -> tuple[list[float], list[float]]:
+    """RLlib's DQN (new API stack) on the same env, network and cores: CORES env runners of
+    `num_envs` envs, one CPU each. Sampling: each runner steps `num_envs * steps_per_call` env steps
+    per call with its DQN module, counted where it runs (the episodes are not shipped back). Training:
+    `algo.train()` over and over, env steps sampled per second."""
+    import ray
+    from ray.rllib.algorithms.dqn import DQNConfig
+
+    ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.ERROR)
+    try:
+        algo = (DQNConfig().environment(env_id)
+                .env_runners(num_env_runners=cores, num_envs_per_env_runner=num_envs, num_cpus_per_env_runner=1)
+                .rl_module(model_config={"fcnet_hiddens": [256, 256]})
+                .learners(num_learners=0)).build_algo()
+        per_call = num_envs * steps_per_call
+
+        def sample(runner) -> int:
+            return sum(len(episode) for episode in runner.sample(num_timesteps=per_call))
+
+        sampling = []
+        for _ in range(windows + 1):  # the first window warms up
+            steps, start = 0, time.monotonic()
+            while time.monotonic() - start < seconds:
+                steps += sum(algo.env_runner_group.foreach_env_runner(sample, local_env_runner=False))
+            sampling.append(steps / (time.monotonic() - start))
+        training = []
+        sampled = algo.train()["num_env_steps_sampled_lifetime"]
+        for _ in range(windows + 1):
+            start_sampled, start = sampled, time.monotonic()
+            while time.monotonic() - start < seconds:
+                sampled = algo.train()["num_env_steps_sampled_lifetime"]
+            training.append((sampled - start_sampled) / (time.monotonic() - start))
+        algo.stop()
+        return sampling[1:], training[1:]
+    finally:
+        ray.shutdown()
+
+
 def _table(title: str, unit: str, rows: dict[str, list[float]], base: str) -> dict[str, float]:
     med = {name: statistics.median(rates) for name, rates in rows.items()}
     print(title)
@@ -232,6 +290,12 @@ def _table(title: str, unit: str, rows: dict[str, list[float]], base: str) -> di
     return med
 
 
+def ray_version() -> str:
+    import ray
+
+    return ray.__version__
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="CartPole-v1")
@@ -239,36 +303,67 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=32, help="sub-envs per process or actor")
     parser.add_argument("--steps-per-call", type=int, default=1024, help="vector steps per collect call")
     parser.add_argument("--replay-ratio", type=float, help="the full path's (default: the env's preset)")
+    parser.add_argument("--updates-per-sample", type=int, help="learner steps per sampled chunk, in the learner rows "
+                                                                "and the full path (default: the env's preset)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median)")
+    parser.add_argument("--rllib", action="store_true",
+                        help="add RLlib's DQN side by side (needs ray[rllib] for this Ray: pip install 'ray[rllib]==<ray version>', "
+                             "best in its own virtual environment, as it pins its own gymnasium)")
     parser.add_argument("--json", help="also write the figures here")
     args = parser.parse_args()
     if args.cores < 1 or args.cores > len(os.sched_getaffinity(0)):
         parser.error(f"--cores {args.cores} is not valid: expected 1 to {len(os.sched_getaffinity(0))} (this machine's CPUs)")
+    if args.rllib:
+        try:
+            import ray.rllib  # noqa: F401
+        except ImportError as exc:
+            parser.error(f"--rllib needs RLlib, which is not installed here ({exc}): pip install 'ray[rllib]'")
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process started
     full_env, full_trained = full(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats,
-                                  args.replay_ratio)
+                                  args.replay_ratio, args.updates_per_sample)
     transitions = {
         "limit": limit(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
         "collection": collection(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
         "full": full_env,
     }
-    plain, from_buffer, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats)
+    plain, from_buffer, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats,
+                                                args.updates_per_sample)
     trained = {"plain loop": plain, "from buffer": from_buffer, "full": full_trained}
+    if args.rllib:
+        rllib_sampling, rllib_training = rllib(args.env, args.cores, args.envs, args.steps_per_call, args.seconds,
+                                               args.repeats)
+        sampling = {"rllib sampling": rllib_sampling, "collection": transitions["collection"],
+                    "rllib training": rllib_training, "full": transitions["full"]}
     print(f"{args.env}, 256x256 teacher, {args.cores} cores, {args.envs} envs per process/actor, "
           f"{args.steps_per_call} steps per call; median of {args.repeats} windows of {args.seconds:g} s\n")
     med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
     med_l = _table(f"Rows trained per second ({learner_setup})", "rows/s", trained, "plain loop")
+    med_r = None
+    if args.rllib:
+        med_r = {name: statistics.median(rates) for name, rates in sampling.items()}
+        print(f"Env steps per second against RLlib {ray_version()} DQN ({args.cores} env runners of {args.envs} envs, "
+              "256x256 Q-network)")
+        print(f"{'path':<16} {'env steps/s':>14} {'x RLlib':>10}   windows")
+        for name, rates in sampling.items():
+            base = med_r["rllib training"] if name in ("rllib training", "full") else med_r["rllib sampling"]
+            print(f"{name:<16} {med_r[name]:>14,.0f} {med_r[name] / base:>10.2f}   " + ", ".join(f"{r:,.0f}" for r in rates))
+        print("(collection against RLlib's sampling; full, with the learner distilling, against RLlib training DQN)\n")
     print(f"reproduce: python benchmarks/throughput.py --env {args.env} --cores {args.cores} --envs {args.envs} "
           f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}"
-          + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else ""))
+          + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else "")
+          + (f" --updates-per-sample {args.updates_per_sample}" if args.updates_per_sample is not None else "")
+          + (" --rllib" if args.rllib else ""))
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"args": vars(args), "transitions": transitions, "trained": trained,
                        "median": {"transitions": med_t, "trained": med_l},
                        "ratio": {"collection_to_limit": med_t["collection"] / med_t["limit"],
                                  "full_to_limit": med_t["full"] / med_t["limit"],
-                                 "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"]}}, f, indent=2)
+                                 "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"],
+                                 **({"collection_to_rllib_sampling": med_r["collection"] / med_r["rllib sampling"],
+                                     "full_to_rllib_training": med_r["full"] / med_r["rllib training"]} if med_r else {})},
+                       "rllib": sampling if args.rllib else None}, f, indent=2)
 
 
 if __name__ == "__main__":

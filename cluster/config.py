@@ -274,7 +274,7 @@ DISTILL_DEFAULTS: dict[str, object] = {
     "steps": 500_000,
     "actors": 1,
     "replay_ratio": 0.1,
-    "updates_per_sample": 4,
+    "updates_per_sample": 16,  # 4,096-row samples: a Ray call's cost spread over 16 updates (benchmarks/throughput.py)
     "exploration": {"start": 0.05, "end": 0.05, "steps": 0},
 }
 DISTILL_PRESETS: dict[str, dict[str, object]] = {
