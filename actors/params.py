@@ -13,6 +13,8 @@ class ParameterServer:
     def __init__(self) -> None:
         self.version = -1
         self.weights: Weights | None = None
+        self.pulls = 0  # pulls answered
+
 
     def publish(self, version: int, weights: Weights) -> None:
         if version <= self.version:
@@ -20,6 +22,10 @@ class ParameterServer:
         self.version, self.weights = version, weights
 
     def pull(self, have_version: int) -> tuple[int, Weights | None]:
+        self.pulls += 1
         if self.version > have_version:
             return self.version, self.weights
         return self.version, None
+
+    def pulls_answered(self) -> int:
+        return self.pulls

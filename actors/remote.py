@@ -82,7 +82,8 @@ class ParameterServerActor(ParameterServer):
 class RolloutActor:
     """Steps a vector env next to its data and streams labelled batches to a buffer shard.
 
-    Before each collect it pulls newer teacher (and student) weights by version; at most
+    Before each collect it pulls newer teacher (and student) weights by version, unless the caller
+    says it has them already; at most
     `max_in_flight` adds are outstanding, so a slow shard pushes back on the actor instead of
     filling the object store.
     """
@@ -121,6 +122,14 @@ class RolloutActor:
         self.in_flight: list[ray.ObjectRef] = []
         self.dynamics: dict[str, float] | None = None
 
+    def _has(self, versions: tuple[int, int] | None) -> bool:
+        """Whether this actor already holds the given (teacher, student) versions."""
+        if versions is None:
+            return False
+        teacher, student = versions
+        return self.rollout.teacher.version >= teacher and (
+            self.student_params is None or self.rollout.student.version >= student)
+
     def _pull(self) -> int:
         refs = [self.params.pull.remote(self.rollout.teacher.version)]
         if self.student_params is not None:
@@ -134,13 +143,16 @@ class RolloutActor:
         return version
 
     def collect(self, num_steps: int, epsilon: float, beta: float = 1.0,
-                dynamics: dict[str, float] | None = None) -> dict[str, object]:
+                dynamics: dict[str, float] | None = None,
+                versions: tuple[int, int] | None = None) -> dict[str, object]:
         """`dynamics`: the task's parameters now (a changed task), set on this actor's envs when
-        they differ from what it has; passed with every call, so restarted actors get it too."""
+        they differ from what it has; passed with every call, so restarted actors get it too.
+        `versions`: the newest (teacher, student) versions the caller has published; an actor that
+        holds them skips the pull (a round trip per call), any other pulls first."""
         if dynamics and dynamics != self.dynamics:
             set_dynamics(self.rollout.env, dynamics)
             self.dynamics = dynamics
-        latest = self._pull()
+        latest = versions[0] if self._has(versions) else self._pull()
         dropped = self.rollout.dropped_nonfinite
         batch, episodes = self.rollout.collect(num_steps, epsilon, beta)
         self._add(batch)

@@ -23,7 +23,7 @@ RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-n
 alone, against the collection path, and training, against the full path.
 
 Each figure is the median of --repeats windows of --seconds after a warm-up window (the full path:
-its metrics records, every 2 s, after the first --seconds). The teacher is an untrained 256x256
+between its metrics records, logged every 2 s, at least --seconds apart). The teacher is an untrained 256x256
 network (inference costs the same at any weights). Not part of the test suite.
 """
 
@@ -114,7 +114,7 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
         for _ in range(windows + 1):  # the first window warms up (and waits for the actors to start)
             start_steps, start = collector.env_steps, time.monotonic()
             while time.monotonic() - start < seconds:
-                collector.launch(epsilon=0.0)
+                collector.launch(epsilon=0.0, versions=(0, 0))
                 collector.harvest(timeout=0.1)
             rates.append((collector.env_steps - start_steps) / (time.monotonic() - start))
         return rates[1:]
@@ -135,7 +135,7 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
          replay_ratio: float | None, updates_per_sample: int | None) -> tuple[list[float], list[float]]:
     """`qdistill run` as a user starts it (its own embedded Ray runtime, CORES actors, the learner
     distilling under the buffer's rate limiter): env steps/s and rows trained/s between its
-    metrics records (every 2 s), after the first `seconds`."""
+    metrics records (every 2 s) at least `seconds` apart, after the first `seconds`."""
     import subprocess
     import sys
     import tempfile
@@ -150,20 +150,22 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
         _full_teacher(env_id, info, f"{tmp}/teacher.pt")
         cmd = [sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", env_id, "--teacher", f"{tmp}/teacher.pt",
                "--actors", str(cores), "--envs-per-actor", str(num_envs), "--steps-per-call", str(steps_per_call),
-               "--time", str(seconds * (windows + 1) + 1), "--no-target", "--quiet", "--out", f"{tmp}/run"]
+               "--time", str(seconds * (windows + 2) + 1), "--no-target", "--quiet", "--out", f"{tmp}/run"]
         if replay_ratio is not None:
             cmd += ["--replay-ratio", str(replay_ratio)]
         if updates_per_sample is not None:
             cmd += ["--updates-per-sample", str(updates_per_sample)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in records if "rollout/steps_per_s" in r and r["distill_s"] >= seconds]
+    logged = [r for r in records if "rollout/steps_per_s" in r and r["distill_s"] >= seconds][:-1]  # not the closing one
     env_rates, trained_rates = [], []
-    for a, b in zip(logged, logged[1:]):
+    a = logged[0] if logged else None
+    for b in logged[1:]:  # windows of at least `seconds` between records
         dt = b["distill_s"] - a["distill_s"]
-        if dt > 0.5:  # the closing record may follow the last by a moment
+        if dt >= seconds:
             env_rates.append((b["env_steps"] - a["env_steps"]) / dt)
             trained_rates.append((b["learner/steps"] - a["learner/steps"]) * rows_per_step / dt)
+            a = b
     return env_rates, trained_rates
 
 

@@ -232,7 +232,8 @@ class DistillDriver:
             if cfg.change_at is not None and self.changed_at is None and collector.env_steps >= cfg.change_at:
                 self._change_task()
             if not stop:
-                collector.launch(self.epsilon(collector.env_steps), self._beta(collector.env_steps), self.dynamics)
+                collector.launch(self.epsilon(collector.env_steps), self._beta(collector.env_steps), self.dynamics,
+                                 versions=(self.teacher_version, self.student_version))
             # the buffer's rate limiter keeps the replay ratio: a sample comes back when it allows
             ready, results = wait_for_work(prefetch, collector, stop)
             for result in results:

@@ -99,8 +99,17 @@ def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
         ray.get(params.publish.remote(9, to_numpy(net.state_dict())))
         second = ray.get(actor.collect.remote(20, 0.5))
         assert second["weights_version"] == 9
+        # told the versions it holds, it does not ask; told a newer one, it pulls before collecting
+        asked = ray.get(params.pulls_answered.remote())
+        third = ray.get(actor.collect.remote(20, 0.5, versions=(9, 0)))
+        assert ray.get(params.pulls_answered.remote()) == asked
+        assert third["weights_version"] == 9 and third["latest_version"] == 9
+        ray.get(params.publish.remote(10, to_numpy(net.state_dict())))
+        fourth = ray.get(actor.collect.remote(20, 0.5, versions=(10, 0)))
+        assert ray.get(params.pulls_answered.remote()) == asked + 1
+        assert fourth["weights_version"] == 10
         total = ray.get(actor.flush.remote())
-        assert total == first["env_steps"] + second["env_steps"]
+        assert total == sum(r["env_steps"] for r in (first, second, third, fourth))
         assert buffer.stats()["buffer/size"] == total
     finally:
         for handle in [actor, params, *buffer.shards]:
