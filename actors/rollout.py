@@ -84,6 +84,7 @@ class Rollout:
             explore = self.rng.random((num_steps, e)) < epsilon
             random_actions = self.rng.integers(0, self.n_actions, (num_steps, e))
         obs[0] = self.obs
+        resetting_at_start = self.resetting
         for t in range(num_steps):
             q = self.teacher.q_values(obs[t])
             q_all[t] = q
@@ -97,12 +98,16 @@ class Rollout:
                 actions = np.where(explore[t], random_actions[t], actions)
             actions_all[t] = actions
             obs[t + 1], rewards_all[t], terms_all[t], truncs_all[t], _ = self.env.step(actions)
-            keep_all[t] = ~self.resetting
             if self.student is not None:
                 self.new_episode |= self.resetting  # the episode after an autoreset step starts now
-            self.resetting = keep_all[t] & (terms_all[t] | truncs_all[t])
+                self.resetting = terms_all[t] | truncs_all[t]
+        # the step after an episode's end is its sub-env's autoreset step: not a transition (and an
+        # autoreset step never ends an episode itself)
+        ended = terms_all | truncs_all
+        keep_all[0], keep_all[1:] = ~resetting_at_start, ~ended[:-1]
+        self.resetting = ended[-1].copy()
         self.obs = obs[num_steps].copy()
-        episodes = self._finished_episodes(rewards_all, keep_all, keep_all & (terms_all | truncs_all))
+        episodes = self._finished_episodes(rewards_all, keep_all, keep_all & ended)
         keep = keep_all.reshape(-1)
         n = int(keep.sum())
         self.env_steps += n

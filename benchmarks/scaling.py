@@ -27,7 +27,7 @@ def main() -> None:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--max-actors", type=int, default=cpus, help=f"largest actor count (default: the CPUs, {cpus})")
     parser.add_argument("--envs", type=int, default=32, help="sub-envs per actor")
-    parser.add_argument("--steps-per-call", type=int, default=1024, help="vector steps per collect call")
+    parser.add_argument("--steps-per-call", type=int, default=2048, help="vector steps per collect call")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per actor count (median)")
     parser.add_argument("--json", help="also write the figures here")

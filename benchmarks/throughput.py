@@ -45,8 +45,9 @@ import numpy as np  # noqa: E402
 
 def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, windows: int, seed: int, out) -> None:
     """The least work that yields labelled transitions: per vector step one batched teacher forward,
-    its argmax and one env step, each step's observation, action, reward, next observation and
-    Q-values written into arrays made once per `steps`; counts real transitions (not autoreset steps)."""
+    its argmax and one env step, each step's observation, action, reward, end flags, next observation
+    and Q-values written into arrays made once per `steps`; counts real transitions (not autoreset
+    steps)."""
     from qdistill.actors.envs import describe, make_vector_env
     from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
@@ -64,13 +65,15 @@ def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, window
             q_all = np.empty((steps, num_envs, info.n_actions), dtype=np.float32)
             actions_all = np.empty((steps, num_envs), dtype=np.int64)
             rewards_all = np.empty((steps, num_envs), dtype=np.float32)
+            terms_all = np.empty((steps, num_envs), dtype=bool)
+            truncs_all = np.empty((steps, num_envs), dtype=bool)
             obs[0] = first_obs
             for t in range(steps):
                 q_all[t] = q = teacher.q_values(obs[t])
                 actions_all[t] = actions = q.argmax(axis=1)
-                obs[t + 1], rewards_all[t], terms, truncs, _ = env.step(actions)
+                obs[t + 1], rewards_all[t], terms_all[t], truncs_all[t], _ = env.step(actions)
                 transitions += num_envs - int(resetting.sum())
-                resetting = terms | truncs
+                resetting = terms_all[t] | truncs_all[t]
             first_obs = obs[steps]
         rates.append(transitions / (time.monotonic() - start))
     out.put(rates[1:])
@@ -303,7 +306,7 @@ def main() -> None:
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--cores", type=int, default=2, help="CPUs for the whole benchmark (it pins itself to them)")
     parser.add_argument("--envs", type=int, default=32, help="sub-envs per process or actor")
-    parser.add_argument("--steps-per-call", type=int, default=1024, help="vector steps per collect call")
+    parser.add_argument("--steps-per-call", type=int, default=2048, help="vector steps per collect call")
     parser.add_argument("--replay-ratio", type=float, help="the full path's (default: the env's preset)")
     parser.add_argument("--updates-per-sample", type=int, help="learner steps per sampled chunk, in the learner rows "
                                                                 "and the full path (default: the env's preset)")
