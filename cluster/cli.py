@@ -194,6 +194,19 @@ def _build_parser() -> argparse.ArgumentParser:
     e.add_argument("path", help="a run directory, or a checkpoint file")
     e.add_argument("--episodes", type=int, default=20)
     e.add_argument("--seed", type=int, default=0)
+
+    x = sub.add_parser("export", help="write a run's student as ONNX or TorchScript (optionally int8), verified "
+                                      "against the float student, with a JSON sidecar")
+    x.add_argument("path", metavar="RUN_DIR", help="a `qdistill run` directory")
+    x.add_argument("--student", help="which student (default: the run's only one)")
+    x.add_argument("--format", required=True, help="onnx (opset 17, run with onnxruntime) or torchscript")
+    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the linear layers")
+    x.add_argument("--out", help="directory to write into (default: RUN_DIR/export)")
+    x.add_argument("--min-agreement", type=float, default=0.99,
+                   help="refuse the export when it picks the float student's action on fewer held-out states "
+                        "than this (default 0.99)")
+    x.add_argument("--states", type=int, default=10_000, help="held-out states to compare actions on (default 10000)")
+    x.add_argument("--episodes", type=int, default=20, help="greedy episodes of the exported student (default 20)")
     return parser
 
 
@@ -416,13 +429,30 @@ def _eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export(args: argparse.Namespace) -> int:
+    from . import export
+
+    req = export.Request(Path(args.path), args.student, args.format, args.int8, Path(args.out) if args.out else None,
+                         args.min_agreement, args.states, args.episodes)
+    sidecar = export.export(req)
+    check = sidecar["verification"]
+    out = Path(args.out) if args.out else Path(args.path) / "export"
+    print(f"wrote {out / sidecar['file']} and {sidecar['file']}.json")
+    print(f"agreement with the float student: {check['agreement']:.2%} of {check['held_out_states']:,} held-out states; "
+          f"greedy return {check['return_exported']['mean']:.1f} ± {check['return_exported']['std']:.1f} "
+          f"(float student {check['return_float']['mean']:.1f} ± {check['return_float']['std']:.1f}) "
+          f"over {check['episodes']} episodes")
+    print(export.table(sidecar))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = _build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
                 "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
                 "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
-                "eval": lambda: _eval(args)}
+                "eval": lambda: _eval(args), "export": lambda: _export(args)}
     try:
         return commands[args.command]()
     except ValueError as exc:  # our errors: EnvError, CheckpointError, RunDirError, config

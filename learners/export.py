@@ -1,0 +1,103 @@
+"""Students as files for small devices: ONNX (pinned opset) or TorchScript, float or int8, and a
+runner for each that maps observations to Q-values.
+
+int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, their
+inputs quantised on the fly; the first layer (raw observations) and the output layer stay float."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+FORMATS = ("onnx", "torchscript")
+SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
+ONNX_OPSET = 17
+INPUT, OUTPUT = "obs", "q"
+
+Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def _inner_linears(net: nn.Module) -> list[str]:
+    """Names of the linear layers but the first and the last: int8 quantises those. The first sees
+    raw observations, whose features differ in scale by orders of magnitude (one int8 scale for a
+    whole observation crushes the small ones); the ranking of actions rests on the last."""
+    return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][1:-1]
+
+
+def _quantized(net: nn.Module) -> nn.Module:
+    import warnings
+
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    with warnings.catch_warnings():  # torch.ao's deprecation notice: the eager API still works
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            net, {name: per_channel_dynamic_qconfig for name in _inner_linears(net)}, dtype=torch.qint8)
+
+
+def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...]) -> None:
+    """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`, int8 if asked."""
+    net = net.eval()
+    if fmt == "torchscript":
+        torch.jit.script(_quantized(net) if int8 else net).save(str(path))
+        return
+    float_path = path.with_name(path.stem + ".float.tmp") if int8 else path
+    torch.onnx.export(net, (torch.zeros((1, *obs_shape)),), str(float_path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=[INPUT], output_names=[OUTPUT],
+                      dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
+    if int8:
+        import logging
+
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        root = logging.getLogger()
+        level = root.level
+        root.setLevel(logging.ERROR)  # its advice to pre-process is for convolutional image models
+        try:
+            import onnx
+
+            graph = onnx.load(str(float_path)).graph
+            linear = [node.name for node in graph.node if node.op_type in ("Gemm", "MatMul")]
+            # the quantiser turns each Gemm into a MatMul named after it before it quantises
+            keep_float = [name + suffix for name in (linear[0], linear[-1]) for suffix in ("", "_MatMul")]
+            quantize_dynamic(str(float_path), str(path), weight_type=QuantType.QInt8, per_channel=True,
+                             nodes_to_exclude=keep_float)
+        finally:
+            root.setLevel(level)
+            float_path.unlink(missing_ok=True)
+
+
+def runner(path: Path, fmt: str) -> Runner:
+    """Observations [B, ...] float32 → Q-values [B, A], from the written file, on one CPU thread."""
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path))
+
+        def run(obs: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                return module(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+        return run
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return lambda obs: session.run(None, {INPUT: np.asarray(obs, dtype=np.float32)})[0]
+
+
+def latency_us(run: Runner, obs_shape: tuple[int, ...], *, repeats: int = 2_000) -> float:
+    """Median µs for one greedy action at batch 1 (Q-values and their argmax)."""
+    obs = np.zeros((1, *obs_shape), dtype=np.float32)
+    for _ in range(100):
+        run(obs).argmax(axis=1)
+    samples = []
+    for _ in range(repeats // 100):
+        start = time.perf_counter()
+        for _ in range(100):
+            run(obs).argmax(axis=1)
+        samples.append((time.perf_counter() - start) / 100 * 1e6)
+    return float(np.median(samples))

@@ -1,0 +1,125 @@
+"""`qdistill export`: each format round trips, the agreement gate refuses and writes nothing, bad
+input is refused. The students are made by hand, so what the exported file must do is known."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from qdistill.learners import checkpoint
+from qdistill.learners import export as formats
+from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
+
+W = torch.tensor([0.1, 0.5, 1.0, 1.0])  # CartPole: push right when w.x > 0 (plays 500)
+
+
+def _student(crushed: bool) -> QNetwork:
+    """16x16: layer 1 gives relu(w.x) and relu(-w.x); the inner layer passes them on; Q(right) and
+    Q(left) are those. `crushed`: layer 1 also outputs a constant 1000, so the inner layer's int8
+    input scale (one per tensor, ~1000 / 255) rounds both to 0 and the int8 student always picks 0."""
+    net = QNetwork("16x16", (4,), 2)
+    first, inner, head = [m for m in net.layers if isinstance(m, torch.nn.Linear)]
+    with torch.no_grad():
+        for layer in (first, inner, head):
+            layer.weight.zero_()
+            layer.bias.zero_()
+        first.weight[0], first.weight[1] = W, -W
+        if crushed:
+            first.bias[2] = 1000.0
+        inner.weight[0, 0] = inner.weight[1, 1] = 1.0
+        head.weight[1, 0] = head.weight[0, 1] = 1.0  # Q(left) = relu(-w.x), Q(right) = relu(w.x)
+    return net
+
+
+def _run_dir(path, students: dict[str, QNetwork]):
+    (path / "checkpoints").mkdir(parents=True)
+    teacher = QNetwork("2", (4,), 2)
+    checkpoint.save(path / "checkpoints" / "teacher.pt",
+                    checkpoint.Checkpoint("2", (4,), 2, "CartPole-v1", 3, to_numpy(teacher.state_dict())))
+    for name, net in students.items():
+        checkpoint.save(path / "checkpoints" / f"student-{name}-best.pt",
+                        checkpoint.Checkpoint(net.spec, (4,), 2, "CartPole-v1", 7, to_numpy(net.state_dict())))
+    (path / "summary.json").write_text(json.dumps({"students": {n: {"eval_return_mean": 500.0} for n in students}}))
+    return path
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", "export", *args],
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+@pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
+def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
+    run = _run_dir(tmp_path / "run", {"16x16": _student(crushed=False)})
+    result = _cli(str(run), "--format", fmt, *(["--int8"] if int8 else []), "--states", "2000", "--episodes", "5")
+    assert result.returncode == 0, result.stderr
+    name = f"student-16x16{'-int8' if int8 else ''}{formats.SUFFIX[fmt]}"
+    assert sorted(p.name for p in (run / "export").iterdir()) == [name, f"{name}.json"]
+    sidecar = json.loads((run / "export" / f"{name}.json").read_text())
+    assert (sidecar["format"], sidecar["int8"], sidecar["env_id"], sidecar["obs_shape"], sidecar["n_actions"]) == \
+        (fmt, int8, "CartPole-v1", [4], 2)
+    assert sidecar.get("onnx_opset") == (formats.ONNX_OPSET if fmt == "onnx" else None)
+    assert sidecar["obs_dtype"] == "float32" and sidecar["obs_normalisation"] is None
+    assert sidecar["student"] == {"net": "16x16", "version": 7} and sidecar["teacher"] == {"net": "2", "version": 3}
+    assert sidecar["evaluation"] == {"eval_return_mean": 500.0}
+    check = sidecar["verification"]
+    assert (check["held_out_states"], check["agreement"], check["episodes"]) == (2000, 1.0, 5)
+    assert check["return_exported"] == check["return_float"] == {"mean": 500.0, "std": 0.0}
+    assert [r["policy"] for r in sidecar["size_and_latency"]] == ["teacher", "student 16x16", "student 16x16 int8"]
+    assert [r["params"] for r in sidecar["size_and_latency"]] == [16, 386, 386]
+    assert "agreement with the float student: 100.00% of 2,000 held-out states" in result.stdout
+    # the written file, loaded on its own, gives the float student's Q-values (int8: its actions)
+    obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    q = formats.runner(run / "export" / name, fmt)(obs)
+    policy = GreedyPolicy("16x16", (4,), 2)
+    policy.load(7, to_numpy(_student(crushed=False).state_dict()))
+    if int8:
+        np.testing.assert_array_equal(q.argmax(axis=1), policy.act(obs))
+    else:
+        np.testing.assert_allclose(q, policy.q_values(obs), rtol=1e-5, atol=1e-6)
+
+
+def test_an_export_below_the_agreement_threshold_is_refused_and_nothing_is_written(tmp_path):
+    run = _run_dir(tmp_path / "run", {"16x16": _student(crushed=True)})
+    float_export = _cli(str(run), "--format", "torchscript", "--states", "2000", "--episodes", "5")
+    assert float_export.returncode == 0, float_export.stderr  # in float nothing is crushed
+    out = tmp_path / "out"
+    result = _cli(str(run), "--format", "torchscript", "--int8", "--states", "2000", "--episodes", "5",
+                  "--out", str(out))
+    assert result.returncode == 2 and result.stdout == ""
+    prefix = "qdistill: error: the exported student 16x16 (torchscript, int8) picks the float student's action on "
+    assert result.stderr.startswith(prefix)
+    assert result.stderr.endswith(" of 2,000 held-out states: below --min-agreement 99.00%; nothing written\n")
+    agreement = float(result.stderr[len(prefix):].split("%")[0])
+    assert 20.0 < agreement < 80.0  # int8 always picks action 0; the float student picks 1 about half the time
+    assert not out.exists()
+
+
+def test_bad_export_input_is_refused(tmp_path):
+    run = _run_dir(tmp_path / "run", {"16x16": _student(crushed=False), "8x8": QNetwork("8x8", (4,), 2)})
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cases = [
+        ([str(run), "--student", "16x16", "--format", "tflite"],
+         "format 'tflite' is not known: expected one of onnx, torchscript"),
+        ([str(empty), "--format", "onnx"],
+         f"run directory '{empty}' has no students: expected the directory of a `qdistill run` "
+         "(checkpoints/student-NAME-best.pt)"),
+        ([str(run), "--student", "32x32", "--format", "onnx"],
+         f"student '32x32' is not in run directory '{run}': it holds 16x16, 8x8"),
+        ([str(run), "--format", "onnx"], f"run directory '{run}' holds students 16x16, 8x8: choose one with --student"),
+        ([str(run), "--student", "16x16", "--format", "onnx", "--min-agreement", "1.5"],
+         "min agreement 1.5 is not valid: expected a fraction in (0, 1], e.g. 0.99"),
+        ([str(run), "--student", "16x16", "--format", "onnx", "--states", "0"],
+         "states 0 is not valid: expected an integer >= 1"),
+    ]
+    for args, message in cases:
+        result = _cli(*args)
+        assert (result.returncode, result.stdout, result.stderr) == (2, "", f"qdistill: error: {message}\n"), args
+    assert not (run / "export").exists() and list(empty.iterdir()) == []
