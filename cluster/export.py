@@ -16,7 +16,7 @@ from ..actors.envs import as_float32, describe, make_vector_env
 from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
-from ..learners.networks import GreedyPolicy, count_params
+from ..learners.networks import GreedyPolicy, action_latency_us, count_params
 
 EXPORT_SEED = 30_000  # held-out states and episodes: not the seeds training or evaluation use
 EXPLORE = 0.1  # random actions among the held-out states' behaviour, so they are not only the student's path
@@ -95,8 +95,9 @@ def _one_at_a_time(run: formats.Runner):
 
 
 def _measure(label: str, ckpt: checkpoint.Checkpoint, path: Path, fmt: str) -> dict[str, object]:
+    run = formats.runner(path, fmt)
     return {"policy": label, "params": count_params(ckpt.network()), "file_bytes": path.stat().st_size,
-            "us_per_action": round(formats.latency_us(formats.runner(path, fmt), ckpt.obs_shape), 2)}
+            "us_per_action": round(action_latency_us(lambda obs: run(obs).argmax(axis=1), ckpt.obs_shape), 2)}
 
 
 def export(req: Request) -> dict[str, object]:

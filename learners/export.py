@@ -6,7 +6,6 @@ inputs quantised on the fly; the first layer (raw observations) and the output l
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import Callable
 
@@ -87,17 +86,3 @@ def runner(path: Path, fmt: str) -> Runner:
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda obs: session.run(None, {INPUT: np.asarray(obs, dtype=np.float32)})[0]
-
-
-def latency_us(run: Runner, obs_shape: tuple[int, ...], *, repeats: int = 2_000) -> float:
-    """Median µs for one greedy action at batch 1 (Q-values and their argmax)."""
-    obs = np.zeros((1, *obs_shape), dtype=np.float32)
-    for _ in range(100):
-        run(obs).argmax(axis=1)
-    samples = []
-    for _ in range(repeats // 100):
-        start = time.perf_counter()
-        for _ in range(100):
-            run(obs).argmax(axis=1)
-        samples.append((time.perf_counter() - start) / 100 * 1e6)
-    return float(np.median(samples))

@@ -101,18 +101,22 @@ class GreedyPolicy:
         return self.q_values(obs).argmax(axis=1)
 
 
-def action_latency_us(net: nn.Module, obs_shape: tuple[int, ...], *, repeats: int = 2_000) -> float:
-    """Median µs for one greedy action at batch 1, on the calling thread (set one torch thread)."""
+def action_latency_us(act, obs_shape: tuple[int, ...], *, repeats: int = 2_000) -> float:
+    """Median µs for one greedy action at batch 1, on the calling thread (set one torch thread).
+    `act`: a network (its greedy action is timed) or any function from observations to actions."""
+    if isinstance(act, nn.Module):
+        net = act
+        act = lambda obs: greedy_actions(net, obs)  # noqa: E731
     import time
 
     obs = np.zeros((1, *obs_shape), dtype=np.float32)
     for _ in range(100):
-        greedy_actions(net, obs)
+        act(obs)
     samples = []
     for _ in range(repeats // 100):
         start = time.perf_counter()
         for _ in range(100):
-            greedy_actions(net, obs)
+            act(obs)
         samples.append((time.perf_counter() - start) / 100 * 1e6)
     return float(np.median(samples))
 

@@ -24,6 +24,8 @@ from qdistill.cluster.cli import main
 
 
 RESUMING = ("RunActor", "BufferShard")  # the run resumes from its last state when one of these is killed
+# long enough that a kill after the first evaluation and saved state finds the run still going
+STEPS = 150_000
 
 
 def _evaluations(out):
@@ -47,8 +49,8 @@ def _kill(actor_class: str, out, delay: float, killed: dict) -> None:
     os.kill(alive[0]["Pid"], signal.SIGKILL)
 
 
-def _run(teacher: str, out, *extra: str) -> dict:
-    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, "--steps", "50000", "--no-target",
+def _run(teacher: str, out, *extra: str, budget: tuple[str, str] = ("--steps", str(STEPS))) -> dict:
+    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, *budget, "--no-target",
                  "--seed", "5", "--out", str(out), "--quiet", *extra]) == 0
     return json.loads((out / "summary.json").read_text())
 
@@ -64,7 +66,9 @@ def test_a_killed_actor_is_restarted_and_the_run_carries_on(undisturbed, tmp_pat
     out, killed = tmp_path / "killed", {}
     killer = threading.Thread(target=_kill, args=(actor_class, out, random.Random(5).uniform(0, 2), killed))
     killer.start()
-    summary = _run(teacher, out)
+    # a time budget: the run must outlast a kill up to 2 s after its first evaluation, the restart
+    # and two more evaluations (every 2 s), however fast the learner gets through env steps
+    summary = _run(teacher, out, budget=("--time", "12"))
     killer.join()
     assert "evaluations_before" in killed  # the kill happened
     assert reference["evaluator"] == {"restarts": 0, "evaluations_lost": 0} and reference["actors"]["actor_restarts"] == 0
@@ -99,6 +103,6 @@ def test_a_killed_learner_or_buffer_shard_resumes_the_run_from_its_last_state(un
     # what the Ray buffer held, as last logged before the kill, is reported lost
     assert at["buffer/lost"] == [r["buffer/size"] for r in records[:resumed[0]] if "buffer/size" in r][-1] > 0
     assert all(r["env_steps"] >= at["env_steps"] for r in records[resumed[0]:] if "env_steps" in r)
-    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 50_000 > at["env_steps"]
+    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= STEPS > at["env_steps"]
     ret, ref = summary["students"]["16x16"]["eval_return_mean"], reference["students"]["16x16"]["eval_return_mean"]
     assert ret >= 0.95 * ref, (ret, ref)
