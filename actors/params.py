@@ -15,7 +15,6 @@ class ParameterServer:
         self.weights: Weights | None = None
         self.pulls = 0  # pulls answered
 
-
     def publish(self, version: int, weights: Weights) -> None:
         if version <= self.version:
             raise ValueError(f"weights version {version} is not newer than the published {self.version}")

@@ -83,9 +83,8 @@ class RolloutActor:
     """Steps a vector env next to its data and streams labelled batches to a buffer shard.
 
     Before each collect it pulls newer teacher (and student) weights by version, unless the caller
-    says it has them already; at most
-    `max_in_flight` adds are outstanding, so a slow shard pushes back on the actor instead of
-    filling the object store.
+    says it has them already; at most `max_in_flight` adds are outstanding, so a slow shard pushes
+    back on the actor instead of filling the object store.
     """
 
     def __init__(

@@ -23,6 +23,9 @@ PAUSE_S = 1.0  # the server is down this long
 # what the server held this long before the kill survives it: appendfsync everysec loses the last
 # second of writes at most (two, when a background fsync is slow)
 SAFE_S = 2.0
+# long enough that the run outlasts the kill (up to SAFE_S + 2 s after its first evaluation), the
+# restart and two more evaluations
+STEPS = 150_000
 
 
 def _evaluations(out):
@@ -61,7 +64,7 @@ def _kill(server: RedisServer, out, delay: float, killed: dict) -> None:
 
 
 def _run(teacher: str, out, server: RedisServer) -> dict:
-    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, "--steps", "50000", "--no-target",
+    assert main(["run", "--env", "CartPole-v1", "--teacher", teacher, "--steps", str(STEPS), "--no-target",
                  "--seed", "5", "--buffer", server.url, "--buffer-prefix", PREFIX, "--out", str(out),
                  "--quiet"]) == 0
     return json.loads((out / "summary.json").read_text())
@@ -107,6 +110,6 @@ def test_a_run_rides_out_a_redis_restart_and_reports_the_rows_lost(undisturbed, 
     assert summary["buffer"]["inserted"] == summary["env_steps"] - lost == inserted_now
     assert inserted_now > killed["inserted_after"]  # the actors wrote on to the restarted server
     assert len(_evaluations(out)) >= killed["evaluations_before"] + 2  # and the run went on evaluating
-    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 50_000
+    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= STEPS
     ret, ref = summary["students"]["16x16"]["eval_return_mean"], reference["students"]["16x16"]["eval_return_mean"]
     assert ret >= 0.95 * ref, (delay, ret, ref)
