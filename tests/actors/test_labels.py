@@ -55,7 +55,8 @@ def test_refresher_relabels_chunk_by_chunk_with_its_teacher():
     stored = ring.get(ring.ids())
     with torch.no_grad():
         expected = net(torch.from_numpy(stored.observations)).numpy()
-    np.testing.assert_allclose(stored.teacher_q, expected, rtol=1e-6)
+    # the refresher's numpy forward and torch's agree to float32 rounding (different summation orders)
+    np.testing.assert_allclose(stored.teacher_q, expected, rtol=1e-5, atol=1e-7)
     assert (stored.label_version == 1).all()
 
 
@@ -80,7 +81,8 @@ def test_shards_refresh_next_to_their_data_and_route_relabels(ray_session):
         _, batch = buffer.sample(200)
         assert (batch.label_version == 7).all()
         with torch.no_grad():
-            np.testing.assert_allclose(batch.teacher_q, net(torch.from_numpy(batch.observations)).numpy(), rtol=1e-6)
+            np.testing.assert_allclose(batch.teacher_q, net(torch.from_numpy(batch.observations)).numpy(),
+                                       rtol=1e-5, atol=1e-7)  # numpy and torch: float32 rounding apart
         # relabel by global id: even ids live in shard 0, odd in shard 1
         ids = np.array([0, 1, 10])  # shard 0 id 0, shard 1 id 0, shard 0 id 5
         assert sum(ray.get(buffer.relabel(ids, np.full((3, 2), -1, np.float32), 9))) == 3

@@ -129,7 +129,8 @@ def test_every_state_carries_the_teachers_label():
     net = QNetwork("8", (4,), 2)
     net.load_state_dict({k: torch.from_numpy(v) for k, v in weights.items()})
     with torch.no_grad():
-        np.testing.assert_allclose(batch.teacher_q, net(torch.from_numpy(batch.observations)).numpy(), rtol=1e-6)
+        np.testing.assert_allclose(batch.teacher_q, net(torch.from_numpy(batch.observations)).numpy(),
+                                       rtol=1e-5, atol=1e-7)  # numpy and torch: float32 rounding apart
     assert batch.teacher_q.dtype == np.float32 and (batch.label_version == 11).all()
 
 

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-STEPS = 60_000  # env steps a run; about 6,000 learner steps (replay ratio 0.1)
+STEPS = 150_000  # env steps a run: long enough after the kill for both restarted actors to be up at the end
 SEED = 7
 # the learner step after which the node dies: past the first few hundred (the run is learning), and
 # within the first 40% of the run (its actors have most of the run to come back in)
