@@ -14,7 +14,10 @@ def test_ctrl_c_stops_the_run_with_final_checkpoints(small_teacher, tmp_path):
     # a session of its own, so the SIGINT goes to its whole process group, as a terminal's Ctrl-C does
     proc = subprocess.Popen([sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "CartPole-v1",
                              "--teacher", teacher, "--steps", "100000000", "--no-target", "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            # Ctrl-C as a terminal has it, even when this test runs as a background job
+                            # (whose shell starts it with SIGINT ignored, which a child inherits)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         metrics = out / "metrics.jsonl"
