@@ -79,7 +79,8 @@ class Evaluator:
             metrics[f"eval/return_std/{name}"] = result.std
             metrics[f"eval/pct_of_teacher/{name}"] = percent_of(result.mean, teacher_mean)
             metrics[f"eval/agreement/{name}"] = agreement(student_q, teacher_q)
-            metrics[f"eval/kl/{name}"] = float(kl_loss(student_q, teacher_q, self.tau))
+            # KL is >= 0; float32 rounding can leave a near-equal pair a hair below it
+            metrics[f"eval/kl/{name}"] = max(float(kl_loss(student_q, teacher_q, self.tau)), 0.0)
             metrics[f"eval/student_version/{name}"] = float(student.version)
         metrics["eval/wall_s"] = time.monotonic() - start
         return metrics
