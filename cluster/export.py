@@ -19,6 +19,7 @@ from ..learners import export as formats
 from ..learners.networks import GreedyPolicy, action_latency_us, count_params
 
 EXPORT_SEED = 30_000  # held-out states and episodes: not the seeds training or evaluation use
+CALIBRATION_SEED = 40_000  # the states int8 rounds its weights on, apart from those it is verified on
 EXPLORE = 0.1  # random actions among the held-out states' behaviour, so they are not only the student's path
 
 
@@ -124,9 +125,11 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
     float_student.load(student.version, student.weights)
     summary_path = req.run / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    calibration = held_out_states(student.env_id, float_student.act, req.states, CALIBRATION_SEED)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         written = Path(tmp) / target.name
-        formats.write(student.network(), written, req.fmt, int8=req.int8, obs_shape=student.obs_shape)
+        formats.write(student.network(), written, req.fmt, int8=req.int8, obs_shape=student.obs_shape,
+                      calibration=calibration)
         act = _one_at_a_time(formats.runner(written, req.fmt))
         states = held_out_states(student.env_id, float_student.act, req.states, EXPORT_SEED)
         agreement = float(np.mean(act(states) == float_student.act(states)))
@@ -137,16 +140,21 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
                 "nothing written")
         exported_eval = evaluate(student.env_id, act, episodes=req.episodes, seed=EXPORT_SEED)
         float_eval = evaluate(student.env_id, float_student.act, episodes=req.episodes, seed=EXPORT_SEED)
-        # the size and latency table: teacher, float student and int8 student in this format
-        others = {}
+        # the size and latency table: teacher, float student and int8 student in this format, the
+        # exported file among them
+        files = {}
         for label, ckpt, int8 in (("teacher", teacher, False), (f"student {name}", student, False),
                                   (f"student {name} int8", student, True)):
-            path = written if int8 == req.int8 and ckpt is student else Path(tmp) / f"{len(others)}{formats.SUFFIX[req.fmt]}"
-            if path != written:
-                formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape)
-            others[label] = _measure(label, ckpt, path, req.fmt)
+            path = Path(tmp) / f"{len(files)}{formats.SUFFIX[req.fmt]}"
+            if ckpt is student and int8 == req.int8:
+                path = written
+            else:
+                formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape,
+                              calibration=calibration)
+            files[label] = _measure(label, ckpt, path, req.fmt)
         sidecar = {
             "file": target.name, "format": req.fmt, "int8": req.int8,
+            **({"int8_calibration": {"states": req.states, "seed": CALIBRATION_SEED}} if req.int8 else {}),
             **({"onnx_opset": formats.ONNX_OPSET} if req.fmt == "onnx" else {}),
             "input": {"name": formats.INPUT, "shape": ["batch", *info.obs_shape], "dtype": "float32"},
             "output": {"name": formats.OUTPUT, "shape": ["batch", info.n_actions], "meaning": "Q-value per action; "
@@ -162,7 +170,7 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
                 "return_exported": {"mean": exported_eval.mean, "std": exported_eval.std},
                 "return_float": {"mean": float_eval.mean, "std": float_eval.std},
             },
-            "size_and_latency": list(others.values()),
+            "size_and_latency": list(files.values()),
         }
         sidecar_tmp = Path(tmp) / "sidecar.json"
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")

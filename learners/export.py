@@ -1,8 +1,9 @@
 """Students as files for small devices: ONNX (pinned opset) or TorchScript, float or int8, and a
 runner for each that maps observations to Q-values.
 
-int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, their
-inputs quantised on the fly; the first layer (raw observations) and the output layer stay float."""
+int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, rounded
+on calibration states to keep each layer's outputs close (quantise.py), their inputs quantised on the
+fly; the first layer (raw observations) and the output layer stay float."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+
+from . import quantise
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -29,19 +32,36 @@ def _inner_linears(net: nn.Module) -> list[str]:
 
 
 def _quantized(net: nn.Module) -> nn.Module:
+    """torch's dynamic int8 modules for the inner layers, holding `net`'s weights (on their int8
+    grid) with quantise's scales: torch's own observer would pick row max / 127.5 and round again."""
     import warnings
 
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
+    inner = _inner_linears(net)
     with warnings.catch_warnings():  # torch.ao's deprecation notice: the eager API still works
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(
-            net, {name: per_channel_dynamic_qconfig for name in _inner_linears(net)}, dtype=torch.qint8)
+        quantized = torch.ao.quantization.quantize_dynamic(
+            net, {name: per_channel_dynamic_qconfig for name in inner}, dtype=torch.qint8)
+    floats, modules = dict(net.named_modules()), dict(quantized.named_modules())
+    for name in inner:
+        weight = floats[name].weight.detach()
+        step = quantise.scales(weight).double()
+        modules[name].set_weight_bias(
+            torch.quantize_per_channel(weight, step, torch.zeros(len(step), dtype=torch.int64), 0, torch.qint8),
+            floats[name].bias.detach())
+    return quantized
 
 
-def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...]) -> None:
-    """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`, int8 if asked."""
+def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...],
+          calibration: np.ndarray | None = None) -> None:
+    """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`; int8 if asked, its inner layers'
+    weights rounded on `calibration` observations [N, *obs_shape]."""
     net = net.eval()
+    if int8:
+        if calibration is None:
+            raise ValueError("int8 needs calibration observations to round the weights on")
+        net = quantise.on_int8_grid(net, _inner_linears(net), calibration)
     if fmt == "torchscript":
         torch.jit.script(_quantized(net) if int8 else net).save(str(path))
         return
