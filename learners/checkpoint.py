@@ -82,6 +82,37 @@ def save(path: str | Path, ckpt: Checkpoint) -> Path:
     return path
 
 
+SB3_PREFIX = "sb3:"  # `sb3:PATH.zip`: a Stable-Baselines3 DQN or QR-DQN model (learners/sb3.py)
+
+
+def absolute(ref: str) -> str:
+    """A checkpoint reference as an absolute path, its `sb3:` prefix kept: what a run stores, so
+    that it (and a resumed run) loads the same teacher from any working directory."""
+    prefix = SB3_PREFIX if ref.startswith(SB3_PREFIX) else ""
+    return prefix + str(Path(ref[len(prefix):]).absolute())
+
+
+def mismatches(
+    ckpt: Checkpoint,
+    *,
+    env_id: str | None = None,
+    net: str | None = None,
+    obs_shape: tuple[int, ...] | None = None,
+    n_actions: int | None = None,
+) -> list[str]:
+    """Each expectation given that `ckpt` does not meet, named."""
+    problems = []
+    if env_id is not None and ckpt.env_id != env_id:
+        problems.append(f"env {ckpt.env_id!r}, not {env_id!r}")
+    if net is not None and ckpt.net != net:
+        problems.append(f"network {ckpt.net!r}, not {net!r}")
+    if obs_shape is not None and ckpt.obs_shape != tuple(obs_shape):
+        problems.append(f"observation shape {ckpt.obs_shape}, not {tuple(obs_shape)}")
+    if n_actions is not None and ckpt.n_actions != n_actions:
+        problems.append(f"{ckpt.n_actions} actions, not {n_actions}")
+    return problems
+
+
 def load(
     path: str | Path,
     *,
@@ -90,7 +121,13 @@ def load(
     obs_shape: tuple[int, ...] | None = None,
     n_actions: int | None = None,
 ) -> Checkpoint:
-    """Read a checkpoint; when expectations are given, name every one it does not meet."""
+    """Read a checkpoint; when expectations are given, name every one it does not meet.
+    `sb3:PATH.zip` reads a Stable-Baselines3 model instead (learners/sb3.py)."""
+    if str(path).startswith(SB3_PREFIX):
+        from . import sb3
+
+        return sb3.load(str(path)[len(SB3_PREFIX):], env_id=env_id, net=net, obs_shape=obs_shape,
+                        n_actions=n_actions)
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -116,15 +153,7 @@ def load(
         version=int(payload["version"]),
         weights=to_numpy(payload["state_dict"]),
     )
-    problems = []
-    if env_id is not None and ckpt.env_id != env_id:
-        problems.append(f"env {ckpt.env_id!r}, not {env_id!r}")
-    if net is not None and ckpt.net != net:
-        problems.append(f"network {ckpt.net!r}, not {net!r}")
-    if obs_shape is not None and ckpt.obs_shape != tuple(obs_shape):
-        problems.append(f"observation shape {ckpt.obs_shape}, not {tuple(obs_shape)}")
-    if n_actions is not None and ckpt.n_actions != n_actions:
-        problems.append(f"{ckpt.n_actions} actions, not {n_actions}")
+    problems = mismatches(ckpt, env_id=env_id, net=net, obs_shape=obs_shape, n_actions=n_actions)
     if problems:
         raise CheckpointError(f"checkpoint {str(path)!r} was made for " + "; ".join(problems))
     return ckpt

@@ -1,0 +1,175 @@
+"""`--teacher sb3:PATH.zip`: Stable-Baselines3 DQN and QR-DQN models, trained here by SB3 itself
+(a few hundred steps: loading is under test, not quality), read as qdistill teachers."""
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from sb3_contrib import QRDQN
+from stable_baselines3 import DQN, PPO
+
+from qdistill.cluster.cli import main
+from qdistill.learners import checkpoint
+from qdistill.learners.networks import GreedyPolicy
+
+CARTPOLE = {"env_id": "CartPole-v1", "obs_shape": (4,), "n_actions": 2}
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A DQN and a QR-DQN trained briefly on CartPole-v1 by SB3, saved as SB3 saves them."""
+    folder = tmp_path_factory.mktemp("sb3")
+    common = dict(learning_starts=50, train_freq=4, seed=0, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # networks this small train several times faster on one thread of a busy machine
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SB3_LOGDIR", str(folder / "logs"))  # SB3's logger makes a folder, by default in /tmp
+    try:
+        dqn = DQN("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [32, 32]}, **common).learn(300)
+        qrdqn = QRDQN("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [32, 16], "n_quantiles": 7},
+                      **common).learn(300)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+    dqn.save(folder / "cartpole.zip")
+    qrdqn.save(folder / "qrdqn.zip")
+    return {"dqn": (dqn, folder / "cartpole.zip"), "qrdqn": (qrdqn, folder / "qrdqn.zip")}
+
+
+def _observations(n=2_000):
+    """CartPole states from random play, and as many wider draws (the network off its usual inputs)."""
+    env = gym.make("CartPole-v1")
+    rng = np.random.default_rng(0)
+    obs, _ = env.reset(seed=0)
+    states = []
+    while len(states) < n // 2:
+        states.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(2)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    wide = rng.normal(0.0, 2.0, size=(n - len(states), 4))
+    return np.concatenate([np.array(states), wide]).astype(np.float32)
+
+
+def _assert_same_greedy_policy(ckpt, sb3_q, model, obs):
+    with torch.no_grad():
+        ours = ckpt.network()(torch.as_tensor(obs))
+    torch.testing.assert_close(ours, sb3_q, rtol=1e-5, atol=1e-6)
+    sb3_actions, _ = model.predict(obs, deterministic=True)
+    np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), sb3_actions)
+    actor = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)  # how rollout actors act with a teacher
+    actor.load(ckpt.version, ckpt.weights)
+    np.testing.assert_allclose(actor.q_values(obs), sb3_q.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(actor.act(obs), sb3_actions)
+
+
+def test_dqn_is_read_as_its_q_network(models):
+    model, path = models["dqn"]
+    ckpt = checkpoint.load(f"sb3:{path}", **CARTPOLE)
+    assert (ckpt.net, ckpt.obs_shape, ckpt.n_actions, ckpt.env_id, ckpt.version) == ("32x32", (4,), 2, "CartPole-v1", 0)
+    assert sorted(ckpt.weights) == [f"layers.{i}.{p}" for i in (1, 3, 5) for p in ("bias", "weight")]
+    obs = _observations()
+    with torch.no_grad():
+        sb3_q = model.q_net(torch.as_tensor(obs))
+    _assert_same_greedy_policy(ckpt, sb3_q, model, obs)
+    # the online network, not the target network SB3 keeps beside it (they differ after training)
+    assert not torch.equal(model.q_net.q_net[0].weight, model.q_net_target.q_net[0].weight)
+    # without an env to check against, the model names none; an env id alone cannot be checked
+    assert checkpoint.load(f"sb3:{path}").env_id == ""
+    with pytest.raises(ValueError) as err:
+        checkpoint.load(f"sb3:{path}", env_id="CartPole-v1")
+    assert str(err.value) == ("a Stable-Baselines3 model names no env: to take it as made for 'CartPole-v1', give "
+                              "that env's obs_shape and n_actions to check it against")
+
+
+def test_qrdqn_q_values_are_the_mean_over_quantiles(models):
+    model, path = models["qrdqn"]
+    ckpt = checkpoint.load(f"sb3:{path}", **CARTPOLE)
+    assert (ckpt.net, ckpt.obs_shape, ckpt.n_actions, ckpt.env_id, ckpt.version) == ("32x16", (4,), 2, "CartPole-v1", 0)
+    assert ckpt.weights["layers.5.weight"].shape == (2, 16)
+    obs = _observations()
+    with torch.no_grad():
+        quantiles = model.quantile_net(torch.as_tensor(obs))
+    assert quantiles.shape == (len(obs), 7, 2)
+    _assert_same_greedy_policy(ckpt, quantiles.mean(dim=1), model, obs)
+
+
+def test_read_without_stable_baselines3(models):
+    """A run needs neither SB3 nor sb3-contrib: with both unimportable, the model still loads."""
+    _, path = models["qrdqn"]
+    code = ("import sys; sys.modules['stable_baselines3'] = sys.modules['sb3_contrib'] = None\n"
+            "from qdistill.learners import checkpoint\n"
+            f"c = checkpoint.load('sb3:{path}', obs_shape=(4,), n_actions=2); print(c.net, c.n_actions)\n"
+            "assert not {'stable_baselines3', 'sb3_contrib', 'cloudpickle'} & {m for m in sys.modules if sys.modules[m]}")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout, result.stderr) == (0, "32x16 2\n", "")
+
+
+def _refusal(path, **expect) -> str:
+    with pytest.raises(checkpoint.CheckpointError) as err:
+        checkpoint.load(f"sb3:{path}", **expect)
+    return str(err.value)
+
+
+def test_models_qdistill_cannot_use_are_refused(tmp_path):
+    ppo = tmp_path / "ppo.zip"
+    PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, device="cpu").save(ppo)
+    assert _refusal(ppo, **CARTPOLE) == (
+        f"Stable-Baselines3 model '{ppo}' has policy class stable_baselines3.common.policies.ActorCriticPolicy: "
+        "expected the MlpPolicy of a DQN or QR-DQN model (stable_baselines3.dqn.policies.DQNPolicy or "
+        "sb3_contrib.qrdqn.policies.QRDQNPolicy)")
+    tanh = tmp_path / "tanh.zip"
+    DQN("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [8], "activation_fn": torch.nn.Tanh},
+        device="cpu").save(tanh)
+    assert _refusal(tanh) == (
+        f"Stable-Baselines3 model '{tanh}' uses activation torch.nn.modules.activation.Tanh: qdistill's "
+        "Q-networks use ReLU (expected activation_fn torch.nn.ReLU, the default)")
+    linear = tmp_path / "linear.zip"
+    DQN("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": []}, device="cpu").save(linear)
+    assert _refusal(linear) == (f"Stable-Baselines3 model '{linear}' has no hidden layer (net_arch []): qdistill's "
+                                "Q-networks have at least one")
+    text = tmp_path / "notes.zip"
+    text.write_text("not a model")
+    assert _refusal(text) == (f"Stable-Baselines3 model '{text}' is not a readable zip file: expected a model "
+                              "saved by Stable-Baselines3's `model.save()`")
+    other = tmp_path / "other.zip"
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("readme.txt", "hello")
+    assert _refusal(other) == f"Stable-Baselines3 model '{other}' is not a Stable-Baselines3 model: the zip has no " \
+                              "data or policy.pth"
+    assert _refusal(tmp_path / "missing.zip") == f"Stable-Baselines3 model '{tmp_path / 'missing.zip'}' does not exist"
+
+
+def test_cli_refuses_a_model_made_for_another_env(models, tmp_path):
+    _, path = models["dqn"]
+    result = subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "Acrobot-v1",
+                             "--teacher", f"sb3:{path.name}", "--out", "run"],
+                            cwd=path.parent, capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr == ("qdistill: error: Stable-Baselines3 model 'cartpole.zip' was made for observation "
+                             "shape (4,), not (6,); 2 actions, not 3\n")
+    assert not (path.parent / "run").exists()
+
+
+def test_run_distills_an_sb3_teacher(models, ray_session, tmp_path, monkeypatch):
+    _, path = models["dqn"]
+    monkeypatch.chdir(path.parent)  # a relative path: the run keeps it absolute, prefix and all
+    out = tmp_path / "run"
+    code = main(["run", "--env", "CartPole-v1", "--teacher", f"sb3:{path.name}", "--students", "8",
+                 "--steps", "3000", "--no-target", "--quiet", "--out", str(out)])
+    assert code == 0
+    assert json.loads((out / "config.json").read_text())["teacher"] == f"sb3:{path}"
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 3_000
+    assert summary["teacher"]["net"] == "32x32"
+    kept = checkpoint.load(out / "checkpoints" / "teacher.pt", env_id="CartPole-v1", net="32x32")
+    original = checkpoint.load(f"sb3:{path}", **CARTPOLE)
+    for key, value in original.weights.items():
+        np.testing.assert_array_equal(kept.weights[key], value)
+    student = checkpoint.load(summary["students"]["8"]["checkpoint"], env_id="CartPole-v1", net="8")
+    assert student.version >= 1
