@@ -13,6 +13,7 @@ from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing, check_capacity
 from .dynamics import set_dynamics
 from .evaluator import Evaluator
+from .metrics import RolloutMetrics
 from .params import ParameterServer
 from .ratelimit import SampleToInsertRatio
 from .redis_buffer import RedisBuffer, RedisSpec
@@ -102,10 +103,11 @@ class RolloutActor:
         student: str | None = None,
         student_params: str | None = None,
         max_in_flight: int = 1,
+        run: str = "",
     ) -> None:
         """`params`, `student_params` and a Ray `shard` are named actors, looked up here: a
         restarted actor finds them again (handles passed as arguments would pin the restart to
-        objects that may be gone)."""
+        objects that may be gone). `run`: the run's name, which its Ray metrics are tagged with."""
         import torch
 
         torch.set_num_threads(1)
@@ -120,6 +122,7 @@ class RolloutActor:
         self.max_in_flight = max_in_flight
         self.in_flight: list[ray.ObjectRef] = []
         self.dynamics: dict[str, float] | None = None
+        self.metrics = RolloutMetrics(run, actor_id)
 
     def _has(self, versions: tuple[int, int] | None) -> bool:
         """Whether this actor already holds the given (teacher, student) versions."""
@@ -155,6 +158,7 @@ class RolloutActor:
         dropped = self.rollout.dropped_nonfinite
         batch, episodes = self.rollout.collect(num_steps, epsilon, beta)
         self._add(batch)
+        self.metrics.collected(len(batch))
         return {
             "env_steps": len(batch),
             "dropped_nonfinite": self.rollout.dropped_nonfinite - dropped,

@@ -201,6 +201,7 @@ class DistillDriver:
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
             params=f"{self.run_id}-teacher-params", shard=self.buffer.shard_for(i),
             student=acting, student_params=f"{self.run_id}-student-params" if acting else None,
+            run=self.run.name,
         )
 
     def _loop(self) -> str:

@@ -42,11 +42,19 @@ def _train_teacher(cfg: TeacherRunConfig, info: EnvInfo, control: RunControl, st
     init = checkpoint.load(cfg.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
                            net=cfg.dqn.net) if cfg.init else None
     control.publish(phase="teacher", progress=None)
-    driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device)
+    driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device,
+                           name=_teacher_name(job))
     state = Path(cfg.out) / "checkpoints" / "state.pt"
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
     return driver.train()
+
+
+def _teacher_name(job: Job) -> str:
+    """What a teacher's Ray metrics are tagged with: its run's name, and RUN/teacher for a teacher
+    trained inside a run (every such directory is called "teacher")."""
+    name = Path(job.config.out).absolute().name
+    return f"{name}/teacher" if job.command == "run" else name
 
 
 def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> checkpoint.Checkpoint | None:
@@ -81,7 +89,7 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
 
     cfg: DistillRunConfig = job.config  # type: ignore[assignment]
     run = RunDir(cfg.out)
-    run.write_json("config.json", cfg.to_dict())
+    run.write_config(cfg.to_dict())
     teacher = _teacher(job, info, control, started)
     if teacher is None:
         run.close()

@@ -1,4 +1,7 @@
-"""The run directory: resolved config, metrics (JSON lines), checkpoints, summary."""
+"""The run directory: resolved config, metrics (JSON lines, TensorBoard events), checkpoints, summary.
+
+Every logged record goes out three ways from here: a line of metrics.jsonl, scalars in
+tensorboard/, and the core figures as Ray metrics (actors/metrics.py) for a cluster's Prometheus."""
 
 from __future__ import annotations
 
@@ -10,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..actors.metrics import LearnerMetrics
 from ..learners import checkpoint
+from .tensorboard import TensorBoardLog
 
 
 class RunDirError(ValueError):
@@ -37,11 +42,16 @@ def check_writable(out: str | Path) -> None:
 
 
 class RunDir:
-    def __init__(self, out: str | Path) -> None:
+    def __init__(self, out: str | Path, name: str | None = None) -> None:
+        """`name`: what the run's Ray metrics are tagged with (default: the directory's name, the
+        run's name); a resumed run appends to metrics.jsonl and starts a new event file."""
         self.path = Path(out)
+        self.name = name or self.path.absolute().name
         self.checkpoints = self.path / "checkpoints"
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self._metrics = open(self.path / "metrics.jsonl", "a", buffering=1)
+        self._tensorboard = TensorBoardLog(self.path / "tensorboard")
+        self._ray_metrics = LearnerMetrics(self.name)
         self._t0 = time.time()
 
     def save_student(self, name: str, which: str, *, env: str, obs_shape: tuple[int, ...], n_actions: int,
@@ -57,9 +67,18 @@ class RunDir:
         os.replace(tmp, target)
         return target
 
+    def write_config(self, config: dict[str, object]) -> Path:
+        """config.json, and the same text in TensorBoard."""
+        target = self.write_json("config.json", config)
+        self._tensorboard.config(target.read_text())
+        return target
+
     def log(self, metrics: dict[str, float | int]) -> None:
         record = {"time": round(time.time() - self._t0, 3), **metrics}
         self._metrics.write(json.dumps(record) + "\n")
+        self._tensorboard.scalars(record)
+        self._ray_metrics.record(record)
 
     def close(self) -> None:
         self._metrics.close()
+        self._tensorboard.close()

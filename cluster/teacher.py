@@ -41,12 +41,13 @@ class _Best:
 
 class TeacherDriver:
     def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, control: RunControl,
-                 init: checkpoint.Checkpoint | None = None, started: float | None = None, device: str = "cpu") -> None:
+                 init: checkpoint.Checkpoint | None = None, started: float | None = None, device: str = "cpu",
+                 name: str | None = None) -> None:
         self.config = config
         self.info = info
         self.started = started if started is not None else time.monotonic()
-        self.run = RunDir(config.out)
-        self.run.write_json("config.json", config.to_dict())
+        self.run = RunDir(config.out, name=name)
+        self.run.write_config(config.to_dict())
         torch.set_num_threads(config.learner_threads)
         self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device)
         self.version = 0
@@ -115,7 +116,7 @@ class TeacherDriver:
         return RolloutActor.options(**rollout_options(cfg)).remote(
             cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-            params=f"{self.run_id}-params", shard=self.buffer.shard_for(i),
+            params=f"{self.run_id}-params", shard=self.buffer.shard_for(i), run=self.run.name,
         )
 
     def _loop(self) -> str:
