@@ -1,4 +1,4 @@
-"""End of a distillation run: final evaluation, checkpoints, summary.json, report.md and a plot."""
+"""End of a distillation run: final evaluation, checkpoints, summary.json, report.md and its plots."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from ..learners import checkpoint
 from ..learners.networks import action_latency_us, count_params
 from .config import DistillRunConfig
+from .plots import PLOTS, render
 from .rundir import RunDir
 
 
@@ -43,7 +44,7 @@ def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoin
 
 def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint, final: dict[str, float],
               students: dict[str, dict[str, str]], run_facts: dict[str, object]) -> dict[str, object]:
-    """Write summary.json, report.md and return.png from the final evaluation.
+    """Write summary.json, and report.md with its plots, from the final evaluation.
 
     `students` maps each name to its `checkpoint` (best) and `last_checkpoint` paths;
     `run_facts` holds the run's own counters (mode, wall times, steps, stop reason, labels).
@@ -84,52 +85,33 @@ def table(summary: dict[str, object]) -> str:
     return "\n".join(lines)
 
 
-def write_report(path: Path, summary: dict[str, object]) -> None:
+def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
+    """report.md, embedding every plot, and the plots themselves; the files written."""
+    pngs = render(path, list(summary["students"]))
     episodes = summary["teacher"]["eval_episodes"]
+    images = "\n\n".join(f"![{plot.caption}]({plot.file})" for plot in PLOTS)
     text = (f"# qdistill run: {summary['env']}\n\n"
             f"Mode `{summary['mode']}`, loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. "
             f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
-            f"{table(summary)}\n\n![return over time](return.png)\n")
+            f"{table(summary)}\n\n{images}\n")
     (path / "report.md").write_text(text)
-    plot_returns(path / "metrics.jsonl", path / "return.png", list(summary["students"]))
+    return [*pngs, path / "report.md"]
 
 
-def plot_returns(metrics: Path, out: Path, students: list[str]) -> None:
-    """Greedy return of the teacher and each student over the run and, below, how many teacher
-    versions the sampled labels lagged; a changing task's change is marked on both."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
-    evals = [r for r in records if "eval/return/teacher" in r]
-    lags = [r for r in records if r.get("buffer/label_staleness") is not None]
-    changes = [r["distill_s"] for r in records if r.get("event") == "task_changed"]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True, height_ratios=(2, 1))
-    if evals:
-        t = [r["distill_s"] for r in evals]
-        top.plot(t, [r["eval/return/teacher"] for r in evals], "k--", label="teacher")
-        for name in students:
-            top.plot(t, [r[f"eval/return/{name}"] for r in evals], marker="o", ms=3, label=f"student {name}")
-    if lags:
-        t = [r["distill_s"] for r in lags]
-        bottom.plot(t, [r["buffer/label_staleness"] for r in lags], label="mean, as sampled")
-        bottom.plot(t, [r["buffer/label_staleness_p95"] for r in lags], label="p95, as sampled")
-        bottom.plot(t, [r.get("buffer/label_staleness_used_max") for r in lags], label="max, as trained on")
-    for ax in (top, bottom):
-        for at in changes:
-            ax.axvline(at, color="tab:red", lw=1, ls=":", label="task changes" if ax is top else None)
-        ax.grid(alpha=0.3)
-        if ax.has_data():
-            ax.legend(fontsize=8)
-    top.set_ylabel("greedy return")
-    bottom.set_yscale("symlog", linthresh=2)  # the bound (a few versions) beside lags in the hundreds
-    bottom.set_ylim(bottom=0)
-    bottom.set_ylabel("label staleness\n(teacher versions)")
-    bottom.set_xlabel("distillation wall time (s)")
-    fig.tight_layout()
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+def regenerate(path: Path) -> list[Path]:
+    """`qdistill report`: the plots and report.md drawn again from a finished run's metrics.jsonl and
+    summary.json alone (after a change to the plots, or for a run copied off its cluster)."""
+    expected = "expected the directory of a finished `qdistill run`"
+    for name in ("summary.json", "metrics.jsonl"):
+        if not (path / name).is_file():
+            raise ValueError(f"run directory {str(path)!r} has no {name}: {expected}")
+    try:
+        summary = json.loads((path / "summary.json").read_text())
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"run directory {str(path)!r} has a summary.json that is not JSON ({exc}): {expected}") from None
+    if "students" not in summary:  # train-teacher writes no report: its metrics are the teacher's alone
+        raise ValueError(f"run directory {str(path)!r} has no students in its summary.json (a `qdistill "
+                         f"train-teacher` run has none): {expected}")
+    return write_report(path, summary)
