@@ -14,7 +14,7 @@ from ..actors.envs import EnvInfo, describe
 from ..actors.redis_buffer import PASSWORD_ENV
 from ..learners import checkpoint
 from ..learners.distill import parse_students
-from .config import RunConfig, distill_config, teacher_config
+from .config import DistillRunConfig, RunConfig, distill_config, teacher_config
 from .jobs import Job
 from . import manage
 from .status import print_rows
@@ -143,13 +143,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="qdistill", description="Distill DQN teachers into small students, on Ray.")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    r = sub.add_parser("run", help="distill a teacher into students (training the teacher first unless --teacher)")
+def _run_flags(r: argparse.ArgumentParser) -> None:
+    """`qdistill run`'s flags (and `config show`'s, which resolves the same config)."""
     _common(r)
-    r.add_argument("--teacher", help="teacher checkpoint (default: train one first, into RUN/teacher)")
+    r.add_argument("--config", metavar="FILE",
+                   help="a TOML or YAML file of run settings, the keys of a run's config.json (e.g. "
+                        "deploy/configs/cartpole.toml); flags override it, it overrides the env's preset")
+    r.add_argument("--teacher", help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model "
+                                      "(default: train one first, into RUN/teacher)")
     r.add_argument("--teacher-learns", action="store_true",
                    help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "
                         "the students distill from it")
@@ -169,6 +170,18 @@ def _build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mode", help="online (default) or offline (the seed's label-once-then-fit baseline)")
     r.add_argument("--samples", type=int, help="offline: teacher-labelled states (default 50000)")
     r.add_argument("--epochs", type=int, help="offline: passes over them (default 10)")
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="qdistill", description="Distill DQN teachers into small students, on Ray.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="distill a teacher into students (training the teacher first unless --teacher)")
+    _run_flags(r)
+    cf = sub.add_parser("config", help="config files: `qdistill config show [RUN FLAGS]` prints a run's resolved config")
+    cf_sub = cf.add_subparsers(dest="config_command", required=True)
+    _run_flags(cf_sub.add_parser("show", help="print the config `qdistill run` would use with these flags, as YAML "
+                                              "(a config file itself): presets, then --config, then flags"))
 
     t = sub.add_parser("train-teacher", help="train a DQN teacher with Ray rollout actors")
     _common(t)
@@ -207,11 +220,15 @@ def _build_parser() -> argparse.ArgumentParser:
                         "than this (default 0.99)")
     x.add_argument("--states", type=int, default=10_000, help="held-out states to compare actions on (default 10000)")
     x.add_argument("--episodes", type=int, default=20, help="greedy episodes of the exported student (default 20)")
+
+    rp = sub.add_parser("report", help="draw a finished run's plots and report.md again from its metrics.jsonl "
+                                       "and summary.json")
+    rp.add_argument("path", metavar="RUN_DIR", help="a `qdistill run` directory")
     return parser
 
 
-def _out(args: argparse.Namespace) -> str:
-    return args.out or str(Path("runs") / f"{args.env}-{time.strftime('%Y%m%d-%H%M%S')}")
+def _default_out(env: str) -> str:
+    return str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
 def _target(args: argparse.Namespace, info: EnvInfo) -> float | None:
@@ -268,7 +285,7 @@ def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
                               source=str(path / "config.json"))
     if args.env is not None and args.env != config.env:
         raise ValueError(f"run directory {str(path)!r} was made for {config.env}, not {args.env}")
-    allowed = {"command", "resume", "env", "out", *RESUME_FLAGS}
+    allowed = {"command", "config_command", "resume", "env", "out", *RESUME_FLAGS}
     given = sorted(k for k, v in vars(args).items() if k not in allowed and v not in (None, False))
     if given:
         raise ValueError(f"--resume carries on with the run's own config: {', '.join('--' + g.replace('_', '-') for g in given)} "
@@ -277,10 +294,10 @@ def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
                           address=args.address, buffer=args.buffer)
 
 
-def _env(args: argparse.Namespace) -> EnvInfo:
-    if args.env is None:
+def _env(env: str | None) -> EnvInfo:
+    if env is None:
         raise ValueError("no env: give --env (a Gymnasium id such as 'CartPole-v1'), or --resume RUN_DIR")
-    return describe(args.env)
+    return describe(env)
 
 
 def _train_teacher(args: argparse.Namespace, started: float) -> int:
@@ -290,13 +307,13 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
         config = _resumed(args, TeacherRunConfig)
         info = describe(config.env)
     else:
-        info = _env(args)
+        info = _env(args.env)
         init = checkpoint.load(args.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
                                net=args.net) if args.init else None
         config = teacher_config(
-            args.env, str(Path(_out(args)).absolute()),
+            args.env, str(Path(args.out or _default_out(args.env)).absolute()),
             steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
-            init=str(Path(args.init).absolute()) if args.init else None,
+            init=checkpoint.absolute(args.init) if args.init else None,
             address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
             replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
@@ -309,13 +326,68 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
                             device=_device(args)), info)
 
 
-def _run(args: argparse.Namespace, started: float) -> int:
+def _file_settings(args: argparse.Namespace) -> dict[str, object]:
+    """--config FILE's settings, keys and types checked against the run config ({} without it)."""
+    if not args.config:
+        return {}
+    from . import configfile
     from .config import DistillRunConfig
 
+    return configfile.checked(DistillRunConfig, configfile.read(args.config), source=args.config)
+
+
+def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:
+    """The flags that were given (not None) over the file's settings; tables merged key by key."""
+    out = dict(file)
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            out[key] = {**file.get(key, {}), **{k: v for k, v in value.items() if v is not None}}  # type: ignore[dict-item]
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _distill_config(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
+    """`qdistill run`'s config: the env's preset, then --config FILE, then the flags."""
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
+        config = _resumed(args, DistillRunConfig)
+        return config, describe(config.env)
+    file = _file_settings(args)
+    env, out, teacher = (getattr(args, k) or file.get(k) for k in ("env", "out", "teacher"))
+    file = {k: v for k, v in file.items() if k not in ("env", "out", "teacher")}
+    info = _env(env)
+    teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
+                                  n_actions=info.n_actions).net if teacher else None
+    if args.no_target:
+        file["target_return"] = None
+    elif "target_return" not in file:  # the env's reward threshold, unless the file says otherwise
+        file["target_return"] = info.reward_threshold
+    flags = dict(
+        steps=args.steps, time=args.time, target_return=args.target_return, seed=args.seed,
+        teacher=checkpoint.absolute(teacher) if teacher else None, address=args.address,
+        actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
+        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
+        rate_tolerance=args.rate_tolerance, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
+        buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
+        mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
+        samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
+        max_label_staleness=args.max_label_staleness, change_at=args.change_at,
+        change=dict(args.change) if args.change else None, dqn={"net": teacher_net},
+        distill={"students": parse_students(args.students) if args.students is not None else None,
+                 "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
+    )
+    config = distill_config(env, str(Path(out or _default_out(env)).absolute()), **_layered(file, flags))
+    if config.change:
+        check_change(config.env, config.change)
+    return config, info
+
+
+def _run(args: argparse.Namespace, started: float) -> int:
+    config, info = _distill_config(args)
     teacher_cfg = None
     if args.resume:
-        config = _resumed(args, DistillRunConfig)
-        info = describe(config.env)
         teacher_dir = Path(config.out) / "teacher"
         if config.teacher is None and (teacher_dir / "config.json").is_file():
             from .config import TeacherRunConfig, config_from_dict, with_overrides
@@ -324,28 +396,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
                 TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
                 source=str(teacher_dir / "config.json")), address=args.address, buffer=args.buffer)
     else:
-        info = _env(args)
-        teacher_net = checkpoint.load(args.teacher, env_id=info.env_id, obs_shape=info.obs_shape,
-                                      n_actions=info.n_actions).net if args.teacher else None
-        out = str(Path(_out(args)).absolute())
-        config = distill_config(
-            args.env, out,
-            steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
-            teacher=str(Path(args.teacher).absolute()) if args.teacher else None, address=args.address,
-            actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
-            actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
-            rate_tolerance=args.rate_tolerance, buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
-            buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every, mode=args.mode, behaviour=args.behaviour,
-            refresh=args.refresh, refresh_every=args.refresh_every, samples=args.samples, epochs=args.epochs,
-            teacher_learns=args.teacher_learns or None, max_label_staleness=args.max_label_staleness,
-            change_at=args.change_at, change=dict(args.change) if args.change else None,
-            dqn={"net": teacher_net},
-            distill={"students": parse_students(args.students) if args.students is not None else None,
-                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
-        )
-        if config.change:
-            check_change(config.env, config.change)
-        check_writable(out)
+        check_writable(config.out)
     if config.teacher is None and teacher_cfg is None and not config.teacher_learns:
         teacher_cfg = teacher_config(
             config.env, str(Path(config.out) / "teacher"), seed=config.seed, address=config.address,
@@ -353,6 +404,15 @@ def _run(args: argparse.Namespace, started: float) -> int:
             buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None)
     return _start(args, Job("run", config, teacher_cfg, resume=bool(args.resume), started_at=started,
                             device=_device(args)), info)
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    import yaml
+
+    config, _ = _distill_config(args)
+    print("# qdistill run: resolved config (the env's preset, then --config, then flags); usable as --config")
+    print(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False), end="")
+    return 0
 
 
 def _device(args: argparse.Namespace) -> str:
@@ -446,13 +506,22 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .report import regenerate
+
+    for path in regenerate(Path(args.path)):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = _build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
                 "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
                 "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
-                "eval": lambda: _eval(args), "export": lambda: _export(args)}
+                "eval": lambda: _eval(args), "export": lambda: _export(args), "report": lambda: _report(args),
+                "config": lambda: _config_show(args)}
     try:
         return commands[args.command]()
     except ValueError as exc:  # our errors: EnvError, CheckpointError, RunDirError, config

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 from urllib.parse import urlparse
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from ..actors.ratelimit import SampleToInsertRatio
 from ..learners.distill import DistillConfig
@@ -342,24 +342,12 @@ def _given(d: object) -> dict[str, object]:
 def config_from_dict(cls, data: dict[str, object], *, source: str):
     """A config saved with `to_dict` (a run directory's config.json), read back and validated;
     an unknown key or a field of the wrong kind is refused, naming it."""
-    nested = {"dqn": DQNConfig, "exploration": ExplorationConfig, "distill": DistillConfig}
-    known = {f.name: f for f in fields(cls)}
-    values: dict[str, object] = {}
-    for key, value in data.items():
-        _check(key in known, f"{source}: unknown key {key!r}")
-        if key in nested:
-            _check(isinstance(value, dict), f"{source}: {key!r} should be a table of settings")
-            sub = {f.name for f in fields(nested[key])}
-            extra = sorted(set(value) - sub)
-            _check(not extra, f"{source}: unknown key {key + '.' + extra[0] if extra else ''!r}")
-            value = nested[key](**{k: tuple(v) if isinstance(v, list) else v for k, v in value.items()})
-        values[key] = value
-    if isinstance(values.get("buffer"), str):
-        values["buffer"] = values["buffer"].replace(":***@", "@")  # the saved URL's password was masked
-    try:
-        return cls(**values)
-    except TypeError as exc:
-        raise ValueError(f"{source}: {exc}") from None
+    from .configfile import build
+
+    data = dict(data)
+    if isinstance(data.get("buffer"), str):
+        data["buffer"] = data["buffer"].replace(":***@", "@")  # the saved URL's password was masked
+    return build(cls, data, source=source)
 
 
 def with_overrides(config, **overrides: object):

@@ -220,7 +220,7 @@ def test_a_run_config_with_an_unknown_key_or_a_wrong_type(tmp_path):
     run = _run_dir(tmp_path, bogus=1)
     _assert_refused(_run("run", "--resume", str(run)), f"{run / 'config.json'}: unknown key 'bogus'")
     run = _run_dir(tmp_path / "other", actors="two")
-    _assert_refused(_run("run", "--resume", str(run)), "actors two is not valid: expected an integer >= 1")
+    _assert_refused(_run("run", "--resume", str(run)), f'{run / "config.json"}: actors should be an integer, not "two"')
 
 
 def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):

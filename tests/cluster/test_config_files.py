@@ -1,0 +1,128 @@
+"""Config files: `qdistill run --config FILE` (TOML or YAML), flags over the file over the env's
+preset, `qdistill config show`, the example configs in deploy/configs, and bad files refused with
+the key named."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from qdistill.actors.envs import describe
+from qdistill.cluster.cli import main
+from qdistill.learners import checkpoint
+from qdistill.learners.networks import QNetwork, to_numpy
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "configs"
+
+
+def _untrained_teacher(env_id: str, path: Path) -> str:
+    """A teacher checkpoint for `env_id` that is a freshly initialised network: enough to run a
+    config end to end, not to learn anything from."""
+    info = describe(env_id)
+    torch.manual_seed(0)
+    net = QNetwork("32x32", info.obs_shape, info.n_actions)
+    checkpoint.save(path, checkpoint.Checkpoint("32x32", info.obs_shape, info.n_actions, env_id, 1,
+                                                to_numpy(net.state_dict())))
+    return str(path)
+
+
+def _show(capsys, *args: str) -> tuple[int, str, str]:
+    code = main(["config", "show", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_examples_are_the_three_envs():
+    assert sorted(p.name for p in EXAMPLES.iterdir()) == ["acrobot.toml", "cartpole.toml", "lunarlander.yaml"]
+
+
+@pytest.mark.parametrize("name", ["cartpole.toml", "acrobot.toml", "lunarlander.yaml"])
+def test_each_example_config_runs(ray_session, tmp_path, name):
+    path = EXAMPLES / name
+    settings = (yaml.safe_load if path.suffix == ".yaml" else __import__("tomllib").loads)(path.read_text())
+    teacher = _untrained_teacher(settings["env"], tmp_path / "teacher.pt")
+    out = tmp_path / "run"
+    code = main(["run", "--config", str(path), "--teacher", teacher, "--steps", "3000", "--no-target",
+                 "--out", str(out), "--quiet"])
+    assert code == 0
+    config = json.loads((out / "config.json").read_text())
+    # the file's settings, the flags over them
+    assert (config["env"], config["actors"], config["steps"], config["target_return"]) == \
+        (settings["env"], settings["actors"], 3000, None)
+    assert config["distill"]["students"] == settings["distill"]["students"]
+    assert config["distill"]["loss"] == settings["distill"]["loss"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert sorted(summary["students"]) == sorted(settings["distill"]["students"])
+    assert summary["env_steps"] >= 3000
+
+
+def test_flags_override_the_file_and_the_file_the_preset(tmp_path, capsys):
+    path = tmp_path / "mine.toml"
+    path.write_text('env = "CartPole-v1"\nactors = 3\nreplay_ratio = 0.2\nsteps = 20_000\n'
+                    '[distill]\nlr = 5e-3\nloss = "nll"\n[exploration]\nend = 0.1\n')
+    code, out, err = _show(capsys, "--config", str(path), "--actors", "4", "--loss", "mse", "--out", str(tmp_path / "r"))
+    assert (code, err) == (0, "")
+    shown = yaml.safe_load(out)
+    assert shown["actors"] == 4  # flag over file
+    assert (shown["replay_ratio"], shown["steps"]) == (0.2, 20_000)  # file over preset
+    assert shown["distill"] == {"students": ["16x16"], "loss": "mse", "tau": 0.01, "lr": 5e-3, "batch_size": 256}
+    assert shown["exploration"] == {"start": 0.05, "end": 0.1, "steps": 0}  # the preset's, one key from the file
+    assert (shown["target_return"], shown["updates_per_sample"]) == (475.0, 16)  # the env's threshold, the default
+    # what `config show` prints is a config file that resolves to itself
+    saved = tmp_path / "shown.yaml"
+    saved.write_text(out)
+    code, again, _ = _show(capsys, "--config", str(saved))
+    assert (code, again) == (0, out)
+
+
+def test_a_yaml_file_can_turn_the_target_off(tmp_path, capsys):
+    path = tmp_path / "no_target.yml"
+    path.write_text("env: CartPole-v1\ntarget_return: null\n")
+    code, out, _ = _show(capsys, "--config", str(path))
+    assert code == 0 and yaml.safe_load(out)["target_return"] is None
+
+
+BAD_FILES = [
+    ("a.toml", 'env = "CartPole-v1"\nactorz = 2\n', "{f}: unknown key 'actorz'; did you mean 'actors'?"),
+    ("b.toml", '[distill]\nstudnets = ["8x8"]\n', "{f}: unknown key 'distill.studnets'; did you mean 'distill.students'?"),
+    ("c.toml", "bogus = 1\n", "{f}: unknown key 'bogus'"),
+    ("d.toml", 'actors = "two"\n', '{f}: actors should be an integer, not "two"'),
+    ("e.toml", "actors = true\n", "{f}: actors should be an integer, not true"),
+    ("f.toml", '[distill]\nlr = "fast"\n', '{f}: distill.lr should be a number, not "fast"'),
+    ("g.toml", '[distill]\nstudents = "16x16"\n', '{f}: distill.students should be a list of strings, not "16x16"'),
+    ("h.toml", "distill = 3\n", "{f}: distill should be a table of settings, not 3"),
+    ("i.yaml", "actor_resources:\n  rollout: lots\n",
+     '{f}: actor_resources should be a table of names with numbers, not {{"rollout": "lots"}}'),
+    ("j.yaml", "- env: CartPole-v1\n", "config file '{f}' holds a list: expected a table of settings, e.g. env = \"CartPole-v1\""),
+    ("k.ini", "env = CartPole-v1\n", "config file '{f}' is not a config file: expected a name ending in .toml, .yaml, .yml, .json"),
+    ("l.toml", 'env = "CartPole-v1"\nactors = 0\n', "actors 0 is not valid: expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
+def test_a_bad_config_file_is_refused_naming_the_key(tmp_path, capsys, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    out = tmp_path / "run"
+    code = main(["run", "--env", "CartPole-v1", "--config", str(path), "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert (code, captured.out, captured.err) == (2, "", f"qdistill: error: {message.format(f=path)}\n")
+    assert not out.exists()
+
+
+def test_unreadable_and_malformed_files_are_refused(tmp_path, capsys):
+    missing = tmp_path / "missing.toml"
+    code, _, err = _show(capsys, "--config", str(missing))
+    assert (code, err) == (2, f"qdistill: error: config file '{missing}' cannot be read: No such file or directory\n")
+    broken = tmp_path / "broken.toml"
+    broken.write_text("actors = \n")
+    code, _, err = _show(capsys, "--config", str(broken))
+    assert code == 2 and err.startswith(f"qdistill: error: config file '{broken}' is not valid TOML: ")
+    assert err.count("\n") == 1
+    code, _, err = _show(capsys, "--config", str(broken), "--resume", str(tmp_path))
+    assert (code, err) == (2, "qdistill: error: --resume carries on with the run's own config: --config cannot be "
+                              "given with it\n")
