@@ -66,25 +66,29 @@ class GreedyPolicy:
 
     For the small MLPs qdistill runs, a numpy forward pass costs a fraction of torch's per-call
     overhead (≈ 8 µs against 25 µs at batch 1 for 256x256 here) and no less at batch 32+, so the
-    rollout and evaluation hot loops never enter torch. Weights are checked against the spec by
-    loading them into a `QNetwork` first.
+    rollout and evaluation hot loops never enter torch. Loaded weights must have the names and
+    shapes of the spec's `QNetwork`; until the first load it acts with that network's initial ones.
     """
 
     def __init__(self, spec: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
-        self.net = QNetwork(spec, obs_shape, n_actions)
-        self.net.requires_grad_(False)
+        initial = to_numpy(QNetwork(spec, obs_shape, n_actions).state_dict())
+        self.spec = spec
+        self.shapes = {k: v.shape for k, v in initial.items()}
         self.version = -1
-        self.layers: list[tuple[np.ndarray, np.ndarray]] = self._numpy_layers(self.net.state_dict())
+        self.layers = self._numpy_layers(initial)
 
     @staticmethod
-    def _numpy_layers(state_dict: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
-        linear = [k[: -len(".weight")] for k in state_dict if k.endswith(".weight")]
-        return [(np.ascontiguousarray(state_dict[f"{k}.weight"].numpy().T, dtype=np.float32),
-                 state_dict[f"{k}.bias"].numpy().astype(np.float32)) for k in linear]
+    def _numpy_layers(weights: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
+        linear = [k[: -len(".weight")] for k in weights if k.endswith(".weight")]
+        return [(np.array(weights[f"{k}.weight"], dtype=np.float32).T.copy(order="C"),  # own copies, x @ w layout
+                 np.array(weights[f"{k}.bias"], dtype=np.float32)) for k in linear]
 
     def load(self, version: int, weights: dict[str, np.ndarray]) -> None:
-        self.net.load_state_dict(from_numpy(weights))  # refuses weights of another shape
-        self.layers = self._numpy_layers(self.net.state_dict())
+        """Act with `weights` from now on; refuses weights of another network."""
+        shapes = {k: np.shape(v) for k, v in weights.items()}
+        if shapes != self.shapes:
+            raise ValueError(f"weights of shapes {shapes} do not fit network {self.spec!r}: expected {self.shapes}")
+        self.layers = self._numpy_layers(weights)
         self.version = version
 
     def q_values(self, obs: np.ndarray) -> np.ndarray:

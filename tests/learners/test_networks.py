@@ -46,3 +46,31 @@ def test_greedy_policy_acts_argmax_of_loaded_weights():
     policy.load(7, {k: v.numpy() for k, v in net.state_dict().items()})
     assert policy.version == 7
     np.testing.assert_array_equal(policy.act(np.zeros((3, 2), np.float32)), [1, 1, 1])
+
+
+def test_greedy_policy_refuses_weights_of_another_network_and_keeps_its_own():
+    policy = GreedyPolicy("4", (2,), 3)
+    before = policy.q_values(np.ones((1, 2), np.float32))
+    other = {k: v.numpy() for k, v in QNetwork("5", (2,), 3).state_dict().items()}
+    with pytest.raises(ValueError) as refused:
+        policy.load(3, other)
+    assert str(refused.value) == (
+        "weights of shapes {'layers.1.weight': (5, 2), 'layers.1.bias': (5,), 'layers.3.weight': (3, 5), "
+        "'layers.3.bias': (3,)} do not fit network '4': expected {'layers.1.weight': (4, 2), 'layers.1.bias': (4,), "
+        "'layers.3.weight': (3, 4), 'layers.3.bias': (3,)}")
+    assert policy.version == -1
+    np.testing.assert_array_equal(policy.q_values(np.ones((1, 2), np.float32)), before)
+
+
+def test_greedy_policy_computes_the_networks_q_values():
+    torch.manual_seed(0)
+    net = QNetwork("16x8", (3,), 4)
+    policy = GreedyPolicy("16x8", (3,), 4)
+    weights = {k: v.numpy() for k, v in net.state_dict().items()}
+    policy.load(1, weights)
+    obs = np.random.default_rng(0).normal(size=(64, 3)).astype(np.float32)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(obs)).numpy()
+    np.testing.assert_allclose(policy.q_values(obs), expected, rtol=1e-5, atol=1e-7)
+    weights["layers.1.weight"][:] = 0.0  # the policy acts with its own copy of what it was given
+    np.testing.assert_allclose(policy.q_values(obs), expected, rtol=1e-5, atol=1e-7)
