@@ -285,13 +285,16 @@ def rllib(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: 
         ray.shutdown()
 
 
-def _table(title: str, unit: str, rows: dict[str, list[float]], base: str) -> dict[str, float]:
+def _table(title: str, unit: str, rows: dict[str, list[float]], base: str | dict[str, str],
+           base_label: str | None = None) -> dict[str, float]:
+    """Each row's median and its ratio to its base row's: `base` names one row for all, or one per row."""
     med = {name: statistics.median(rates) for name, rates in rows.items()}
+    bases = base if isinstance(base, dict) else dict.fromkeys(rows, base)
     print(title)
-    print(f"{'path':<16} {unit:>14} {'x ' + base:>10}   windows")
+    print(f"{'path':<16} {unit:>14} {'x ' + (base_label or str(base)):>10}   windows")
     for name, rates in rows.items():
-        print(f"{name:<16} {med[name]:>14,.0f} {med[name] / med[base]:>10.2f}   " + ", ".join(f"{r:,.0f}" for r in rates))
-    print()
+        print(f"{name:<16} {med[name]:>14,.0f} {med[name] / med[bases[name]]:>10.2f}   "
+              + ", ".join(f"{r:,.0f}" for r in rates))
     return med
 
 
@@ -343,16 +346,15 @@ def main() -> None:
     print(f"{args.env}, 256x256 teacher, {args.cores} cores, {args.envs} envs per process/actor, "
           f"{args.steps_per_call} steps per call; median of {args.repeats} windows of {args.seconds:g} s\n")
     med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
+    print()
     med_l = _table(f"Rows trained per second ({learner_setup})", "rows/s", trained, "plain loop")
+    print()
     med_r = None
     if args.rllib:
-        med_r = {name: statistics.median(rates) for name, rates in sampling.items()}
-        print(f"Env steps per second against RLlib {ray_version()} DQN ({args.cores} env runners of {args.envs} envs, "
-              "256x256 Q-network)")
-        print(f"{'path':<16} {'env steps/s':>14} {'x RLlib':>10}   windows")
-        for name, rates in sampling.items():
-            base = med_r["rllib training"] if name in ("rllib training", "full") else med_r["rllib sampling"]
-            print(f"{name:<16} {med_r[name]:>14,.0f} {med_r[name] / base:>10.2f}   " + ", ".join(f"{r:,.0f}" for r in rates))
+        med_r = _table(f"Env steps per second against RLlib {ray_version()} DQN ({args.cores} env runners of {args.envs} "
+                       "envs, 256x256 Q-network)", "env steps/s", sampling,
+                       {"rllib sampling": "rllib sampling", "collection": "rllib sampling",
+                        "rllib training": "rllib training", "full": "rllib training"}, base_label="RLlib")
         print("(collection against RLlib's sampling; full, with the learner distilling, against RLlib training DQN)\n")
     print(f"reproduce: python benchmarks/throughput.py --env {args.env} --cores {args.cores} --envs {args.envs} "
           f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}"
