@@ -56,11 +56,10 @@ def _quantized(net: nn.Module) -> nn.Module:
 def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...],
           calibration: np.ndarray | None = None) -> None:
     """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`; int8 if asked, its inner layers'
-    weights rounded on `calibration` observations [N, *obs_shape]."""
+    weights rounded on `calibration` observations [N, *obs_shape] (without them, each to its nearest
+    step, as the quantisers do: benchmarks/int8_rounding.py compares the two)."""
     net = net.eval()
-    if int8:
-        if calibration is None:
-            raise ValueError("int8 needs calibration observations to round the weights on")
+    if int8 and calibration is not None:
         net = quantise.on_int8_grid(net, _inner_linears(net), calibration)
     if fmt == "torchscript":
         torch.jit.script(_quantized(net) if int8 else net).save(str(path))

@@ -70,3 +70,14 @@ def test_both_exporters_keep_the_rounded_int8_weights(tmp_path: Path):
     weight, _ = packed._weight_bias()
     assert torch.equal(weight.int_repr(), ints)
     np.testing.assert_allclose(weight.q_per_channel_scales().numpy(), step.numpy(), rtol=1e-6)
+
+
+def test_without_calibration_states_each_weight_is_rounded_to_its_nearest_step(tmp_path: Path):
+    torch.manual_seed(7)
+    net = QNetwork("32x32", (6,), 3)
+    weight = net.layers[3].weight.detach()
+    step = quantise.scales(weight)
+    nearest = torch.round(weight.double() / step[:, None].double()).to(torch.int8)
+    formats.write(net, tmp_path / "s.torchscript", "torchscript", int8=True, obs_shape=(6,))
+    packed = dict(torch.jit.load(str(tmp_path / "s.torchscript")).named_modules())["layers.3._packed_params"]
+    assert torch.equal(packed._weight_bias()[0].int_repr(), nearest)
