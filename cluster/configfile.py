@@ -57,8 +57,7 @@ def checked(cls: type, data: dict[str, object], *, source: str, prefix: str = ""
     for key, value in data.items():
         name = f"{prefix}{key}"
         if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            raise ValueError(f"{source}: unknown key {name!r}" + (f"; did you mean {prefix + close[0]!r}?" if close else ""))
+            raise ValueError(f"{source}: unknown key {name!r}{_suggestion(cls, hints, str(key), prefix)}")
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
             if not isinstance(value, dict):
@@ -67,6 +66,16 @@ def checked(cls: type, data: dict[str, object], *, source: str, prefix: str = ""
         else:
             out[key] = _value(name, value, hint, source)
     return out
+
+
+def _suggestion(cls: type, hints: dict[str, object], key: str, prefix: str) -> str:
+    """'; did you mean …?': the keys of that name in the nested tables (a flag's name at the top,
+    such as lr or students, lives in one), else the nearest key of this table."""
+    fields = dataclasses.fields(cls)
+    nested = [f"{prefix}{f.name}.{key}" for f in fields if dataclasses.is_dataclass(hints[f.name])
+              and key in {g.name for g in dataclasses.fields(hints[f.name])}]
+    close = nested or [prefix + c for c in difflib.get_close_matches(key, [f.name for f in fields], n=1)]
+    return f"; did you mean {' or '.join(repr(n) for n in close)}?" if close else ""
 
 
 def _value(name: str, value: object, hint: object, source: str) -> object:

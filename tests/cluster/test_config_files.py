@@ -90,6 +90,8 @@ BAD_FILES = [
     ("a.toml", 'env = "CartPole-v1"\nactorz = 2\n', "{f}: unknown key 'actorz'; did you mean 'actors'?"),
     ("b.toml", '[distill]\nstudnets = ["8x8"]\n', "{f}: unknown key 'distill.studnets'; did you mean 'distill.students'?"),
     ("c.toml", "bogus = 1\n", "{f}: unknown key 'bogus'"),
+    ("c2.toml", "lr = 0.01\n", "{f}: unknown key 'lr'; did you mean 'distill.lr' or 'dqn.lr'?"),
+    ("c3.toml", 'students = ["8x8"]\n', "{f}: unknown key 'students'; did you mean 'distill.students'?"),
     ("d.toml", 'actors = "two"\n', '{f}: actors should be an integer, not "two"'),
     ("e.toml", "actors = true\n", "{f}: actors should be an integer, not true"),
     ("f.toml", '[distill]\nlr = "fast"\n', '{f}: distill.lr should be a number, not "fast"'),
