@@ -213,7 +213,7 @@ def _build_parser() -> argparse.ArgumentParser:
     x.add_argument("path", metavar="RUN_DIR", help="a `qdistill run` directory")
     x.add_argument("--student", help="which student (default: the run's only one)")
     x.add_argument("--format", required=True, help="onnx (opset 17, run with onnxruntime) or torchscript")
-    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the linear layers")
+    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the inner layers (first and last stay float), weights rounded on --states calibration states")
     x.add_argument("--out", help="directory to write into (default: RUN_DIR/export)")
     x.add_argument("--min-agreement", type=float, default=0.99,
                    help="refuse the export when it picks the float student's action on fewer held-out states "
@@ -231,10 +231,11 @@ def _default_out(env: str) -> str:
     return str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
 
 
-def _target(args: argparse.Namespace, info: EnvInfo) -> float | None:
+def _target(args: argparse.Namespace, default: float | None) -> float | None:
+    """--no-target, else --target-return, else `default` (the env's reward threshold, or a config file's)."""
     if args.no_target:
         return None
-    return args.target_return if args.target_return is not None else info.reward_threshold
+    return args.target_return if args.target_return is not None else default
 
 
 def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]:
@@ -312,7 +313,7 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
                                net=args.net) if args.init else None
         config = teacher_config(
             args.env, str(Path(args.out or _default_out(args.env)).absolute()),
-            steps=args.steps, time=args.time, target_return=_target(args, info), seed=args.seed,
+            steps=args.steps, time=args.time, target_return=_target(args, info.reward_threshold), seed=args.seed,
             init=checkpoint.absolute(args.init) if args.init else None,
             address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
             actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
@@ -331,7 +332,6 @@ def _file_settings(args: argparse.Namespace) -> dict[str, object]:
     if not args.config:
         return {}
     from . import configfile
-    from .config import DistillRunConfig
 
     return configfile.checked(DistillRunConfig, configfile.read(args.config), source=args.config)
 
@@ -360,12 +360,10 @@ def _distill_config(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo
     info = _env(env)
     teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
                                   n_actions=info.n_actions).net if teacher else None
-    if args.no_target:
-        file["target_return"] = None
-    elif "target_return" not in file:  # the env's reward threshold, unless the file says otherwise
-        file["target_return"] = info.reward_threshold
+    # set here, not as a flag over the file: None (no target) must win over the file's value
+    file["target_return"] = _target(args, file.get("target_return", info.reward_threshold))
     flags = dict(
-        steps=args.steps, time=args.time, target_return=args.target_return, seed=args.seed,
+        steps=args.steps, time=args.time, seed=args.seed,
         teacher=checkpoint.absolute(teacher) if teacher else None, address=args.address,
         actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
         actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,

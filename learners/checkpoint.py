@@ -92,7 +92,7 @@ def absolute(ref: str) -> str:
     return prefix + str(Path(ref[len(prefix):]).absolute())
 
 
-def mismatches(
+def _mismatches(
     ckpt: Checkpoint,
     *,
     env_id: str | None = None,
@@ -126,9 +126,19 @@ def load(
     if str(path).startswith(SB3_PREFIX):
         from . import sb3
 
-        return sb3.load(str(path)[len(SB3_PREFIX):], env_id=env_id, net=net, obs_shape=obs_shape,
-                        n_actions=n_actions)
-    path = Path(path)
+        zip_path = str(path)[len(SB3_PREFIX):]
+        ckpt, what = sb3.read(zip_path, env_id=env_id, obs_shape=obs_shape, n_actions=n_actions), \
+            f"Stable-Baselines3 model {zip_path!r}"
+    else:
+        ckpt, what = _read(Path(path)), f"checkpoint {str(path)!r}"
+    problems = _mismatches(ckpt, env_id=env_id, net=net, obs_shape=obs_shape, n_actions=n_actions)
+    if problems:
+        raise CheckpointError(f"{what} was made for " + "; ".join(problems))
+    return ckpt
+
+
+def _read(path: Path) -> Checkpoint:
+    """A qdistill checkpoint file, its schema checked."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
@@ -145,7 +155,7 @@ def load(
         raise CheckpointError(
             f"checkpoint {str(path)!r} has schema version {payload['schema']}; this qdistill reads {SCHEMA_VERSION}"
         )
-    ckpt = Checkpoint(
+    return Checkpoint(
         net=payload["net"],
         obs_shape=tuple(payload["obs_shape"]),
         n_actions=int(payload["n_actions"]),
@@ -153,7 +163,3 @@ def load(
         version=int(payload["version"]),
         weights=to_numpy(payload["state_dict"]),
     )
-    problems = mismatches(ckpt, env_id=env_id, net=net, obs_shape=obs_shape, n_actions=n_actions)
-    if problems:
-        raise CheckpointError(f"checkpoint {str(path)!r} was made for " + "; ".join(problems))
-    return ckpt

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .checkpoint import Checkpoint, CheckpointError, mismatches
+from .checkpoint import Checkpoint, CheckpointError
 
 # policy class -> (algorithm, the online network's state-dict prefix, its Sequential's prefix)
 _POLICIES = {
@@ -192,22 +192,20 @@ def _head(model: _Model, algorithm: str, weight: torch.Tensor, bias: torch.Tenso
     return mean_w.float(), mean_b.float()
 
 
-def load(
-    path: str | Path,
-    *,
-    env_id: str | None = None,
-    net: str | None = None,
-    obs_shape: tuple[int, ...] | None = None,
-    n_actions: int | None = None,
-) -> Checkpoint:
-    """An SB3 DQN or QR-DQN model as a qdistill checkpoint, checked like `checkpoint.load` checks one.
+def read(path: str | Path, *, env_id: str | None = None, obs_shape: tuple[int, ...] | None = None,
+         n_actions: int | None = None) -> Checkpoint:
+    """An SB3 DQN or QR-DQN model as a qdistill checkpoint (`checkpoint.load` checks it against what
+    the caller expects, as it checks a checkpoint file).
 
     The zip does not record its env id, only its spaces. A model is taken to be made for `env_id`
     when its observation shape and action count are that env's (`obs_shape` and `n_actions`,
-    required with `env_id`: what a run can check): the checkpoint then reports `env_id`, so the env
-    checks downstream (the run's kept teacher.pt, `qdistill eval`) pass; loaded without an
-    `env_id`, it reports "". Its version is 0: SB3 keeps no weight versions.
+    required with `env_id`: what a run can check): the checkpoint reports `env_id`, so the env
+    checks downstream (the run's kept teacher.pt, `qdistill eval`) pass; read without an `env_id`,
+    it reports "". Its version is 0: SB3 keeps no weight versions.
     """
+    if env_id is not None and (obs_shape is None or n_actions is None):  # a caller's mistake
+        raise ValueError(f"a Stable-Baselines3 model names no env: to take it as made for {env_id!r}, give that "
+                         "env's obs_shape and n_actions to check it against")
     model = _Model(Path(path))
     algorithm, net_prefix, layers_prefix = _check_policy(model)
     shape, actions = _obs_shape(model), _n_actions(model)
@@ -221,11 +219,4 @@ def load(
     for i, (w, b) in enumerate(layers):  # qdistill's Sequential: Flatten, then Linear at 1, 3, 5, ...
         weights[f"layers.{2 * i + 1}.weight"] = w.numpy().copy()
         weights[f"layers.{2 * i + 1}.bias"] = b.numpy().copy()
-    if env_id is not None and (obs_shape is None or n_actions is None):  # a caller's mistake
-        raise ValueError(f"a Stable-Baselines3 model names no env: to take it as made for {env_id!r}, give that "
-                         "env's obs_shape and n_actions to check it against")
-    ckpt = Checkpoint(spec, shape, actions, env_id or "", 0, weights)
-    problems = mismatches(ckpt, net=net, obs_shape=obs_shape, n_actions=n_actions)
-    if problems:
-        raise model.refuse("was made for " + "; ".join(problems))
-    return ckpt
+    return Checkpoint(spec, shape, actions, env_id or "", 0, weights)
