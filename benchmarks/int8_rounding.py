@@ -1,6 +1,8 @@
 """int8 export: how many of a float student's actions its int8 file keeps, with the inner layers'
-weights rounded each to its nearest step (what the quantisers do by themselves) and rounded on
-calibration states (what `qdistill export --int8` does: learners/quantise.py), side by side.
+weights rounded each to its nearest step (what the quantisers do by themselves), rounded on
+calibration states, and their inputs equalised then rounded on calibration states (learners/quantise.py),
+side by side, and which of the last two `qdistill export --int8` chose (the one that keeps more
+actions on the calibration states).
 
     python benchmarks/int8_rounding.py RUN_DIR[:STUDENT] [RUN_DIR[:STUDENT] ...] [--format onnx]
 
@@ -23,6 +25,7 @@ import numpy as np
 def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[str, object]:
     from qdistill.cluster import export as ex
     from qdistill.learners import export as formats
+    from qdistill.learners import quantise
     from qdistill.learners.networks import GreedyPolicy
 
     name, ckpt, _ = ex.find_student(run, student)
@@ -32,12 +35,17 @@ def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[st
     calibration = ex.held_out_states(ckpt.env_id, float_student.act, states, ex.CALIBRATION_SEED)
     wanted = float_student.act(held_out)
     row: dict[str, object] = {"run": str(run), "env": ckpt.env_id, "student": name, "format": fmt}
+    net, inner = ckpt.network(), formats.inner_linears(ckpt.network())
+    # weights already on the int8 grid are written as they are when no calibration states are given
+    variants = (("nearest", net, None), ("calibrated", quantise.on_int8_grid(net, inner, calibration), None),
+                ("equalised", quantise.for_int8(net, inner, calibration), None), ("export", net, calibration))
     with tempfile.TemporaryDirectory() as tmp:
-        for label, cal in (("nearest", None), ("calibrated", calibration)):
+        for label, prepared, cal in variants:
             path = Path(tmp) / f"{label}{formats.SUFFIX[fmt]}"
-            formats.write(ckpt.network(), path, fmt, int8=True, obs_shape=ckpt.obs_shape, calibration=cal)
-            act = ex._one_at_a_time(formats.runner(path, fmt))
+            choice = formats.write(prepared, path, fmt, int8=True, obs_shape=ckpt.obs_shape, calibration=cal)
+            act = formats.one_at_a_time(formats.runner(path, fmt))
             row[label] = float(np.mean(act(held_out) == wanted))
+    row["export_equalised"] = choice["inputs_equalised"]
     return row
 
 
@@ -53,14 +61,18 @@ def main() -> None:
         run, _, student = spec.partition(":")
         rows.append(agreements(Path(run), student or None, args.format, args.states))
         r = rows[-1]
-        print(f"  {r['env']} {r['student']}: nearest {r['nearest']:.2%}, calibrated {r['calibrated']:.2%}",
+        print(f"  {r['env']} {r['student']}: nearest {r['nearest']:.2%}, calibrated {r['calibrated']:.2%}, "
+              f"equalised {r['equalised']:.2%}, export {r['export']:.2%}",
               file=sys.stderr, flush=True)
     print(f"\nint8 ({args.format}) actions equal to the float student's, {args.states:,} held-out states, one per call\n")
-    print("| run | env | student | rounded to nearest | rounded on calibration states | flips removed |")
-    print("|---|---|---|---:|---:|---:|")
+    print("| run | env | student | rounded to nearest | rounded on calibration states | equalised, then rounded "
+          "on calibration states | export (its choice) | flips removed |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        removed = 1 - (1 - r["calibrated"]) / (1 - r["nearest"]) if r["nearest"] < 1 else 0.0
-        print(f"| {r['run']} | {r['env']} | {r['student']} | {r['nearest']:.2%} | {r['calibrated']:.2%} | {removed:.0%} |")
+        removed = 1 - (1 - r["export"]) / (1 - r["nearest"]) if r["nearest"] < 1 else 0.0
+        choice = "equalised" if r["export_equalised"] else "calibrated"
+        print(f"| {r['run']} | {r['env']} | {r['student']} | {r['nearest']:.2%} | {r['calibrated']:.2%} "
+              f"| {r['equalised']:.2%} | {r['export']:.2%} ({choice}) | {removed:.0%} |")
     print(f"\nreproduce: python benchmarks/int8_rounding.py {' '.join(args.runs)} --format {args.format} --states {args.states}")
     if args.json:
         Path(args.json).write_text(json.dumps({"format": args.format, "states": args.states, "rows": rows}, indent=2) + "\n")

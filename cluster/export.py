@@ -89,12 +89,6 @@ def held_out_states(env_id: str, act, n: int, seed: int) -> np.ndarray:
     return np.concatenate(states)[:n]
 
 
-def _one_at_a_time(run: formats.Runner):
-    """Greedy actions, one state per call, as on a device: int8's activation scale is set per call,
-    so a batch would let one state's scale depend on the others."""
-    return lambda obs: np.array([run(o[None]).argmax() for o in obs], dtype=np.int64)
-
-
 def _measure(label: str, ckpt: checkpoint.Checkpoint, path: Path, fmt: str) -> dict[str, object]:
     run = formats.runner(path, fmt)
     return {"policy": label, "params": count_params(ckpt.network()), "file_bytes": path.stat().st_size,
@@ -128,9 +122,9 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
     calibration = held_out_states(student.env_id, float_student.act, req.states, CALIBRATION_SEED)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         written = Path(tmp) / target.name
-        formats.write(student.network(), written, req.fmt, int8=req.int8, obs_shape=student.obs_shape,
-                      calibration=calibration)
-        act = _one_at_a_time(formats.runner(written, req.fmt))
+        int8_choice = formats.write(student.network(), written, req.fmt, int8=req.int8,
+                                    obs_shape=student.obs_shape, calibration=calibration)
+        act = formats.one_at_a_time(formats.runner(written, req.fmt))
         states = held_out_states(student.env_id, float_student.act, req.states, EXPORT_SEED)
         agreement = float(np.mean(act(states) == float_student.act(states)))
         if agreement < req.min_agreement:
@@ -154,7 +148,8 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
             files[label] = _measure(label, ckpt, path, req.fmt)
         sidecar = {
             "file": target.name, "format": req.fmt, "int8": req.int8,
-            **({"int8_calibration": {"states": req.states, "seed": CALIBRATION_SEED}} if req.int8 else {}),
+            **({"int8_calibration": {"states": req.states, "seed": CALIBRATION_SEED, **int8_choice}}
+               if req.int8 else {}),
             **({"onnx_opset": formats.ONNX_OPSET} if req.fmt == "onnx" else {}),
             "input": {"name": formats.INPUT, "shape": ["batch", *info.obs_shape], "dtype": "float32"},
             "output": {"name": formats.OUTPUT, "shape": ["batch", info.n_actions], "meaning": "Q-value per action; "

@@ -1,9 +1,10 @@
 """Students as files for small devices: ONNX (pinned opset) or TorchScript, float or int8, and a
 runner for each that maps observations to Q-values.
 
-int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, rounded
-on calibration states to keep each layer's outputs close (quantise.py), their inputs quantised on the
-fly; the first layer (raw observations) and the output layer stay float."""
+int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, their
+inputs quantised on the fly; on calibration states, each layer's input units are first rescaled so
+that one int8 step per call suits them all, and its weights are rounded to keep its outputs close
+(quantise.py). The first layer (raw observations) and the output layer stay float."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ INPUT, OUTPUT = "obs", "q"
 Runner = Callable[[np.ndarray], np.ndarray]
 
 
-def _inner_linears(net: nn.Module) -> list[str]:
+def inner_linears(net: nn.Module) -> list[str]:
     """Names of the linear layers but the first and the last: int8 quantises those. The first sees
     raw observations, whose features differ in scale by orders of magnitude (one int8 scale for a
     whole observation crushes the small ones); the ranking of actions rests on the last."""
@@ -38,7 +39,7 @@ def _quantized(net: nn.Module) -> nn.Module:
 
     from torch.ao.quantization import per_channel_dynamic_qconfig
 
-    inner = _inner_linears(net)
+    inner = inner_linears(net)
     with warnings.catch_warnings():  # torch.ao's deprecation notice: the eager API still works
         warnings.simplefilter("ignore")
         quantized = torch.ao.quantization.quantize_dynamic(
@@ -54,13 +55,37 @@ def _quantized(net: nn.Module) -> nn.Module:
 
 
 def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...],
-          calibration: np.ndarray | None = None) -> None:
-    """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`; int8 if asked, its inner layers'
-    weights rounded on `calibration` observations [N, *obs_shape] (without them, each to its nearest
-    step, as the quantisers do: benchmarks/int8_rounding.py compares the two)."""
+          calibration: np.ndarray | None = None) -> dict[str, object] | None:
+    """Write `net` (a QNetwork, left unchanged) to `path` in `fmt`; int8 if asked.
+
+    Without `calibration` observations [N, *obs_shape], int8 rounds each inner weight to its nearest
+    step, as the quantisers do. With them, the inner layers are rounded on those states, their inputs
+    equalised first or not (quantise.py), whichever file picks `net`'s action on more of them: the
+    equalising helps wide students and costs small ones (benchmarks/int8_rounding.py). Returns that
+    choice: {"inputs_equalised": bool, "calibration_agreement": fraction}."""
     net = net.eval()
-    if int8 and calibration is not None:
-        net = quantise.on_int8_grid(net, _inner_linears(net), calibration)
+    if not (int8 and calibration is not None):
+        _write(net, path, fmt, int8=int8, obs_shape=obs_shape)
+        return None
+    inner = inner_linears(net)
+    with torch.no_grad():
+        wanted = net(torch.as_tensor(np.asarray(calibration, dtype=np.float32))).argmax(dim=1).numpy()
+    chosen: dict[str, object] = {}
+    for equalise in (False, True):
+        prepared = (quantise.for_int8 if equalise else quantise.on_int8_grid)(net, inner, calibration)
+        candidate = path.with_name(f"{path.stem}.candidate{path.suffix}")
+        _write(prepared, candidate, fmt, int8=True, obs_shape=obs_shape)
+        kept = float(np.mean(one_at_a_time(runner(candidate, fmt))(calibration) == wanted))
+        if not chosen or kept > chosen["calibration_agreement"]:
+            candidate.replace(path)
+            chosen = {"inputs_equalised": equalise, "calibration_agreement": round(kept, 6)}
+        else:
+            candidate.unlink()
+    return chosen
+
+
+def _write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...]) -> None:
+    """The file itself; int8 weights already on their grid are kept as they are."""
     if fmt == "torchscript":
         torch.jit.script(_quantized(net) if int8 else net).save(str(path))
         return
@@ -88,6 +113,12 @@ def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[
         finally:
             root.setLevel(level)
             float_path.unlink(missing_ok=True)
+
+
+def one_at_a_time(run: Runner) -> Callable[[np.ndarray], np.ndarray]:
+    """Greedy actions, one state per call, as on a device: int8's activation scale is set per call,
+    so a batch would let one state's scale depend on the others."""
+    return lambda obs: np.array([run(o[None]).argmax() for o in obs], dtype=np.int64)
 
 
 def runner(path: Path, fmt: str) -> Runner:

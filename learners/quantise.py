@@ -9,6 +9,10 @@ yet rounded, weighted by how the inputs co-vary on calibration states, which kee
 outputs, not each weight, closest to float (GPTQ: Frantar et al., 2023, "Optimal Brain Compression"
 without the pruning). Each row's largest weight is exactly 127 steps and is never changed, so a
 quantiser that computes its own scales finds the same ones and leaves the rounding as it is.
+
+Before rounding, each inner layer's inputs are rescaled unit by unit, the float function unchanged
+(`equalised`): dynamic quantisation gives a layer's whole input one int8 step per call, set by its
+largest value, so a unit with a wide range but little influence coarsens every other unit's step.
 """
 
 from __future__ import annotations
@@ -61,6 +65,42 @@ def _inputs(net: nn.Module, layer: nn.Module, obs: torch.Tensor) -> torch.Tensor
     finally:
         hook.remove()
     return seen[0]
+
+
+def equalised(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.Module:
+    """A copy of `net` computing the same function, with unit i of each of `layers`' inputs scaled by
+    s_i (the linear layer before it by s_i, this layer's column i by 1 / s_i: ReLU(s·z) = s·ReLU(z)
+    for s > 0, so every layer in `layers` must follow a linear layer and a ReLU, as in a QNetwork).
+
+    With one step per call for the whole input, step² ≈ Σ_i (s_i r_i)² / 255² (r_i: unit i's RMS on
+    `calibration` observations) and the output error it causes ≈ step² Σ_i c_i² / s_i² (c_i: the
+    norm of column i). By Cauchy–Schwarz their product is least at s_i = √(c_i / r_i): afterwards
+    c_i / r_i is the same for every unit. Units that never fire or feed nothing keep s_i = 1; the
+    others are normalised to a geometric mean of 1. Layers are taken last first: scaling a layer's
+    inputs rescales the rows of the layer before, which would change that layer's column norms."""
+    net = copy.deepcopy(net).eval()
+    obs = torch.as_tensor(np.asarray(calibration, dtype=np.float32))
+    modules = dict(net.named_modules())
+    linears = [name for name, m in modules.items() if isinstance(m, nn.Linear)]
+    for name in reversed(layers):
+        layer, before = modules[name], modules[linears[linears.index(name) - 1]]
+        rms = _inputs(net, layer, obs).double().pow(2).mean(dim=0).sqrt()
+        norm = layer.weight.detach().double().norm(dim=0)
+        live = (rms > 0) & (norm > 0)
+        scale = torch.ones_like(rms)
+        scale[live] = (norm[live] / rms[live]).sqrt()
+        scale[live] /= scale[live].log().mean().exp()
+        scale = scale.to(layer.weight.dtype)
+        with torch.no_grad():
+            before.weight.mul_(scale[:, None])
+            before.bias.mul_(scale)
+            layer.weight.div_(scale)
+    return net
+
+
+def for_int8(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.Module:
+    """What int8 export writes: `net` equalised, then its `layers` rounded, both on `calibration`."""
+    return on_int8_grid(equalised(net, layers, calibration), layers, calibration)
 
 
 def on_int8_grid(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.Module:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from qdistill.cluster import export as ex
 from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
 from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
@@ -81,7 +82,16 @@ def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
     policy.load(7, to_numpy(_student(crushed=False).state_dict()))
     if int8:
         np.testing.assert_array_equal(q.argmax(axis=1), policy.act(obs))
+        # the rounding export chose, and how many of the float student's actions it kept on the
+        # calibration states, are the written file's
+        chosen = sidecar["int8_calibration"]
+        assert (chosen["states"], chosen["seed"], type(chosen["inputs_equalised"])) == (2000, ex.CALIBRATION_SEED, bool)
+        calibration = ex.held_out_states("CartPole-v1", policy.act, 2000, ex.CALIBRATION_SEED)
+        kept = np.mean(formats.one_at_a_time(formats.runner(run / "export" / name, fmt))(calibration)
+                       == policy.act(calibration))
+        assert chosen["calibration_agreement"] == round(float(kept), 6)
     else:
+        assert "int8_calibration" not in sidecar
         np.testing.assert_allclose(q, policy.q_values(obs), rtol=1e-5, atol=1e-6)
 
 

@@ -1,6 +1,6 @@
-"""int8 rounding of the exported students' inner layers: weights on the per-channel int8 grid, the
-layer's outputs closer to float than rounding each weight to nearest, and both exporters keeping the
-rounding as it is."""
+"""int8 preparation of the exported students' inner layers: inputs equalised without changing the
+float function, weights on the per-channel int8 grid, the layer's outputs closer to float than
+rounding each weight to nearest, and both exporters keeping the rounding as it is."""
 
 from __future__ import annotations
 
@@ -48,15 +48,62 @@ def test_rounding_keeps_the_layer_outputs_closer_to_float_than_rounding_to_neare
     assert output_error(quantise.round_weight(weight, inputs)) < 0.4 * output_error(nearest)
 
 
+def _input_stats(net: QNetwork, layer: int, obs: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """(RMS of each input unit on `obs`, norm of each weight column) of `net.layers[layer]`."""
+    with torch.no_grad():
+        inputs = net.layers[:layer](torch.as_tensor(obs))
+    weight = net.layers[layer].weight.detach()
+    return inputs.double().pow(2).mean(dim=0).sqrt(), weight.double().norm(dim=0)
+
+
+def test_equalising_keeps_the_function_and_leaves_each_unit_the_same_column_norm_to_rms_ratio():
+    torch.manual_seed(8)
+    net = QNetwork("24x16x12", (5,), 4)
+    with torch.no_grad():
+        net.layers[1].weight[3] *= 40.0  # one wide-range unit in front of layers.3
+        net.layers[1].bias[3] = 5.0
+        net.layers[3].weight[:, 7] *= 0.01  # and one with little influence
+        net.layers[1].bias[9] = -1e3  # a unit that never fires
+    rng = np.random.default_rng(9)
+    calibration = rng.normal(size=(4000, 5)).astype(np.float32)
+    states = torch.as_tensor(rng.normal(size=(500, 5)).astype(np.float32))
+    layers = ["layers.3", "layers.5"]
+    equal = quantise.equalised(net, layers, calibration)
+    with torch.no_grad():
+        torch.testing.assert_close(equal(states), net(states), rtol=1e-5, atol=1e-5)
+    assert torch.equal(equal.layers[7].weight, net.layers[7].weight)  # the output layer's weights stay
+    for index in (3, 5):
+        rms_before, norm_before = _input_stats(net, index, calibration)
+        rms, norm = _input_stats(equal, index, calibration)
+        live = (rms_before > 0) & (norm_before > 0)
+        ratio = norm[live] / rms[live]
+        torch.testing.assert_close(ratio, torch.full_like(ratio, float(ratio[0])), rtol=1e-4, atol=0)
+        scale = rms[live] / rms_before[live]  # s_i, normalised to a geometric mean of 1
+        assert abs(float(scale.log().mean())) < 1e-4
+    # the unit that never fires keeps s = 1: its row of the first layer is as it was
+    assert float(_input_stats(net, 3, calibration)[0][9]) == 0.0
+    assert torch.equal(equal.layers[1].weight[9], net.layers[1].weight[9])
+    assert float(equal.layers[1].bias[9]) == float(net.layers[1].bias[9])
+    # equalising again changes nothing: every unit already has the same ratio
+    again = quantise.equalised(equal, layers, calibration)
+    for (name, a), b in zip(again.state_dict().items(), equal.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
+
+
 def test_both_exporters_keep_the_rounded_int8_weights(tmp_path: Path):
     torch.manual_seed(5)
     net = QNetwork("32x32", (6,), 3)
     calibration = np.random.default_rng(6).normal(size=(3000, 6)).astype(np.float32)
-    expected = quantise.on_int8_grid(net, ["layers.3"], calibration).layers[3].weight.detach()
-    step = quantise.scales(expected)
-    ints = torch.round(expected.double() / step[:, None].double()).to(torch.int8)
 
-    formats.write(net, tmp_path / "s.onnx", "onnx", int8=True, obs_shape=(6,), calibration=calibration)
+    def expected(choice: dict[str, object]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(int8 weights, scales) of layers.3 as the preparation `write` chose rounds them."""
+        prepare = quantise.for_int8 if choice["inputs_equalised"] else quantise.on_int8_grid
+        weight = prepare(net, ["layers.3"], calibration).layers[3].weight.detach()
+        step = quantise.scales(weight)
+        return torch.round(weight.double() / step[:, None].double()).to(torch.int8), step
+
+    choice = formats.write(net, tmp_path / "s.onnx", "onnx", int8=True, obs_shape=(6,), calibration=calibration)
+    ints, step = expected(choice)
     import onnx
     from onnx import numpy_helper
 
@@ -65,7 +112,9 @@ def test_both_exporters_keep_the_rounded_int8_weights(tmp_path: Path):
     np.testing.assert_array_equal(stored["layers.3.weight_Transposed_quantized"].T, ints.numpy())
     np.testing.assert_allclose(stored["layers.3.weight_Transposed_scale"], step.numpy(), rtol=1e-6)
 
-    formats.write(net, tmp_path / "s.torchscript", "torchscript", int8=True, obs_shape=(6,), calibration=calibration)
+    choice = formats.write(net, tmp_path / "s.torchscript", "torchscript", int8=True, obs_shape=(6,),
+                           calibration=calibration)
+    ints, step = expected(choice)
     packed = dict(torch.jit.load(str(tmp_path / "s.torchscript")).named_modules())["layers.3._packed_params"]
     weight, _ = packed._weight_bias()
     assert torch.equal(weight.int_repr(), ints)
@@ -81,3 +130,42 @@ def test_without_calibration_states_each_weight_is_rounded_to_its_nearest_step(t
     formats.write(net, tmp_path / "s.torchscript", "torchscript", int8=True, obs_shape=(6,))
     packed = dict(torch.jit.load(str(tmp_path / "s.torchscript")).named_modules())["layers.3._packed_params"]
     assert torch.equal(packed._weight_bias()[0].int_repr(), nearest)
+
+
+def _stored_int8(path: Path) -> dict[str, np.ndarray]:
+    import onnx
+    from onnx import numpy_helper
+
+    return {i.name: numpy_helper.to_array(i) for i in onnx.load(str(path)).graph.initializer
+            if "quantized" in i.name or i.name.endswith("_scale")}
+
+
+def test_int8_export_keeps_the_preparation_that_picks_more_of_the_float_actions_on_calibration_states(tmp_path: Path):
+    torch.manual_seed(10)
+    net = QNetwork("32x32", (6,), 3)
+    with torch.no_grad():  # a wide-range unit with little influence coarsens every other unit's int8 step
+        net.layers[1].weight[4] *= 100.0
+        net.layers[3].weight[:, 4] *= 0.01
+    calibration = np.random.default_rng(11).normal(size=(2000, 6)).astype(np.float32)
+    with torch.no_grad():
+        wanted = net(torch.as_tensor(calibration)).argmax(dim=1).numpy()
+    inner = formats.inner_linears(net)
+    kept = {}
+    for equalise, prepared in ((False, quantise.on_int8_grid(net, inner, calibration)),
+                               (True, quantise.for_int8(net, inner, calibration))):
+        formats.write(prepared, tmp_path / f"{equalise}.onnx", "onnx", int8=True, obs_shape=(6,))  # as it is
+        act = formats.one_at_a_time(formats.runner(tmp_path / f"{equalise}.onnx", "onnx"))
+        kept[equalise] = float(np.mean(act(calibration) == wanted))
+    assert kept[True] > kept[False]
+    choice = formats.write(net, tmp_path / "s.onnx", "onnx", int8=True, obs_shape=(6,), calibration=calibration)
+    assert choice == {"inputs_equalised": True, "calibration_agreement": round(kept[True], 6)}
+    stored, expected = _stored_int8(tmp_path / "s.onnx"), _stored_int8(tmp_path / "True.onnx")
+    assert stored.keys() == expected.keys() and stored
+    for name in stored:
+        np.testing.assert_array_equal(stored[name], expected[name])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["False.onnx", "True.onnx", "s.onnx"]  # no candidates left
+
+    # inputs already equalised: both preparations are the same file, and a tie keeps the plain rounding
+    equal = quantise.equalised(net, inner, calibration)
+    choice = formats.write(equal, tmp_path / "e.onnx", "onnx", int8=True, obs_shape=(6,), calibration=calibration)
+    assert choice["inputs_equalised"] is False
