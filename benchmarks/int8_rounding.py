@@ -1,8 +1,11 @@
-"""int8 export: how many of a float student's actions its int8 file keeps, with the inner layers'
-weights rounded each to its nearest step (what the quantisers do by themselves), rounded on
-calibration states, and their inputs equalised then rounded on calibration states (learners/quantise.py),
-side by side, and which of the last two `qdistill export --int8` chose (the one that keeps more
-actions on the calibration states).
+"""int8 export: how many of a float student's actions its int8 file keeps, side by side, with the
+inner layers' weights rounded
+  - each to its nearest step (what the quantisers do by themselves),
+  - on calibration states, keeping the layer's outputs alike (plain GPTQ),
+  - on calibration states, keeping the greedy action's margin (learners/quantise.py),
+  - the same after equalising the layers' inputs,
+and what `qdistill export --int8` wrote: the one of the last two that keeps more actions on the
+calibration states.
 
     python benchmarks/int8_rounding.py RUN_DIR[:STUDENT] [RUN_DIR[:STUDENT] ...] [--format onnx]
 
@@ -22,6 +25,9 @@ from pathlib import Path
 import numpy as np
 
 
+COLUMNS = ("nearest", "outputs", "margin", "equalised", "export")
+
+
 def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[str, object]:
     from qdistill.cluster import export as ex
     from qdistill.learners import export as formats
@@ -37,7 +43,8 @@ def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[st
     row: dict[str, object] = {"run": str(run), "env": ckpt.env_id, "student": name, "format": fmt}
     net, inner = ckpt.network(), formats.inner_linears(ckpt.network())
     # weights already on the int8 grid are written as they are when no calibration states are given
-    variants = (("nearest", net, None), ("calibrated", quantise.on_int8_grid(net, inner, calibration), None),
+    variants = (("nearest", net, None), ("outputs", quantise.on_int8_grid(net, inner, calibration, by_margin=False), None),
+                ("margin", quantise.on_int8_grid(net, inner, calibration), None),
                 ("equalised", quantise.for_int8(net, inner, calibration), None), ("export", net, calibration))
     with tempfile.TemporaryDirectory() as tmp:
         for label, prepared, cal in variants:
@@ -61,17 +68,16 @@ def main() -> None:
         run, _, student = spec.partition(":")
         rows.append(agreements(Path(run), student or None, args.format, args.states))
         r = rows[-1]
-        print(f"  {r['env']} {r['student']}: nearest {r['nearest']:.2%}, calibrated {r['calibrated']:.2%}, "
-              f"equalised {r['equalised']:.2%}, export {r['export']:.2%}",
+        print(f"  {r['env']} {r['student']}: " + ", ".join(f"{k} {r[k]:.2%}" for k in COLUMNS),
               file=sys.stderr, flush=True)
     print(f"\nint8 ({args.format}) actions equal to the float student's, {args.states:,} held-out states, one per call\n")
-    print("| run | env | student | rounded to nearest | rounded on calibration states | equalised, then rounded "
-          "on calibration states | export (its choice) | flips removed |")
-    print("|---|---|---|---:|---:|---:|---:|---:|")
+    print("| run | env | student | nearest | outputs alike (GPTQ) | margin kept | inputs equalised, margin kept "
+          "| export (its choice) | flips removed |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         removed = 1 - (1 - r["export"]) / (1 - r["nearest"]) if r["nearest"] < 1 else 0.0
-        choice = "equalised" if r["export_equalised"] else "calibrated"
-        print(f"| {r['run']} | {r['env']} | {r['student']} | {r['nearest']:.2%} | {r['calibrated']:.2%} "
+        choice = "equalised" if r["export_equalised"] else "margin"
+        print(f"| {r['run']} | {r['env']} | {r['student']} | {r['nearest']:.2%} | {r['outputs']:.2%} | {r['margin']:.2%} "
               f"| {r['equalised']:.2%} | {r['export']:.2%} ({choice}) | {removed:.0%} |")
     print(f"\nreproduce: python benchmarks/int8_rounding.py {' '.join(args.runs)} --format {args.format} --states {args.states}")
     if args.json:

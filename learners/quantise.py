@@ -1,14 +1,17 @@
-"""int8 weights for the exported students' inner layers, rounded so the layer's outputs stay close.
+"""int8 weights for the exported students' inner layers, rounded so the greedy action's margin
+stays close to float.
 
 Each layer gets symmetric per-output-channel scales, row max / 127, the scales onnxruntime's
 quantiser computes. Rounding each weight to its nearest step (what the quantisers do) ignores that
 the errors of one output's weights add up over its inputs; on LunarLander students whose greedy
 actions are decided by Q-value gaps of 1e-3, that flipped 5% of actions. Here the weights are
 rounded one input column at a time, and each column's rounding error is pushed onto the columns not
-yet rounded, weighted by how the inputs co-vary on calibration states, which keeps the layer's
-outputs, not each weight, closest to float (GPTQ: Frantar et al., 2023, "Optimal Brain Compression"
-without the pruning). Each row's largest weight is exactly 127 steps and is never changed, so a
-quantiser that computes its own scales finds the same ones and leaves the rounding as it is.
+yet rounded, weighted by how the inputs co-vary on calibration states (GPTQ: Frantar et al., 2023,
+"Optimal Brain Compression" without the pruning). What is kept is not the layer's outputs alike but
+the margin between the network's two best actions: each output's error counts, state by state, as
+much as that output moves the margin there (one second-moment matrix per output row), so errors go
+where they change no decision. Each row's largest weight is exactly 127 steps and is never changed,
+so a quantiser that computes its own scales finds the same ones and leaves the rounding as it is.
 
 Before rounding, each inner layer's inputs are rescaled unit by unit, the float function unchanged
 (`equalised`): dynamic quantisation gives a layer's whole input one int8 step per call, set by its
@@ -33,26 +36,50 @@ def scales(weight: torch.Tensor) -> torch.Tensor:
     return torch.where(top > 0, top, torch.ones_like(top))
 
 
-def round_weight(weight: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+def round_weight(weight: torch.Tensor, inputs: torch.Tensor, sensitivity: torch.Tensor | None = None) -> torch.Tensor:
     """`weight` [out, in] on its int8 grid (multiples of `scales(weight)`, at most 127 of them),
-    rounded to keep `inputs` [N, in] @ weight.T closest to float."""
+    rounded to keep `inputs` [N, in] @ weight.T closest to float: each output's error, squared and
+    summed over the N states, weighted state by state by its `sensitivity` [N, out] squared (how
+    much that output moves what must be kept); without one, every output and state count alike."""
     w = weight.detach().double().clone()
     step = scales(w)
     frozen = torch.zeros_like(w, dtype=torch.bool)
     frozen[torch.arange(len(w)), w.abs().argmax(dim=1)] = True  # on the grid already: keeps the scale
     x = inputs.detach().double()
-    second = x.T @ x
-    dead = second.diagonal() == 0
-    second[dead, dead] = 1.0  # inputs that never fire: nothing to compensate through them
-    second += DAMP * second.diagonal().mean() * torch.eye(len(second), dtype=second.dtype)
+    if sensitivity is None:
+        second = (x.T @ x)[None]  # one second-moment matrix for all outputs
+    else:
+        weights = sensitivity.detach().double() ** 2
+        second = torch.stack([(x * weights[:, [row]]).T @ x for row in range(len(w))])
+    diagonal = second.diagonal(dim1=1, dim2=2)
+    diagonal[diagonal == 0] = 1.0  # inputs that never fire (or never matter): nothing to compensate through them
+    second += DAMP * diagonal.mean(dim=1)[:, None, None] * torch.eye(w.shape[1], dtype=second.dtype)
     # upper Cholesky factor of the inverse: row j spreads column j's error over the columns after it
     spread = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(second)), upper=True)
     rounded = torch.empty_like(w)
     for j in range(w.shape[1]):
         rounded[:, j] = torch.clamp(torch.round(w[:, j] / step), -QMAX, QMAX) * step
-        error = (w[:, j] - rounded[:, j]) / spread[j, j]
-        w[:, j + 1:] -= torch.outer(error, spread[j, j + 1:]) * ~frozen[:, j + 1:]
+        error = (w[:, j] - rounded[:, j]) / spread[:, j, j]
+        w[:, j + 1:] -= error[:, None] * spread[:, j, j + 1:] * ~frozen[:, j + 1:]
     return rounded.to(weight.dtype)
+
+
+def _margin_sensitivity(net: nn.Module, layer: nn.Module, obs: torch.Tensor) -> torch.Tensor | None:
+    """d(q[best] − q[second best]) / d(`layer`'s outputs), state by state, for `net` on `obs`: how
+    much each output moves the margin of the greedy action (None with fewer than two actions)."""
+    seen: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda _m, _args, out: seen.append(out))
+    try:
+        with torch.enable_grad():
+            q = net(obs)
+            if q.shape[1] < 2:
+                return None
+            top = q.detach().topk(2, dim=1).indices
+            margin = q.gather(1, top[:, :1]) - q.gather(1, top[:, 1:])
+            (grad,) = torch.autograd.grad(margin.sum(), seen[0])
+    finally:
+        hook.remove()
+    return grad
 
 
 def _inputs(net: nn.Module, layer: nn.Module, obs: torch.Tensor) -> torch.Tensor:
@@ -103,13 +130,18 @@ def for_int8(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.M
     return on_int8_grid(equalised(net, layers, calibration), layers, calibration)
 
 
-def on_int8_grid(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.Module:
+def on_int8_grid(net: nn.Module, layers: list[str], calibration: np.ndarray, *, by_margin: bool = True) -> nn.Module:
     """A copy of `net` whose `layers` (names of nn.Linear) hold int8-grid weights, rounded in order,
-    each on the inputs it gets from `calibration` observations through the layers rounded before it."""
+    each on the inputs it gets from `calibration` observations through the layers rounded before it,
+    its outputs weighted by how much they move the greedy action's margin there (`by_margin`; else
+    all alike, plain GPTQ: benchmarks/int8_rounding.py compares them)."""
     net = copy.deepcopy(net).eval()
     obs = torch.as_tensor(np.asarray(calibration, dtype=np.float32))
     modules = dict(net.named_modules())
     for name in layers:
+        layer = modules[name]
+        sensitivity = _margin_sensitivity(net, layer, obs) if by_margin else None
+        rounded = round_weight(layer.weight, _inputs(net, layer, obs), sensitivity)
         with torch.no_grad():
-            modules[name].weight.copy_(round_weight(modules[name].weight, _inputs(net, modules[name], obs)))
+            layer.weight.copy_(rounded)
     return net
