@@ -2,9 +2,10 @@
 runner for each that maps observations to Q-values.
 
 int8 is dynamic quantisation of the inner layers: their weights as int8 per output channel, their
-inputs quantised on the fly; on calibration states, each layer's input units are first rescaled so
-that one int8 step per call suits them all, and its weights are rounded to keep its outputs close
-(quantise.py). The first layer (raw observations) and the output layer stay float."""
+inputs quantised on the fly; on calibration states, each layer's input units may first be rescaled
+so that one int8 step per call suits them all, and its weights are rounded to keep the greedy
+action's margin close (quantise.py). The first layer (raw observations) and the output layer stay
+float."""
 
 from __future__ import annotations
 
@@ -60,9 +61,9 @@ def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[
 
     Without `calibration` observations [N, *obs_shape], int8 rounds each inner weight to its nearest
     step, as the quantisers do. With them, the inner layers are rounded on those states, their inputs
-    equalised first or not (quantise.py), whichever file picks `net`'s action on more of them: the
-    equalising helps wide students and costs small ones (benchmarks/int8_rounding.py). Returns that
-    choice: {"inputs_equalised": bool, "calibration_agreement": fraction}."""
+    equalised first or not (quantise.py), whichever file picks `net`'s action on more of them (the
+    equalising usually helps, not always: benchmarks/int8_rounding.py). Returns that choice:
+    {"inputs_equalised": bool, "calibration_agreement": fraction}."""
     net = net.eval()
     if not (int8 and calibration is not None):
         _write(net, path, fmt, int8=int8, obs_shape=obs_shape)

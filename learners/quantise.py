@@ -28,6 +28,8 @@ from torch import nn
 
 QMAX = 127
 DAMP = 0.01  # added to the inputs' second moments, as a fraction of their mean, so they invert stably
+ROW_MOMENTS_FLOPS = 2e11  # per-row second moments: every state up to 256x256 at 10,000 states (seconds here)
+ROW_MOMENTS_BYTES = 256 * 2**20  # per-row second moments held at once
 
 
 def scales(weight: torch.Tensor) -> torch.Tensor:
@@ -40,17 +42,32 @@ def round_weight(weight: torch.Tensor, inputs: torch.Tensor, sensitivity: torch.
     """`weight` [out, in] on its int8 grid (multiples of `scales(weight)`, at most 127 of them),
     rounded to keep `inputs` [N, in] @ weight.T closest to float: each output's error, squared and
     summed over the N states, weighted state by state by its `sensitivity` [N, out] squared (how
-    much that output moves what must be kept); without one, every output and state count alike."""
-    w = weight.detach().double().clone()
+    much that output moves what must be kept); without one, every output and state count alike.
+
+    With a sensitivity each output row has its own second-moment matrix, at out · N · in² operations:
+    for wide layers the states are thinned, evenly, to keep that under `ROW_MOMENTS_FLOPS`."""
+    w = weight.detach().double()
+    x = inputs.detach().double()
+    if sensitivity is None:
+        return _round_rows(w, (x.T @ x)[None]).to(weight.dtype)  # one matrix for all rows
+    rows, width = w.shape
+    keep = min(len(x), max(2 * width, int(ROW_MOMENTS_FLOPS // (rows * width ** 2))))
+    states = torch.linspace(0, len(x) - 1, keep).round().long()
+    x, weights = x[states], sensitivity.detach().double()[states] ** 2
+    chunk = max(1, int(ROW_MOMENTS_BYTES // (8 * width ** 2)))
+    return torch.cat([
+        _round_rows(w[start:start + chunk], torch.stack([(x * weights[:, [row]]).T @ x
+                                                         for row in range(start, min(start + chunk, rows))]))
+        for start in range(0, rows, chunk)]).to(weight.dtype)
+
+
+def _round_rows(w: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+    """Rows `w` [R, in] rounded column by column, each column's error spread over the columns after
+    it through `second` [R or 1, in, in], the second moments of the inputs each row is judged on."""
+    w = w.clone()
     step = scales(w)
     frozen = torch.zeros_like(w, dtype=torch.bool)
     frozen[torch.arange(len(w)), w.abs().argmax(dim=1)] = True  # on the grid already: keeps the scale
-    x = inputs.detach().double()
-    if sensitivity is None:
-        second = (x.T @ x)[None]  # one second-moment matrix for all outputs
-    else:
-        weights = sensitivity.detach().double() ** 2
-        second = torch.stack([(x * weights[:, [row]]).T @ x for row in range(len(w))])
     diagonal = second.diagonal(dim1=1, dim2=2)
     diagonal[diagonal == 0] = 1.0  # inputs that never fire (or never matter): nothing to compensate through them
     second += DAMP * diagonal.mean(dim=1)[:, None, None] * torch.eye(w.shape[1], dtype=second.dtype)
@@ -61,7 +78,7 @@ def round_weight(weight: torch.Tensor, inputs: torch.Tensor, sensitivity: torch.
         rounded[:, j] = torch.clamp(torch.round(w[:, j] / step), -QMAX, QMAX) * step
         error = (w[:, j] - rounded[:, j]) / spread[:, j, j]
         w[:, j + 1:] -= error[:, None] * spread[:, j, j + 1:] * ~frozen[:, j + 1:]
-    return rounded.to(weight.dtype)
+    return rounded
 
 
 def _margin_sensitivity(net: nn.Module, layer: nn.Module, obs: torch.Tensor) -> torch.Tensor | None:
@@ -126,7 +143,8 @@ def equalised(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.
 
 
 def for_int8(net: nn.Module, layers: list[str], calibration: np.ndarray) -> nn.Module:
-    """What int8 export writes: `net` equalised, then its `layers` rounded, both on `calibration`."""
+    """`net` equalised, then its `layers` rounded, both on `calibration`: one of the two
+    preparations int8 export tries (the other rounds without equalising)."""
     return on_int8_grid(equalised(net, layers, calibration), layers, calibration)
 
 

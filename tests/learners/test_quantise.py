@@ -66,6 +66,25 @@ def test_rounding_weighted_by_sensitivity_keeps_what_each_output_moves_closer():
     assert torch.equal(quantise.round_weight(weight, inputs, torch.ones(4000, 32)), quantise.round_weight(weight, inputs))
 
 
+def test_wide_layers_round_in_chunks_of_rows_and_on_evenly_thinned_states(monkeypatch):
+    g = torch.Generator().manual_seed(15)
+    inputs = torch.relu(torch.randn(600, 8, generator=g) @ torch.randn(8, 24, generator=g))
+    weight = torch.randn(10, 24, generator=g)
+    sensitivity = torch.rand(600, 10, generator=g)
+    whole = quantise.round_weight(weight, inputs, sensitivity)
+    monkeypatch.setattr(quantise, "ROW_MOMENTS_BYTES", 3 * 8 * 24 ** 2)  # three rows' matrices at a time
+    assert torch.equal(quantise.round_weight(weight, inputs, sensitivity), whole)
+    monkeypatch.setattr(quantise, "ROW_MOMENTS_FLOPS", 10 * 100 * 24 ** 2)  # room for 100 of the 600 states
+    thinned = torch.linspace(0, 599, 100).round().long()
+    monkeypatch.setattr(quantise, "ROW_MOMENTS_BYTES", 256 * 2**20)
+    assert torch.equal(quantise.round_weight(weight, inputs, sensitivity),
+                       quantise.round_weight(weight, inputs[thinned], sensitivity[thinned]))
+    monkeypatch.setattr(quantise, "ROW_MOMENTS_FLOPS", 1.0)  # never fewer states than twice the inputs
+    kept = torch.linspace(0, 599, 48).round().long()
+    assert torch.equal(quantise.round_weight(weight, inputs, sensitivity),
+                       quantise.round_weight(weight, inputs[kept], sensitivity[kept]))
+
+
 def test_the_sensitivity_is_how_much_each_output_moves_the_greedy_actions_margin():
     torch.manual_seed(13)
     net = QNetwork("16x12", (5,), 4)
