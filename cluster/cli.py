@@ -492,7 +492,7 @@ def _export(args: argparse.Namespace) -> int:
 
     req = export.Request(Path(args.path), args.student, args.format, args.int8, Path(args.out) if args.out else None,
                          args.min_agreement, args.states, args.episodes)
-    sidecar = export.export(req)
+    sidecar = export.export(req, say=lambda text: print(f"qdistill export: {text}", file=sys.stderr, flush=True))
     check = sidecar["verification"]
     out = Path(args.out) if args.out else Path(args.path) / "export"
     print(f"wrote {out / sidecar['file']} and {sidecar['file']}.json")

@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -95,7 +96,11 @@ def _measure(label: str, ckpt: checkpoint.Checkpoint, path: Path, fmt: str) -> d
             "us_per_action": round(action_latency_us(lambda obs: run(obs).argmax(axis=1), ckpt.obs_shape), 2)}
 
 
-def export(req: Request) -> dict[str, object]:
+def _quiet(_text: str) -> None:
+    pass
+
+
+def export(req: Request, say: Callable[[str], None] = _quiet) -> dict[str, object]:
     """Write and verify; returns the sidecar. Raises ExportError, writing nothing, when the exported
     student picks the float student's action on fewer than `min_agreement` of the held-out states."""
     check(req)
@@ -105,7 +110,7 @@ def export(req: Request) -> dict[str, object]:
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
-        return _write_verified(req, name, student, teacher, info, out)
+        return _write_verified(req, name, student, teacher, info, out, say)
     except BaseException:
         if created:
             shutil.rmtree(out, ignore_errors=True)
@@ -113,18 +118,21 @@ def export(req: Request) -> dict[str, object]:
 
 
 def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, teacher: checkpoint.Checkpoint,
-                    info, out: Path) -> dict[str, object]:
+                    info, out: Path, say: Callable[[str], None]) -> dict[str, object]:
     target = out / f"student-{name}{'-int8' if req.int8 else ''}{formats.SUFFIX[req.fmt]}"
     float_student = GreedyPolicy(student.net, student.obs_shape, student.n_actions)
     float_student.load(student.version, student.weights)
     summary_path = req.run / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    int8_how = f"int8, rounded on {req.states:,} calibration states, two tries" if req.int8 else "float"
+    say(f"writing student {name} as {req.fmt} ({int8_how})")
     calibration = held_out_states(student.env_id, float_student.act, req.states, CALIBRATION_SEED)
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         written = Path(tmp) / target.name
         int8_choice = formats.write(student.network(), written, req.fmt, int8=req.int8,
                                     obs_shape=student.obs_shape, calibration=calibration)
         act = formats.one_at_a_time(formats.runner(written, req.fmt))
+        say(f"verifying on {req.states:,} held-out states")
         states = held_out_states(student.env_id, float_student.act, req.states, EXPORT_SEED)
         agreement = float(np.mean(act(states) == float_student.act(states)))
         if agreement < req.min_agreement:
@@ -132,10 +140,12 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
                 f"the exported student {name} ({req.fmt}{', int8' if req.int8 else ''}) picks the float student's action "
                 f"on {agreement:.2%} of {req.states:,} held-out states: below --min-agreement {req.min_agreement:.2%}; "
                 "nothing written")
+        say(f"playing {req.episodes} greedy episodes with the exported and the float student")
         exported_eval = evaluate(student.env_id, act, episodes=req.episodes, seed=EXPORT_SEED)
         float_eval = evaluate(student.env_id, float_student.act, episodes=req.episodes, seed=EXPORT_SEED)
         # the size and latency table: teacher, float student and int8 student in this format, the
         # exported file among them
+        say(f"measuring size and latency: teacher, float student, int8 student ({req.fmt})")
         files = {}
         for label, ckpt, int8 in (("teacher", teacher, False), (f"student {name}", student, False),
                                   (f"student {name} int8", student, True)):

@@ -75,6 +75,12 @@ def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
     assert [r["policy"] for r in sidecar["size_and_latency"]] == ["teacher", "student 16x16", "student 16x16 int8"]
     assert [r["params"] for r in sidecar["size_and_latency"]] == [16, 386, 386]
     assert "agreement with the float student: 100.00% of 2,000 held-out states" in result.stdout
+    how = "int8, rounded on 2,000 calibration states, two tries" if int8 else "float"
+    assert result.stderr.splitlines() == [
+        f"qdistill export: writing student 16x16 as {fmt} ({how})",
+        "qdistill export: verifying on 2,000 held-out states",
+        "qdistill export: playing 5 greedy episodes with the exported and the float student",
+        f"qdistill export: measuring size and latency: teacher, float student, int8 student ({fmt})"]
     # the written file, loaded on its own, gives the float student's Q-values (int8: its actions)
     obs = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
     q = formats.runner(run / "export" / name, fmt)(obs)
@@ -103,10 +109,13 @@ def test_an_export_below_the_agreement_threshold_is_refused_and_nothing_is_writt
     result = _cli(str(run), "--format", "torchscript", "--int8", "--states", "2000", "--episodes", "5",
                   "--out", str(out))
     assert result.returncode == 2 and result.stdout == ""
+    *phases, error = result.stderr.splitlines()
+    assert phases == ["qdistill export: writing student 16x16 as torchscript (int8, rounded on 2,000 calibration "
+                      "states, two tries)", "qdistill export: verifying on 2,000 held-out states"]
     prefix = "qdistill: error: the exported student 16x16 (torchscript, int8) picks the float student's action on "
-    assert result.stderr.startswith(prefix)
-    assert result.stderr.endswith(" of 2,000 held-out states: below --min-agreement 99.00%; nothing written\n")
-    agreement = float(result.stderr[len(prefix):].split("%")[0])
+    assert error.startswith(prefix)
+    assert error.endswith(" of 2,000 held-out states: below --min-agreement 99.00%; nothing written")
+    agreement = float(error[len(prefix):].split("%")[0])
     assert 20.0 < agreement < 80.0  # int8 always picks action 0; the float student picks 1 about half the time
     assert not out.exists()
 
