@@ -126,7 +126,7 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     int8_how = f"int8, rounded on {req.states:,} calibration states, two tries" if req.int8 else "float"
     say(f"writing student {name} as {req.fmt} ({int8_how})")
-    calibration = held_out_states(student.env_id, float_student.act, req.states, CALIBRATION_SEED)
+    calibration = held_out_states(student.env_id, float_student.act, req.states, CALIBRATION_SEED) if req.int8 else None
     with tempfile.TemporaryDirectory(dir=out, prefix=".export-") as tmp:
         written = Path(tmp) / target.name
         int8_choice = formats.write(student.network(), written, req.fmt, int8=req.int8,
@@ -152,9 +152,8 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
             path = Path(tmp) / f"{len(files)}{formats.SUFFIX[req.fmt]}"
             if ckpt is student and int8 == req.int8:
                 path = written
-            else:
-                formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape,
-                              calibration=calibration)
+            else:  # only size and latency are read: the int8 row of a float export needs no calibrated rounding
+                formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape)
             files[label] = _measure(label, ckpt, path, req.fmt)
         sidecar = {
             "file": target.name, "format": req.fmt, "int8": req.int8,
