@@ -14,7 +14,7 @@ from ..actors.envs import EnvInfo, describe
 from ..actors.redis_buffer import PASSWORD_ENV
 from ..learners import checkpoint
 from ..learners.distill import parse_students
-from .config import DistillRunConfig, RunConfig, distill_config, teacher_config
+from .config import DistillRunConfig, RunConfig, TeacherRunConfig, distill_config, teacher_config
 from .jobs import Job
 from . import manage
 from .status import print_rows
@@ -143,12 +143,16 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+def _config_flag(p: argparse.ArgumentParser, command: str, example: str) -> None:
+    p.add_argument("--config", metavar="FILE",
+                   help=f"a TOML or YAML file of settings, the keys of a `qdistill {command}` run's config.json "
+                        f"(e.g. {example}); flags override it, it overrides the env's preset")
+
+
 def _run_flags(r: argparse.ArgumentParser) -> None:
     """`qdistill run`'s flags (and `config show`'s, which resolves the same config)."""
     _common(r)
-    r.add_argument("--config", metavar="FILE",
-                   help="a TOML or YAML file of run settings, the keys of a run's config.json (e.g. "
-                        "deploy/configs/cartpole.toml); flags override it, it overrides the env's preset")
+    _config_flag(r, "run", "deploy/configs/cartpole.toml")
     r.add_argument("--teacher", help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model "
                                       "(default: train one first, into RUN/teacher)")
     r.add_argument("--teacher-learns", action="store_true",
@@ -172,21 +176,29 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--epochs", type=int, help="offline: passes over them (default 10)")
 
 
+def _teacher_flags(t: argparse.ArgumentParser) -> None:
+    """`qdistill train-teacher`'s flags (and `config show-teacher`'s)."""
+    _common(t)
+    _config_flag(t, "train-teacher", "a `qdistill config show-teacher` output")
+    t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
+    t.add_argument("--init", help="start from this teacher checkpoint")
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdistill", description="Distill DQN teachers into small students, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="distill a teacher into students (training the teacher first unless --teacher)")
     _run_flags(r)
-    cf = sub.add_parser("config", help="config files: `qdistill config show [RUN FLAGS]` prints a run's resolved config")
+    cf = sub.add_parser("config", help="config files: `qdistill config show [RUN FLAGS]` prints a run's resolved "
+                                       "config, `qdistill config show-teacher [TRAIN-TEACHER FLAGS]` a teacher run's")
     cf_sub = cf.add_subparsers(dest="config_command", required=True)
     _run_flags(cf_sub.add_parser("show", help="print the config `qdistill run` would use with these flags, as YAML "
                                               "(a config file itself): presets, then --config, then flags"))
+    _teacher_flags(cf_sub.add_parser("show-teacher", help="print the config `qdistill train-teacher` would use with "
+                                                          "these flags, as YAML (a config file itself)"))
 
-    t = sub.add_parser("train-teacher", help="train a DQN teacher with Ray rollout actors")
-    _common(t)
-    t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
-    t.add_argument("--init", help="start from this teacher checkpoint")
+    _teacher_flags(sub.add_parser("train-teacher", help="train a DQN teacher with Ray rollout actors"))
 
     st = sub.add_parser("status", help="show the runs on a cluster, or one run's progress")
     st.add_argument("run", nargs="?", help="run name (its run directory's name) or run directory")
@@ -301,39 +313,53 @@ def _env(env: str | None) -> EnvInfo:
     return describe(env)
 
 
-def _train_teacher(args: argparse.Namespace, started: float) -> int:
-    from .config import TeacherRunConfig
-
+def _teacher_config(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
+    """`qdistill train-teacher`'s config: the env's preset, then --config FILE, then the flags."""
     if args.resume:
+        _no_config_on_resume(args)
         config = _resumed(args, TeacherRunConfig)
-        info = describe(config.env)
-    else:
-        info = _env(args.env)
-        init = checkpoint.load(args.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                               net=args.net) if args.init else None
-        config = teacher_config(
-            args.env, str(Path(args.out or _default_out(args.env)).absolute()),
-            steps=args.steps, time=args.time, target_return=_target(args, info.reward_threshold), seed=args.seed,
-            init=checkpoint.absolute(args.init) if args.init else None,
-            address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
-            actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
-            replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
-            buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
-            checkpoint_every_s=args.checkpoint_every,
-            dqn={"net": args.net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
-        )
+        return config, describe(config.env)
+    file = _file_settings(args, TeacherRunConfig)
+    env, out, init_path = (getattr(args, k) or file.get(k) for k in ("env", "out", "init"))
+    file = {k: v for k, v in file.items() if k not in ("env", "out", "init")}
+    info = _env(env)
+    net = args.net or file.get("dqn", {}).get("net")
+    init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                           net=net) if init_path else None
+    file["target_return"] = _target(args, file.get("target_return", info.reward_threshold))
+    flags = dict(
+        steps=args.steps, time=args.time, seed=args.seed, init=checkpoint.absolute(init_path) if init_path else None,
+        address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
+        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
+        replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
+        buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
+        checkpoint_every_s=args.checkpoint_every,
+        dqn={"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
+    )
+    config = teacher_config(env, str(Path(out or _default_out(env)).absolute()), **_layered(file, flags))
+    return config, info
+
+
+def _train_teacher(args: argparse.Namespace, started: float) -> int:
+    config, info = _teacher_config(args)
+    if not args.resume:
         check_writable(config.out)
     return _start(args, Job("train-teacher", config, resume=bool(args.resume), started_at=started,
                             device=_device(args)), info)
 
 
-def _file_settings(args: argparse.Namespace) -> dict[str, object]:
-    """--config FILE's settings, keys and types checked against the run config ({} without it)."""
+def _no_config_on_resume(args: argparse.Namespace) -> None:
+    if args.config:
+        raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
+
+
+def _file_settings(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, object]:
+    """--config FILE's settings, keys and types checked against the config class ({} without it)."""
     if not args.config:
         return {}
     from . import configfile
 
-    return configfile.checked(DistillRunConfig, configfile.read(args.config), source=args.config)
+    return configfile.checked(cls, configfile.read(args.config), source=args.config)
 
 
 def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:
@@ -350,11 +376,10 @@ def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, obj
 def _distill_config(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
     """`qdistill run`'s config: the env's preset, then --config FILE, then the flags."""
     if args.resume:
-        if args.config:
-            raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
+        _no_config_on_resume(args)
         config = _resumed(args, DistillRunConfig)
         return config, describe(config.env)
-    file = _file_settings(args)
+    file = _file_settings(args, DistillRunConfig)
     env, out, teacher = (getattr(args, k) or file.get(k) for k in ("env", "out", "teacher"))
     file = {k: v for k, v in file.items() if k not in ("env", "out", "teacher")}
     info = _env(env)
@@ -388,7 +413,7 @@ def _run(args: argparse.Namespace, started: float) -> int:
     if args.resume:
         teacher_dir = Path(config.out) / "teacher"
         if config.teacher is None and (teacher_dir / "config.json").is_file():
-            from .config import TeacherRunConfig, config_from_dict, with_overrides
+            from .config import config_from_dict, with_overrides
 
             teacher_cfg = with_overrides(config_from_dict(
                 TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
@@ -407,8 +432,10 @@ def _run(args: argparse.Namespace, started: float) -> int:
 def _config_show(args: argparse.Namespace) -> int:
     import yaml
 
-    config, _ = _distill_config(args)
-    print("# qdistill run: resolved config (the env's preset, then --config, then flags); usable as --config")
+    teacher = args.config_command == "show-teacher"
+    config, _ = (_teacher_config if teacher else _distill_config)(args)
+    command = "train-teacher" if teacher else "run"
+    print(f"# qdistill {command}: resolved config (the env's preset, then --config, then flags); usable as --config")
     print(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False), end="")
     return 0
 

@@ -128,3 +128,55 @@ def test_unreadable_and_malformed_files_are_refused(tmp_path, capsys):
     code, _, err = _show(capsys, "--config", str(broken), "--resume", str(tmp_path))
     assert (code, err) == (2, "qdistill: error: --resume carries on with the run's own config: --config cannot be "
                               "given with it\n")
+
+
+def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
+    path = tmp_path / "teacher.toml"
+    path.write_text('env = "CartPole-v1"\nactors = 1\nsteps = 50_000\n[dqn]\nnet = "64x64"\nlr = 5e-4\n'
+                    '[exploration]\nend = 0.05\n')
+    code = main(["config", "show-teacher", "--config", str(path), "--lr", "1e-3", "--out", str(tmp_path / "t")])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert out.startswith("# qdistill train-teacher: resolved config")
+    shown = yaml.safe_load(out)
+    assert (shown["actors"], shown["steps"], shown["target_return"]) == (1, 50_000, 475.0)
+    assert (shown["dqn"]["net"], shown["dqn"]["lr"], shown["dqn"]["batch_size"]) == ("64x64", 1e-3, 64)  # flag over file
+    assert shown["exploration"] == {"start": 1.0, "end": 0.05, "steps": 10_000}  # the preset's, one key from the file
+    saved = tmp_path / "shown.yaml"
+    saved.write_text(out)
+    assert main(["config", "show-teacher", "--config", str(saved)]) == 0
+    assert capsys.readouterr().out == out
+
+
+TEACHER_BAD_FILES = [
+    ("a.toml", "lr = 0.01\n", "{f}: unknown key 'lr'; did you mean 'dqn.lr'?"),
+    ("b.toml", '[distill]\nloss = "kl"\n', "{f}: unknown key 'distill'"),
+    ("c.toml", '[dqn]\nnet = 64\n', "{f}: dqn.net should be a string, not 64"),
+    ("d.toml", "eval_every = 0\n", "eval_every 0 is not valid: expected an integer >= 1"),
+]
+
+
+@pytest.mark.parametrize("name, text, message", TEACHER_BAD_FILES, ids=[b[0] for b in TEACHER_BAD_FILES])
+def test_a_bad_teacher_config_file_is_refused_naming_the_key(tmp_path, capsys, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    out = tmp_path / "run"
+    code = main(["train-teacher", "--env", "CartPole-v1", "--config", str(path), "--out", str(out), "--quiet"])
+    captured = capsys.readouterr()
+    assert (code, captured.out, captured.err) == (2, "", f"qdistill: error: {message.format(f=path)}\n")
+    assert not out.exists()
+    code = main(["train-teacher", "--config", str(path), "--resume", str(tmp_path)])
+    assert (code, capsys.readouterr().err) == (2, "qdistill: error: --resume carries on with the run's own config: "
+                                                  "--config cannot be given with it\n")
+
+
+def test_train_teacher_runs_from_a_config_file(ray_session, tmp_path):
+    path = tmp_path / "teacher.yaml"
+    path.write_text("env: CartPole-v1\nactors: 1\ntarget_return: null\ndqn:\n  net: 32x32\n  batch_size: 32\n")
+    out = tmp_path / "teacher"
+    assert main(["train-teacher", "--config", str(path), "--steps", "3000", "--out", str(out), "--quiet"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert (config["env"], config["actors"], config["steps"], config["target_return"]) == ("CartPole-v1", 1, 3000, None)
+    assert (config["dqn"]["net"], config["dqn"]["batch_size"]) == ("32x32", 32)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] >= 3000 and summary["teacher"]["params"] == 4 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2
