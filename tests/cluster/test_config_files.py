@@ -105,12 +105,21 @@ BAD_FILES = [
 ]
 
 
-@pytest.mark.parametrize("name, text, message", BAD_FILES, ids=[b[0] for b in BAD_FILES])
-def test_a_bad_config_file_is_refused_naming_the_key(tmp_path, capsys, name, text, message):
+TEACHER_BAD_FILES = [
+    ("a.toml", "lr = 0.01\n", "{f}: unknown key 'lr'; did you mean 'dqn.lr'?"),
+    ("b.toml", '[distill]\nloss = "kl"\n', "{f}: unknown key 'distill'"),
+    ("c.toml", '[dqn]\nnet = 64\n', "{f}: dqn.net should be a string, not 64"),
+    ("d.toml", "eval_every = 0\n", "eval_every 0 is not valid: expected an integer >= 1"),
+]
+BAD = [("run", *bad) for bad in BAD_FILES] + [("train-teacher", *bad) for bad in TEACHER_BAD_FILES]
+
+
+@pytest.mark.parametrize("command, name, text, message", BAD, ids=[f"{b[0]}-{b[1]}" for b in BAD])
+def test_a_bad_config_file_is_refused_naming_the_key(tmp_path, capsys, command, name, text, message):
     path = tmp_path / name
     path.write_text(text)
     out = tmp_path / "run"
-    code = main(["run", "--env", "CartPole-v1", "--config", str(path), "--out", str(out), "--quiet"])
+    code = main([command, "--env", "CartPole-v1", "--config", str(path), "--out", str(out), "--quiet"])
     captured = capsys.readouterr()
     assert (code, captured.out, captured.err) == (2, "", f"qdistill: error: {message.format(f=path)}\n")
     assert not out.exists()
@@ -125,9 +134,10 @@ def test_unreadable_and_malformed_files_are_refused(tmp_path, capsys):
     code, _, err = _show(capsys, "--config", str(broken))
     assert code == 2 and err.startswith(f"qdistill: error: config file '{broken}' is not valid TOML: ")
     assert err.count("\n") == 1
-    code, _, err = _show(capsys, "--config", str(broken), "--resume", str(tmp_path))
-    assert (code, err) == (2, "qdistill: error: --resume carries on with the run's own config: --config cannot be "
-                              "given with it\n")
+    for command in (["config", "show"], ["train-teacher"]):
+        code = main([*command, "--config", str(broken), "--resume", str(tmp_path)])
+        assert (code, capsys.readouterr().err) == (2, "qdistill: error: --resume carries on with the run's own "
+                                                      "config: --config cannot be given with it\n")
 
 
 def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
@@ -146,28 +156,6 @@ def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
     saved.write_text(out)
     assert main(["config", "show-teacher", "--config", str(saved)]) == 0
     assert capsys.readouterr().out == out
-
-
-TEACHER_BAD_FILES = [
-    ("a.toml", "lr = 0.01\n", "{f}: unknown key 'lr'; did you mean 'dqn.lr'?"),
-    ("b.toml", '[distill]\nloss = "kl"\n', "{f}: unknown key 'distill'"),
-    ("c.toml", '[dqn]\nnet = 64\n', "{f}: dqn.net should be a string, not 64"),
-    ("d.toml", "eval_every = 0\n", "eval_every 0 is not valid: expected an integer >= 1"),
-]
-
-
-@pytest.mark.parametrize("name, text, message", TEACHER_BAD_FILES, ids=[b[0] for b in TEACHER_BAD_FILES])
-def test_a_bad_teacher_config_file_is_refused_naming_the_key(tmp_path, capsys, name, text, message):
-    path = tmp_path / name
-    path.write_text(text)
-    out = tmp_path / "run"
-    code = main(["train-teacher", "--env", "CartPole-v1", "--config", str(path), "--out", str(out), "--quiet"])
-    captured = capsys.readouterr()
-    assert (code, captured.out, captured.err) == (2, "", f"qdistill: error: {message.format(f=path)}\n")
-    assert not out.exists()
-    code = main(["train-teacher", "--config", str(path), "--resume", str(tmp_path)])
-    assert (code, capsys.readouterr().err) == (2, "qdistill: error: --resume carries on with the run's own config: "
-                                                  "--config cannot be given with it\n")
 
 
 def test_train_teacher_runs_from_a_config_file(ray_session, tmp_path):
