@@ -296,7 +296,8 @@ class DistillDriver:
                         self.eval_teacher_version = -1
                     # not judged when played on a task that has changed since, or against another teacher
                     current = eval_task == self.changed_at and result["eval/teacher_version"] == eval_teacher[0]
-                    self._record_eval(result, eval_snapshot, eval_teacher, judge=current)
+                    self._record_eval(result, eval_snapshot, eval_teacher, judge=current,
+                                      changed_task=eval_task is not None)
                     if current and self._reached_target(result):
                         stop = "target"
 
@@ -339,7 +340,7 @@ class DistillDriver:
         last = self.learner.weights()
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, teacher = (self.student_version, last), (self.teacher_version, self.teacher_weights)
-        self._record_eval(self._evaluate_now(*snapshot), snapshot, teacher)
+        self._record_eval(self._evaluate_now(*snapshot), snapshot, teacher, changed_task=self.changed_at is not None)
         students = {}
         for name in self.config.distill.students:
             last_path = self.save_student(name, "last", self.student_version, last[name])
@@ -453,11 +454,12 @@ class DistillDriver:
                 "relabelled_fraction": self.counters["labels/relabelled_on_sample"] / sampled if sampled else 0.0}
 
     def _record_eval(self, result: dict[str, float], snapshot: tuple[int, dict],
-                     teacher: tuple[int, dict[str, np.ndarray]], judge: bool = True) -> None:
-        """Log an evaluation and keep each student's best weights (by greedy return), and a
-        learning teacher's best version; `judge` False: log it only."""
+                     teacher: tuple[int, dict[str, np.ndarray]], *, changed_task: bool, judge: bool = True) -> None:
+        """Log an evaluation (`changed_task`: played on the changed dynamics) and keep each
+        student's best weights (by greedy return), and a learning teacher's best version; `judge`
+        False: log it only."""
         self.last_eval = result
-        task = {"eval/on_changed_task": judge == (self.changed_at is not None)} if self.config.change_at else {}
+        task = {"eval/on_changed_task": changed_task} if self.config.change_at else {}
         self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3), **result, **task})
         if not judge:
             return
