@@ -53,7 +53,9 @@ class DistillDriver:
         self.teacher_policy = GreedyPolicy(teacher.net, teacher.obs_shape, teacher.n_actions)
         self.teacher_policy.load(teacher.version, teacher.weights)
         self.teacher_weights = teacher.weights
-        self.eval_teacher_version = teacher.version  # the teacher the evaluator has
+        # the teacher the evaluator has: none known, so the first evaluation hands it one (the evaluator
+        # pulls the newest teacher when it starts, which a learning teacher may already have replaced)
+        self.eval_teacher_version = -1
         # a learning teacher: DQN on the same minibatches the students distill from
         self.dqn = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device) \
             if config.teacher_learns else None
@@ -115,7 +117,7 @@ class DistillDriver:
         self.counters.update(state["counters"])
         self.best = {name: (float(b["return"]), int(b["version"]), to_numpy(b["weights"]))
                      for name, b in state["best"].items()}
-        self.teacher_version = self.eval_teacher_version = int(state["teacher"]["version"])
+        self.teacher_version = int(state["teacher"]["version"])
         self.teacher_weights = to_numpy(state["teacher"]["weights"])
         self.teacher_policy.load(self.teacher_version, self.teacher_weights)
         self.published_at = {self.teacher_version: time.monotonic()}
