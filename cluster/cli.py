@@ -314,30 +314,14 @@ def _env(env: str | None) -> EnvInfo:
 
 
 def _teacher_config(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
-    """`qdistill train-teacher`'s config: the env's preset, then --config FILE, then the flags."""
-    if args.resume:
-        _no_config_on_resume(args)
-        config = _resumed(args, TeacherRunConfig)
-        return config, describe(config.env)
-    file = _file_settings(args, TeacherRunConfig)
-    env, out, init_path = (getattr(args, k) or file.get(k) for k in ("env", "out", "init"))
-    file = {k: v for k, v in file.items() if k not in ("env", "out", "init")}
-    info = _env(env)
-    net = args.net or file.get("dqn", {}).get("net")
-    init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                           net=net) if init_path else None
-    file["target_return"] = _target(args, file.get("target_return", info.reward_threshold))
-    flags = dict(
-        steps=args.steps, time=args.time, seed=args.seed, init=checkpoint.absolute(init_path) if init_path else None,
-        address=args.address, actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
-        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources,
-        replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance, buffer=args.buffer,
-        buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes,
-        checkpoint_every_s=args.checkpoint_every,
-        dqn={"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size},
-    )
-    config = teacher_config(env, str(Path(out or _default_out(env)).absolute()), **_layered(file, flags))
-    return config, info
+    """`qdistill train-teacher`'s config."""
+    def own(init_path: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+        net = args.net or file.get("dqn", {}).get("net")
+        init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                               net=net) if init_path else None
+        return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size}}
+
+    return _config(args, TeacherRunConfig, teacher_config, "init", own)
 
 
 def _train_teacher(args: argparse.Namespace, started: float) -> int:
@@ -346,11 +330,6 @@ def _train_teacher(args: argparse.Namespace, started: float) -> int:
         check_writable(config.out)
     return _start(args, Job("train-teacher", config, resume=bool(args.resume), started_at=started,
                             device=_device(args)), info)
-
-
-def _no_config_on_resume(args: argparse.Namespace) -> None:
-    if args.config:
-        raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
 
 
 def _file_settings(args: argparse.Namespace, cls: type[RunConfig]) -> dict[str, object]:
@@ -374,36 +353,47 @@ def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, obj
 
 
 def _distill_config(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
-    """`qdistill run`'s config: the env's preset, then --config FILE, then the flags."""
+    """`qdistill run`'s config."""
+    def own(teacher: str | None, _file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+        teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
+                                      n_actions=info.n_actions).net if teacher else None
+        return dict(
+            mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
+            samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
+            max_label_staleness=args.max_label_staleness, change_at=args.change_at,
+            change=dict(args.change) if args.change else None, dqn={"net": teacher_net},
+            distill={"students": parse_students(args.students) if args.students is not None else None,
+                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size})
+
+    config, info = _config(args, DistillRunConfig, distill_config, "teacher", own)
+    if config.change:
+        check_change(config.env, config.change)
+    return config, info
+
+
+def _config(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_key: str, own) -> tuple[RunConfig, EnvInfo]:
+    """A command's config: with --resume the run's own; else the env's preset, then --config FILE,
+    then the flags: those every command has, and `own(path, file, info)`'s for this one.
+    `checkpoint_key` (teacher or init) is a checkpoint path, from the flag or else the file."""
     if args.resume:
-        _no_config_on_resume(args)
-        config = _resumed(args, DistillRunConfig)
+        if args.config:
+            raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
+        config = _resumed(args, cls)
         return config, describe(config.env)
-    file = _file_settings(args, DistillRunConfig)
-    env, out, teacher = (getattr(args, k) or file.get(k) for k in ("env", "out", "teacher"))
-    file = {k: v for k, v in file.items() if k not in ("env", "out", "teacher")}
+    file = _file_settings(args, cls)
+    env, out, path = (getattr(args, k) or file.get(k) for k in ("env", "out", checkpoint_key))
+    file = {k: v for k, v in file.items() if k not in ("env", "out", checkpoint_key)}
     info = _env(env)
-    teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
-                                  n_actions=info.n_actions).net if teacher else None
     # set here, not as a flag over the file: None (no target) must win over the file's value
     file["target_return"] = _target(args, file.get("target_return", info.reward_threshold))
     flags = dict(
-        steps=args.steps, time=args.time, seed=args.seed,
-        teacher=checkpoint.absolute(teacher) if teacher else None, address=args.address,
-        actors=args.actors, envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call,
-        actor_cpus=args.actor_cpus, actor_resources=args.actor_resources, replay_ratio=args.replay_ratio,
-        rate_tolerance=args.rate_tolerance, buffer=args.buffer, buffer_prefix=args.buffer_prefix,
-        buffer_capacity=args.buffer_capacity, buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
-        mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
-        samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
-        max_label_staleness=args.max_label_staleness, change_at=args.change_at,
-        change=dict(args.change) if args.change else None, dqn={"net": teacher_net},
-        distill={"students": parse_students(args.students) if args.students is not None else None,
-                 "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size},
-    )
-    config = distill_config(env, str(Path(out or _default_out(env)).absolute()), **_layered(file, flags))
-    if config.change:
-        check_change(config.env, config.change)
+        steps=args.steps, time=args.time, seed=args.seed, address=args.address, actors=args.actors,
+        envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call, actor_cpus=args.actor_cpus,
+        actor_resources=args.actor_resources, replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance,
+        buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
+        buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
+        **{checkpoint_key: checkpoint.absolute(path) if path else None}, **own(path, file, info))
+    config = make(env, str(Path(out or _default_out(env)).absolute()), **_layered(file, flags))
     return config, info
 
 
