@@ -184,7 +184,7 @@ def _teacher_flags(t: argparse.ArgumentParser) -> None:
     t.add_argument("--init", help="start from this teacher checkpoint")
 
 
-def _build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdistill", description="Distill DQN teachers into small students, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -531,7 +531,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
-    args = _build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
     commands = {"run": lambda: _run(args, started), "train-teacher": lambda: _train_teacher(args, started),
                 "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
                 "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),

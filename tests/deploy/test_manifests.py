@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from qdistill.cluster.cli import _build_parser
+from qdistill.cluster.cli import build_parser
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -102,7 +102,7 @@ def test_manifests_hold_qdistill_commands():
 
 @pytest.mark.parametrize("where, command", _qdistill_commands())
 def test_every_manifest_command_parses(where, command):
-    parser = _build_parser()
+    parser = build_parser()
     args = parser.parse_args(shlex.split(command)[1:])  # argparse exits on anything it does not know
     if args.command == "run" and args.students:
         from qdistill.learners.distill import DistillConfig, parse_students
