@@ -1,19 +1,10 @@
-"""The buffer contract and the in-memory FIFO ring that every backend's shard holds."""
+"""The in-memory FIFO ring that every Ray buffer shard holds (the Redis backend keeps the same contract)."""
 
 from __future__ import annotations
-
-from typing import Protocol
 
 import numpy as np
 
 from ..learners.batch import TransitionBatch
-
-
-class Buffer(Protocol):
-    def add(self, batch: TransitionBatch) -> None: ...
-    def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]: ...
-    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> int: ...
-    def stats(self) -> dict[str, float]: ...
 
 
 def check_capacity(capacity: int) -> None:

@@ -1,6 +1,6 @@
 """Buffer throughput: insert and sample transitions/s for the Ray shards and Redis, side by side.
 
-    python benchmarks/buffer_throughput.py
+    python -m benchmarks.buffer_throughput      # from the repository root (it uses tests.support)
 
 Writers are Ray actors pushing pre-built CartPole-shaped batches (1 or 2 at once, batches of 256 or
 2048 transitions), as rollout actors do: to a Ray buffer shard with one add in flight, or straight
@@ -15,7 +15,6 @@ import argparse
 import json
 import logging
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,13 +22,12 @@ from pathlib import Path
 import numpy as np
 import ray
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from redis_server import RedisServer  # noqa: E402
-
-from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec  # noqa: E402
-from qdistill.actors.remote import ShardedBuffer  # noqa: E402
-from qdistill.actors.wire import Schema  # noqa: E402
-from qdistill.learners.batch import TransitionBatch  # noqa: E402
+from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
+from qdistill.actors.buffer_client import ShardedBuffer
+from qdistill.actors.sinks import open_sink
+from qdistill.actors.wire import Schema
+from qdistill.learners.batch import TransitionBatch
+from tests.support.redis_server import RedisServer
 
 SCHEMA = Schema(obs_shape=(4,), n_actions=2)  # CartPole
 
@@ -47,21 +45,16 @@ def cartpole_batch(n: int, seed: int) -> TransitionBatch:
 @ray.remote(num_cpus=0)
 class Writer:
     def __init__(self, sink, batch_size: int, seed: int) -> None:
+        """`sink`: a Ray shard's name or a Redis spec, opened as a rollout actor opens it."""
         self.batch = cartpole_batch(batch_size, seed)
-        self.redis = RedisBuffer(sink, seed=seed) if isinstance(sink, RedisSpec) else None
-        self.shard = None if self.redis else sink
+        self.sink = open_sink(sink, seed=seed)
 
     def run(self, seconds: float) -> int:
-        written, in_flight, end = 0, [], time.monotonic() + seconds
+        written, end = 0, time.monotonic() + seconds
         while time.monotonic() < end:
-            if self.redis is not None:
-                self.redis.add(self.batch)
-            else:
-                in_flight.append(self.shard.add.remote(self.batch))
-                if len(in_flight) > 1:
-                    ray.get(in_flight.pop(0))
+            self.sink.add(self.batch)
             written += len(self.batch)
-        ray.get(in_flight)
+        self.sink.flush()
         return written
 
 
@@ -104,7 +97,7 @@ def main() -> None:
                         key = f"{backend}-{batch_size}-{writers}"
                         if backend == "ray shards":
                             buffer = ShardedBuffer(1, 1_000_000)
-                            sinks = [buffer.shard_for(i) for i in range(writers)]
+                            sinks = [buffer.sink_for(i) for i in range(writers)]
                             sample, close = buffer.sample, lambda b=buffer: [ray.kill(s) for s in b.shards]
                         else:
                             spec = RedisSpec(servers[backend].url, key, 1_000_000, 256, SCHEMA)
@@ -123,7 +116,7 @@ def main() -> None:
             for server in servers.values():
                 server.stop()
     print("\nmedians of", args.repeats, "windows of", args.seconds, "s; sampling uses one sampler")
-    print("reproduce: python benchmarks/buffer_throughput.py")
+    print("reproduce: python -m benchmarks.buffer_throughput")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2) + "\n")
 

@@ -99,8 +99,9 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
     import ray
 
     from qdistill.actors.envs import describe
-    from qdistill.actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
-    from qdistill.cluster.loop import Collector
+    from qdistill.actors.buffer_client import ShardedBuffer
+    from qdistill.actors.remote import ParameterServerActor, RolloutActor
+    from qdistill.cluster.driver.collect import Collector
     from qdistill.learners.networks import QNetwork, to_numpy
 
     info = describe(env_id)
@@ -111,7 +112,7 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
         buffer = ShardedBuffer(1, 1_000_000, name="throughput")
         collector = Collector(lambda i: RolloutActor.options(num_cpus=1).remote(
             env_id, net="256x256", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs,
-            seed=i, actor_id=i, params="throughput-params", shard=buffer.shard_for(i)),
+            seed=i, actor_id=i, params="throughput-params", sink=buffer.sink_for(i)),
             cores, steps_per_call=steps_per_call, envs_per_actor=num_envs)
         rates = []
         for _ in range(windows + 1):  # the first window warms up (and waits for the actors to start)
@@ -196,9 +197,9 @@ def learner(env_id: str, cores: int, seconds: float, windows: int,
     import ray
     import torch
 
-    from qdistill.actors.remote import ShardedBuffer
+    from qdistill.actors.buffer_client import ShardedBuffer
     from qdistill.cluster.config import distill_config
-    from qdistill.cluster.loop import Prefetcher, minibatches
+    from qdistill.cluster.driver.loop import Prefetcher, minibatches
     from qdistill.learners.distill import DistillLearner
 
     cfg = distill_config(env_id, "unused", updates_per_sample=updates_per_sample)
@@ -216,11 +217,10 @@ def learner(env_id: str, cores: int, seconds: float, windows: int,
         return rates[1:]
 
     plain_learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions)
-    obs, labels = torch.as_tensor(data.observations), torch.as_tensor(data.teacher_q)
+    rng = np.random.default_rng(0)
 
     def plain_step() -> int:
-        index = torch.randint(len(obs), (size,))
-        plain_learner.step(obs[index], labels[index])
+        plain_learner.step(data.take(rng.integers(len(data), size=size)))
         return size
 
     plain = timed(plain_step)
@@ -235,7 +235,7 @@ def learner(env_id: str, cores: int, seconds: float, windows: int,
             _, chunk = prefetch.take()
             rows = 0
             for _, mb in minibatches(np.arange(len(chunk)), chunk, size):
-                buffer_learner.step(mb.observations, mb.teacher_q)
+                buffer_learner.step(mb)
                 rows += len(mb)
             return rows
 

@@ -15,7 +15,6 @@ import ray
 
 from .control import RunControl
 from .jobs import Job, execute
-from .progress import Progress
 
 NAMESPACE = "qdistill"
 PREFIX = "run:"
@@ -120,37 +119,3 @@ def wait_started(actor: ray.actor.ActorHandle, timeout: float = 120.0) -> dict[s
         time.sleep(0.5)
         status = ray.get(actor.status.remote())
     return status
-
-
-def follow(actor: ray.actor.ActorHandle, ref: ray.ObjectRef, *, show_progress: bool) -> dict[str, object]:
-    """Wait for the run's summary, drawing its progress; the first Ctrl-C asks the run to stop
-    (final checkpoints and report are still written), a second one stops waiting."""
-    progress: Progress | None = None
-    phase = None
-    stopping = False
-    while True:
-        try:
-            ready, _ = ray.wait([ref], timeout=0.5)
-            if ready:
-                break
-            if not show_progress:
-                continue
-            status = ray.get(actor.status.remote())
-            if status.get("phase") != phase and status.get("progress"):
-                if progress:
-                    progress.close()
-                phase = status["phase"]
-                if phase == "teacher" and status["command"] == "run":
-                    print(f"training a teacher first, into {status['out']}/teacher", file=sys.stderr)
-                progress = Progress(status["progress"]["total"] or 0, status["progress"]["unit"])
-            if progress and status.get("phase") == phase:
-                progress.update(status["progress"]["done"], status["fields"])
-        except KeyboardInterrupt:
-            if stopping:
-                raise
-            stopping = True
-            print("\nstopping: writing final checkpoints (Ctrl-C again to stop waiting)", file=sys.stderr)
-            actor.stop.remote()
-    if progress:
-        progress.close()
-    return ray.get(ref)

@@ -18,6 +18,7 @@ from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
 from ..learners.networks import GreedyPolicy, action_latency_us, count_params
+from .rundir import RunPaths, tables
 
 EXPORT_SEED = 30_000  # held-out states and episodes: not the seeds training or evaluation use
 CALIBRATION_SEED = 40_000  # the states int8 rounds its weights on, apart from those it is verified on
@@ -60,8 +61,8 @@ def check(req: Request) -> None:
 
 def find_student(run: Path, name: str | None) -> tuple[str, checkpoint.Checkpoint, checkpoint.Checkpoint]:
     """The run's (student name, student, teacher) checkpoints: its best student checkpoint."""
-    ckpts = run / "checkpoints"
-    names = sorted(p.name[len("student-"):-len("-best.pt")] for p in ckpts.glob("student-*-best.pt"))
+    paths = RunPaths(run)
+    names = paths.students()
     if not names:
         raise ExportError(f"run directory {str(run)!r} has no students: expected the directory of a `qdistill run` "
                           "(checkpoints/student-NAME-best.pt)")
@@ -70,8 +71,8 @@ def find_student(run: Path, name: str | None) -> tuple[str, checkpoint.Checkpoin
     name = names[0] if name is None else name
     if name not in names:
         raise ExportError(f"student {name!r} is not in run directory {str(run)!r}: it holds {', '.join(names)}")
-    teacher = checkpoint.load(ckpts / "teacher.pt")
-    return name, checkpoint.load(ckpts / f"student-{name}-best.pt", env_id=teacher.env_id), teacher
+    teacher = checkpoint.load(paths.teacher)
+    return name, paths.load_student(name, teacher), teacher
 
 
 def held_out_states(env_id: str, act, n: int, seed: int) -> np.ndarray:
@@ -106,7 +107,7 @@ def export(req: Request, say: Callable[[str], None] = _quiet) -> dict[str, objec
     check(req)
     name, student, teacher = find_student(req.run, req.student)
     info = describe(student.env_id)
-    out = req.out or req.run / "export"
+    out = req.out or RunPaths(req.run).export
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     try:
@@ -187,6 +188,4 @@ def table(sidecar: dict[str, object]) -> str:
     rows = [("policy", "params", "file", "µs/action")] + [
         (r["policy"], f"{r['params']:,}", f"{r['file_bytes'] / 1024:.1f} KiB", f"{r['us_per_action']:.1f}")
         for r in sidecar["size_and_latency"]]
-    widths = [max(len(row[i]) for row in rows) for i in range(4)]
-    return "\n".join("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-                     for row in rows)
+    return tables.table(rows, right=(1, 2, 3))

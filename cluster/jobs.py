@@ -13,7 +13,7 @@ from ..actors.envs import EnvInfo, describe
 from ..learners import checkpoint
 from .config import DistillRunConfig, RunConfig, TeacherRunConfig
 from .control import RunControl
-from .rundir import RunDir
+from .rundir import RunDir, RunPaths
 
 
 @dataclass(frozen=True)
@@ -37,14 +37,14 @@ def execute(job: Job, control: RunControl) -> dict[str, object]:
 
 def _train_teacher(cfg: TeacherRunConfig, info: EnvInfo, control: RunControl, started: float,
                    job: Job) -> dict[str, object]:
-    from .teacher import TeacherDriver
+    from .driver.teacher import TeacherDriver
 
     init = checkpoint.load(cfg.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
                            net=cfg.dqn.net) if cfg.init else None
     control.publish(phase="teacher", progress=None)
     driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device,
                            name=_teacher_name(job))
-    state = Path(cfg.out) / "checkpoints" / "state.pt"
+    state = RunPaths(cfg.out).state
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
     return driver.train()
@@ -61,7 +61,7 @@ def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> ch
     """The run's teacher: kept in the run directory once known, else given, else trained first
     (or its interrupted training resumed). None when a stop came during teacher training."""
     cfg: DistillRunConfig = job.config  # type: ignore[assignment]
-    kept = Path(cfg.out) / "checkpoints" / "teacher.pt"
+    kept = RunPaths(cfg.out).teacher
     if kept.is_file():
         return checkpoint.load(kept, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions)
     if cfg.teacher:
@@ -75,16 +75,16 @@ def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> ch
         net = QNetwork(cfg.dqn.net, info.obs_shape, info.n_actions)
         return checkpoint.Checkpoint(cfg.dqn.net, info.obs_shape, info.n_actions, cfg.env, 0, to_numpy(net.state_dict()))
     tcfg = job.teacher_config
-    done = Path(tcfg.out) / "summary.json"
+    done = RunPaths(tcfg.out).summary
     if not (done.is_file() and json.loads(done.read_text())["stop_reason"] != "stopped"):
         trained = _train_teacher(tcfg, info, control, started, job)
         if trained["stop_reason"] == "stopped":
             return None
-    return checkpoint.load(Path(tcfg.out) / "checkpoints" / "teacher_best.pt")
+    return checkpoint.load(RunPaths(tcfg.out).teacher_checkpoint("best"))
 
 
 def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[str, object]:
-    from .distill import DistillDriver
+    from .driver.distill import DistillDriver
     from .offline import run_offline
 
     cfg: DistillRunConfig = job.config  # type: ignore[assignment]
@@ -95,23 +95,23 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
         run.close()
         return {"env": cfg.env, "stop_reason": "stopped", "phase": "teacher",
                 "teacher_dir": job.teacher_config.out}
-    checkpoint.save(run.checkpoints / "teacher.pt", teacher)
+    checkpoint.save(run.teacher, teacher)
     control.publish(phase=cfg.mode if cfg.mode == "offline" else "distill", progress=None)
     if cfg.mode == "offline":
         return run_offline(cfg, info, teacher, run=run, started=started)
     driver = DistillDriver(cfg, info, teacher, run=run, started=started, control=control, device=job.device)
-    state = run.checkpoints / "state.pt"
+    state = run.state
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))
         run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_env_steps),
-                 "buffer/lost": _last_buffer_size(run.path) if cfg.buffer == "ray" else 0})
+                 "buffer/lost": _last_buffer_size(run.metrics) if cfg.buffer == "ray" else 0})
     return driver.train()
 
 
-def _last_buffer_size(path: Path) -> int:
+def _last_buffer_size(metrics: Path) -> int:
     """The Ray buffer's size as last logged (every 2 s) before a resume: what its restart dropped,
     at least (a Redis buffer keeps its contents)."""
-    for line in reversed((path / "metrics.jsonl").read_text().splitlines()):
+    for line in reversed(metrics.read_text().splitlines()):
         record = json.loads(line)
         if "buffer/size" in record:
             return int(record["buffer/size"])

@@ -11,10 +11,11 @@ from ..actors.envs import EnvInfo
 from ..actors.evaluator import Evaluator
 from ..actors.rollout import Rollout
 from ..learners import checkpoint
+from ..learners.batch import TransitionBatch
 from ..learners.distill import DistillLearner
 from ..learners.offline import fit
 from .config import DistillRunConfig
-from .report import summarize
+from .rundir.report import summarize
 from .rundir import RunDir
 
 
@@ -23,18 +24,8 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     cfg = config
     torch.set_num_threads(cfg.learner_threads)
     t0 = time.monotonic()
-    # 1. teacher-visited states, labelled once with the teacher's Q-values
-    rollout = Rollout(cfg.env, net=teacher.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                      num_envs=cfg.envs_per_actor, seed=cfg.seed)
-    rollout.load_weights(teacher.version, teacher.weights)
-    parts, have = [], 0
-    while have < cfg.samples:
-        batch, _ = rollout.collect(cfg.steps_per_call, cfg.exploration.end)
-        parts.append(batch)
-        have += len(batch)
-    rollout.close()
-    observations = np.concatenate([b.observations for b in parts])[: cfg.samples]
-    labels = np.concatenate([b.teacher_q for b in parts])[: cfg.samples]
+    labelled, dropped_nonfinite = _label(cfg, info, teacher)
+    observations = labelled.observations
     # 2. fit each student for E epochs, evaluating after each (the same early stopping as online)
     learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions, seed=cfg.seed)
     evaluator = Evaluator(cfg.env, teacher_net=teacher.net, students=cfg.distill.students,
@@ -55,13 +46,13 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
                 run.save_student(name, "best", env=cfg.env, obs_shape=info.obs_shape, n_actions=info.n_actions,
                                  version=epoch + 1, weights=weights[name])
 
-    fit(learner, observations, labels, epochs=cfg.epochs, seed=cfg.seed, after_epoch=after_epoch)
+    fit(learner, labelled, epochs=cfg.epochs, seed=cfg.seed, after_epoch=after_epoch)
     distill_wall_s = time.monotonic() - t0
     # 3. test each student's best on other held-out episodes
     students = {}
     last = learner.weights()
     for name in cfg.distill.students:
-        students[name] = {"checkpoint": str(run.checkpoints / f"student-{name}-best.pt"),
+        students[name] = {"checkpoint": str(run.student_checkpoint(name, "best")),
                           "last_checkpoint": run.save_student(name, "last", env=cfg.env, obs_shape=info.obs_shape,
                                                              n_actions=info.n_actions, version=cfg.epochs,
                                                              weights=last[name])}
@@ -73,7 +64,7 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
         "distill_wall_s": round(distill_wall_s, 2),
         "env_steps": len(observations),
         "learner_steps": learner.steps,
-        "dropped_nonfinite": rollout.dropped_nonfinite,
+        "dropped_nonfinite": dropped_nonfinite,
         "stop_reason": "epochs",
         "labels": {"labelled": len(observations)},
     }
@@ -81,3 +72,17 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     run.close()
     return summary
 
+
+def _label(cfg: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint) -> tuple[TransitionBatch, int]:
+    """1. `samples` teacher-visited states, labelled once with the teacher's Q-values; and how many
+    transitions the rollout dropped for NaN or inf."""
+    rollout = Rollout(cfg.env, net=teacher.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                      num_envs=cfg.envs_per_actor, seed=cfg.seed)
+    rollout.load_weights(teacher.version, teacher.weights)
+    parts, have = [], 0
+    while have < cfg.samples:
+        batch, _ = rollout.collect(cfg.steps_per_call, cfg.exploration.end)
+        parts.append(batch)
+        have += len(batch)
+    rollout.close()
+    return TransitionBatch.concat(parts).take(slice(0, cfg.samples)), rollout.dropped_nonfinite

@@ -50,3 +50,12 @@ class TransitionBatch:
 
     def take(self, index: np.ndarray | slice) -> TransitionBatch:
         return TransitionBatch(**{n: getattr(self, n)[index] for n in self.field_names()})
+
+
+@dataclass(frozen=True)
+class Update:
+    """What one learner step gives back: its metrics and, from a DQN learner, the online network's
+    Q-values for the batch's observations before the step (the freshest labels for those rows)."""
+
+    metrics: dict[str, float]
+    q_values: np.ndarray | None = None

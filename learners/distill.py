@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
 from .networks import QNetwork, count_params, parse_spec, to_numpy
 
@@ -64,9 +65,10 @@ class DistillLearner:
     def params(self) -> dict[str, int]:
         return {name: count_params(net) for name, net in self.students.items()}
 
-    def step(self, observations: np.ndarray, teacher_q: np.ndarray) -> dict[str, float]:
-        obs = torch.as_tensor(observations, dtype=torch.float32, device=self.device)
-        target = torch.as_tensor(teacher_q, dtype=torch.float32, device=self.device)
+    def step(self, batch: TransitionBatch) -> Update:
+        """One gradient step of every student towards the batch's teacher_q labels."""
+        obs = torch.as_tensor(batch.observations, dtype=torch.float32, device=self.device)
+        target = torch.as_tensor(batch.teacher_q, dtype=torch.float32, device=self.device)
         metrics: dict[str, float] = {}
         for name, net in self.students.items():
             q = net(obs)
@@ -78,7 +80,7 @@ class DistillLearner:
             metrics[f"learner/distill_loss/{name}"] = float(loss.detach())
             metrics[f"learner/agreement/{name}"] = agreement(q.detach(), target)
         self.steps += 1
-        return metrics
+        return Update(metrics)
 
     def weights(self) -> dict[str, dict[str, np.ndarray]]:
         return {name: to_numpy(net.state_dict()) for name, net in self.students.items()}

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .batch import TransitionBatch
+from .batch import TransitionBatch, Update
 from .networks import QNetwork, count_params, from_numpy, to_numpy
 from .td import double_dqn_target, td_loss
 
@@ -65,18 +65,16 @@ class DQNLearner:
         self.q_target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
         self.steps = 0
-        # the online network's Q-values for the last step's observations, from that step's own
-        # forward pass (before its update): the freshest labels there are for those rows
-        self.last_q_values: np.ndarray | None = None
 
     @property
     def params(self) -> int:
         return count_params(self.q)
 
-    def step(self, batch: TransitionBatch) -> dict[str, float]:
+    def step(self, batch: TransitionBatch) -> Update:
+        """One double-DQN step; returns its metrics and the online network's Q-values for the
+        batch's observations from this step's own forward pass (before the update)."""
         t = as_tensors(batch, self.device)
         q_all = self.q(t["observations"])
-        self.last_q_values = q_all.detach().cpu().numpy()
         q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
         with torch.no_grad():
             next_online = self.q(t["next_observations"])
@@ -90,11 +88,11 @@ class DQNLearner:
         self.steps += 1
         if self.steps % self.config.target_update == 0:
             self.q_target.load_state_dict(self.q.state_dict())
-        return {
+        return Update({
             "learner/td_loss": float(loss.detach()),
             "learner/q_mean": float(q_taken.detach().mean()),
             "learner/grad_norm": float(grad_norm),
-        }
+        }, q_all.detach().cpu().numpy())
 
     def weights(self) -> dict[str, np.ndarray]:
         return to_numpy(self.q.state_dict())

@@ -4,17 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import ray
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/ helpers: redis_server
-from redis_server import RedisServer  # noqa: E402
-
-from qdistill.cluster.cli import main  # noqa: E402
+from qdistill.cluster.cli import main
+from tests.support.redis_server import RedisServer
 
 
 @pytest.fixture(scope="session")

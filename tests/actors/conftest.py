@@ -4,7 +4,7 @@ import pytest
 import ray
 
 from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
-from qdistill.actors.remote import ShardedBuffer
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.actors.wire import Schema
 
 SCHEMA = Schema(obs_shape=(2,), n_actions=2)

@@ -9,9 +9,9 @@ import ray
 
 from qdistill.actors.ratelimit import SampleToInsertRatio
 from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
-from qdistill.actors.remote import ShardedBuffer
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.actors.wire import Schema
-from batches import sequence_batch
+from tests.support.batches import sequence_batch
 
 # 2 samples per insert from 100 rows on, 40 rows of slack: after 120 inserts and no samples the
 # next insert waits; at 2 × inserted − sampled = 160 the next sample waits

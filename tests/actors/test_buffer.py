@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import ray
 
-from qdistill.actors.remote import ShardedBuffer
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.learners.batch import TransitionBatch
-from batches import sequence_batch
+from tests.support.batches import sequence_batch
 
 def _check_aligned(batch: TransitionBatch) -> None:
     seq = batch.actions

@@ -10,7 +10,8 @@ from qdistill.actors.dynamics import ChangingDynamics, check_change, parameters,
 from qdistill.actors.envs import make_vector_env
 from qdistill.actors.evaluate import evaluate
 from qdistill.actors.evaluator import Evaluator
-from qdistill.actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
+from qdistill.actors.remote import ParameterServerActor, RolloutActor
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.learners.networks import QNetwork, to_numpy
 
 CARTPOLE_PARAMETERS = ("force_mag", "gravity", "length", "masscart", "masspole", "tau", "theta_threshold_radians",
@@ -92,7 +93,7 @@ def test_the_rollout_actor_collects_on_the_changed_task(ray_session):
     buffer = ShardedBuffer(1, 10_000, name="test-dynamics")
     actor = RolloutActor.options(num_cpus=0).remote(
         "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=0, actor_id=0,
-        params="test-dynamics-params", shard=buffer.shard_for(0))
+        params="test-dynamics-params", sink=buffer.sink_for(0))
     try:
         ray.get(actor.collect.remote(10, 1.0, 1.0, {"force_mag": 0.0}))
         ray.get(actor.flush.remote())

@@ -6,9 +6,10 @@ import torch
 
 from qdistill.actors.buffer import ReplayRing
 from qdistill.actors.refresh import LabelRefresher, staleness
-from qdistill.actors.remote import ParameterServerActor, ShardedBuffer
+from qdistill.actors.remote import ParameterServerActor
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.learners.networks import QNetwork, to_numpy
-from batches import sequence_batch
+from tests.support.batches import sequence_batch
 
 
 def test_relabel_after_wrap_around_stays_aligned(make_buffer):

@@ -6,10 +6,11 @@ import time
 import numpy as np
 import pytest
 
-from qdistill.actors.redis_buffer import PASSWORD_ENV, PASSWORD_FILE_ENV, RedisBuffer, RedisBufferError, RedisSpec
+from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
+from qdistill.actors.redis_connect import PASSWORD_ENV, PASSWORD_FILE_ENV, RedisBufferError
 from qdistill.actors.wire import Schema, SchemaError, decode, encode
-from redis_server import RedisServer, free_port
-from batches import sequence_batch as _batch
+from tests.support.redis_server import RedisServer, free_port
+from tests.support.batches import sequence_batch as _batch
 
 SCHEMA = Schema(obs_shape=(2,), n_actions=2)
 

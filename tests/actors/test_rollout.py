@@ -7,7 +7,8 @@ import torch
 from qdistill.actors.envs import EnvError, describe
 from qdistill.actors.evaluate import evaluate
 from qdistill.actors.params import ParameterServer
-from qdistill.actors.remote import ParameterServerActor, RolloutActor, ShardedBuffer
+from qdistill.actors.remote import ParameterServerActor, RolloutActor
+from qdistill.actors.buffer_client import ShardedBuffer
 from qdistill.actors.rollout import Rollout
 from qdistill.learners.networks import QNetwork, to_numpy
 
@@ -92,7 +93,7 @@ def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
     ray.get(params.publish.remote(4, to_numpy(net.state_dict())))
     actor = RolloutActor.options(num_cpus=0).remote(
         "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=0, actor_id=0,
-        params="test-rollout-params", shard=buffer.shard_for(0))
+        params="test-rollout-params", sink=buffer.sink_for(0))
     try:
         first = ray.get(actor.collect.remote(20, 0.5))
         assert first["weights_version"] == 4 and first["latest_version"] == 4

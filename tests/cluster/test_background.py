@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ray_head import RayHead, new_token
+from tests.support.ray_head import RayHead, new_token
 
 RUN = "bg-run"
 
@@ -149,7 +149,7 @@ def test_swap_teacher_hands_a_running_run_a_new_teacher(head, small_teacher, tmp
         assert refused.stderr == f"qdistill: error: checkpoint '{path}' was made for {why}\n"
     assert status()["teacher"]["version"] == version
 
-    newer = teacher_dir / "checkpoints" / "teacher_last.pt"
+    newer = teacher_dir / "checkpoints" / "teacher-last.pt"
     swapped = _qdistill(head, "swap-teacher", run, str(newer), "--address", head.address)
     assert swapped.returncode == 0, swapped.stderr
     assert swapped.stdout == (f"run {run}: teacher {newer} handed over; it becomes version {version + 1} or later, "

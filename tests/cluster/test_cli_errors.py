@@ -14,7 +14,7 @@ import torch
 from qdistill.cluster.cli import main
 from qdistill.actors.wire import Schema
 from qdistill.learners import checkpoint
-from redis_server import RedisServer, free_port
+from tests.support.redis_server import RedisServer, free_port
 from qdistill.learners.networks import QNetwork, to_numpy
 
 

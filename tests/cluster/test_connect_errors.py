@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ray_head import RayHead, auth_env, free_port, new_token
+from tests.support.ray_head import RayHead, auth_env, free_port, new_token
 
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN "
               "(or in ~/.ray/auth_token, or a file named by RAY_AUTH_TOKEN_PATH)")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from qdistill.learners import checkpoint
-from ray_head import RAY, RayHead, new_token
+from tests.support.ray_head import RAY, RayHead, new_token
 
 JOB_TIMEOUT_S = 240
 

@@ -9,7 +9,7 @@ import json
 import pytest
 from matplotlib.image import imread
 
-from qdistill.cluster import plots
+from qdistill.cluster.rundir import plots
 from qdistill.cluster.cli import main
 
 PNGS = ["return.png", "loss.png", "staleness.png", "throughput.png"]

@@ -6,7 +6,7 @@ import json
 import secrets
 import subprocess
 
-from netns import VENV_BIN, ray_cluster, two_hosts
+from tests.support.netns import VENV_BIN, ray_cluster, two_hosts
 from qdistill.learners import checkpoint
 
 # Run in the head's namespace: wait (with a deadline) until exactly the two nodes are alive, then run

@@ -6,7 +6,7 @@ import numpy as np
 
 from qdistill.actors.evaluate import evaluate
 from qdistill.cluster.cli import main
-from qdistill.cluster.teacher import FINAL_SEED
+from qdistill.cluster.driver.teacher import FINAL_SEED
 from qdistill.learners import checkpoint
 
 

@@ -9,7 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).parent
+from tests.support import multinode_run  # run as a script, in a process of its own
+
 STEPS = 150_000  # env steps a run: long enough after the kill for both restarted actors to be up at the end
 SEED = 7
 # the learner step after which the node dies: past the first few hundred (the run is learning), and
@@ -20,7 +21,7 @@ KILL_AFTER = (300, 2_400)
 def _run(teacher: str, tmp_path: Path, *extra: str) -> dict:
     tmp_path.mkdir()
     result = tmp_path / "result.json"
-    proc = subprocess.run([sys.executable, str(HERE / "multinode_run.py"), teacher, str(tmp_path / "run"),
+    proc = subprocess.run([sys.executable, multinode_run.__file__, teacher, str(tmp_path / "run"),
                            str(result), "--steps", str(STEPS), *extra], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(result.read_text())

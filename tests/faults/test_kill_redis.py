@@ -13,7 +13,7 @@ import time
 
 import pytest
 import redis
-from redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 from qdistill.cluster.cli import main
 

@@ -5,6 +5,7 @@ import torch
 
 from qdistill.learners.distill import DistillConfig, DistillLearner, parse_students
 from qdistill.learners.losses import agreement, distill_loss, kl_loss, mse_loss, nll_loss
+from tests.support.batches import labelled_batch
 
 
 def test_mse_exact():
@@ -93,9 +94,10 @@ def test_every_student_trains_on_the_same_batch():
     obs = torch.randn(64, 3, generator=gen)
     target = (obs @ torch.randn(3, 2, generator=gen)).numpy()  # a target the students can fit
     obs = obs.numpy()
-    first = learner.step(obs, target)
+    batch = labelled_batch(obs, target)
+    first = learner.step(batch).metrics
     for _ in range(300):
-        last = learner.step(obs, target)
+        last = learner.step(batch).metrics
     assert set(first) == {"learner/distill_loss/8", "learner/distill_loss/4x4", "learner/agreement/8", "learner/agreement/4x4"}
     for name in ("8", "4x4"):
         assert last[f"learner/distill_loss/{name}"] < first[f"learner/distill_loss/{name}"] / 5

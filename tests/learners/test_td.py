@@ -56,9 +56,14 @@ def test_learner_step_loss_matches_the_pure_functions():
         target = double_dqn_target(torch.ones(4), learner.q(nxt), learner.q_target(nxt),
                                    torch.tensor([0.0, 1.0, 0.0, 1.0]), 0.9)
         expected = td_loss(q_taken, target).item()
-    metrics = learner.step(batch)
-    assert metrics["learner/td_loss"] == pytest.approx(expected, rel=1e-6)
+        before = learner.q(obs).numpy()
+    update = learner.step(batch)
+    assert update.metrics["learner/td_loss"] == pytest.approx(expected, rel=1e-6)
     assert learner.steps == 1
+    # the Q-values returned are the online network's for these observations before the update
+    assert update.q_values.shape == (4, 2) and (update.q_values == before).all()
+    with torch.no_grad():
+        assert not (learner.q(obs).numpy() == before).all()
 
 
 def test_target_network_copies_every_target_update_steps():
@@ -74,9 +79,9 @@ def test_target_network_copies_every_target_update_steps():
 def test_learning_reduces_td_loss_on_a_fixed_batch():
     learner = DQNLearner(DQNConfig(net="32", lr=1e-2, target_update=10_000), (4,), 2)
     batch = _batch(32)
-    first = learner.step(batch)["learner/td_loss"]
+    first = learner.step(batch).metrics["learner/td_loss"]
     for _ in range(200):
-        last = learner.step(batch)["learner/td_loss"]
+        last = learner.step(batch).metrics["learner/td_loss"]
     assert last < first / 10
 
 

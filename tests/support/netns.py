@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ray_head import NodePorts, auth_env, head_argv, worker_argv
+from tests.support.ray_head import NodePorts, auth_env, head_argv, worker_argv
 
 VENV_BIN = Path(sys.executable).parent
 # Every port a node listens on, given explicitly. Each namespace has a port space of its own, so

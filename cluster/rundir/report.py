@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from ..learners import checkpoint
-from ..learners.networks import action_latency_us, count_params
-from .config import DistillRunConfig
+from ...learners import checkpoint
+from ...learners.networks import action_latency_us, count_params
+from ..config import DistillRunConfig
+from . import tables
+from .layout import RunDir, RunPaths
 from .plots import PLOTS, render
-from .rundir import RunDir
 
 
 def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoint.Checkpoint],
@@ -49,7 +50,7 @@ def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint
     `students` maps each name to its `checkpoint` (best) and `last_checkpoint` paths;
     `run_facts` holds the run's own counters (mode, wall times, steps, stop reason, labels).
     """
-    teacher_path = checkpoint.save(run.checkpoints / "teacher.pt", teacher)
+    teacher_path = checkpoint.save(run.teacher, teacher)
     policies = policy_summary(teacher, {n: checkpoint.load(p["checkpoint"]) for n, p in students.items()}, final)
     policies["teacher"].update(checkpoint=str(teacher_path), eval_episodes=cfg.eval_episodes)
     for name, paths in students.items():
@@ -64,7 +65,7 @@ def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint
         "target_return": cfg.target_return,
         **policies,
     }
-    run.write_json("summary.json", summary)
+    run.write_json(run.summary, summary)
     write_report(run.path, summary)
     return summary
 
@@ -79,10 +80,7 @@ def table(summary: dict[str, object]) -> str:
     for name, s in summary["students"].items():
         rows.append((f"student {name}", f"{s['params']:,}", f"{s['eval_return_mean']:.1f} ± {s['eval_return_std']:.1f}",
                      f"{s['pct_of_teacher']:.1f}", f"{s['agreement']:.3f}", f"{s['us_per_action']:.0f}"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |" for r in rows]
-    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    return "\n".join(lines)
+    return tables.table(rows, markdown=True)
 
 
 def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
@@ -96,19 +94,20 @@ def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. "
             f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
             f"{table(summary)}\n\n{images}\n")
-    (path / "report.md").write_text(text)
-    return [*pngs, path / "report.md"]
+    RunPaths(path).report.write_text(text)
+    return [*pngs, RunPaths(path).report]
 
 
 def regenerate(path: Path) -> list[Path]:
     """`qdistill report`: the plots and report.md drawn again from a finished run's metrics.jsonl and
     summary.json alone (after a change to the plots, or for a run copied off its cluster)."""
     expected = "expected the directory of a finished `qdistill run`"
-    for name in ("summary.json", "metrics.jsonl"):
-        if not (path / name).is_file():
-            raise ValueError(f"run directory {str(path)!r} has no {name}: {expected}")
+    paths = RunPaths(path)
+    for file in (paths.summary, paths.metrics):
+        if not file.is_file():
+            raise ValueError(f"run directory {str(path)!r} has no {file.name}: {expected}")
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads(paths.summary.read_text())
     except json.JSONDecodeError as exc:
         raise ValueError(f"run directory {str(path)!r} has a summary.json that is not JSON ({exc}): {expected}") from None
     if "students" not in summary:  # train-teacher writes no report: its metrics are the teacher's alone

@@ -1,4 +1,5 @@
-"""Pieces both drivers' loops are made of: paced collection and prefetched sampling."""
+"""The rollout side of a run: the buffer it writes to, the fleet of rollout actors kept busy
+(grown or shrunk on request), and the hand-over at the end."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ from typing import Callable
 
 import ray
 
-from ..actors.envs import EnvInfo
-from ..actors.remote import RedisBufferClient, ShardedBuffer, make_buffer
-from ..actors.wire import Schema
-from ..learners.batch import TransitionBatch
-from .config import RunConfig
-from .control import RunControl
+from ...actors.buffer_client import BufferClient, make_buffer
+from ...actors.envs import EnvInfo
+from ...actors.wire import Schema
+from ..config import RunConfig
+from ..control import RunControl
 
 
-def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> ShardedBuffer | RedisBufferClient:
+def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> BufferClient:
     """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards,
     and the rate limiter that keeps the replay ratio."""
     schema = Schema(info.obs_shape, info.n_actions)
@@ -24,7 +24,7 @@ def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> Sh
                        options=options, name=name, limit=cfg.rate_limit)
 
 
-def hand_over(buffer: ShardedBuffer | RedisBufferClient, collector: Collector, timeout: float = 10.0) -> None:
+def hand_over(buffer: BufferClient, collector: Collector, timeout: float = 10.0) -> None:
     """The loop is over: lift the rate limit, take the collects still in flight and have every
     rollout actor that is up flush what it holds (`timeout` seconds at most in all)."""
     buffer.release()
@@ -35,19 +35,11 @@ def hand_over(buffer: ShardedBuffer | RedisBufferClient, collector: Collector, t
     ray.wait(flushes, num_returns=len(flushes), timeout=max(deadline - time.monotonic(), 0.0))
 
 
-def stop_actors(actors: list[ray.actor.ActorHandle]) -> None:
+def stop_actors(actors: list[ray.actor.ActorHandle | None]) -> None:
     """End every actor of the run."""
     for handle in actors:
-        ray.kill(handle)
-
-
-def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None:
-    """"steps" or "time" once that budget is spent, else None."""
-    if cfg.steps is not None and env_steps >= cfg.steps:
-        return "steps"
-    if cfg.time is not None and elapsed_s >= cfg.time:
-        return "time"
-    return None
+        if handle is not None:  # None: not started (the run failed while it was wired)
+            ray.kill(handle)
 
 
 class Collector:
@@ -158,7 +150,7 @@ class Collector:
 
     def view(self) -> dict[str, object]:
         """Where the rollout actors are, for status and metrics."""
-        from .placement import fleet
+        from ..placement import fleet
 
         return {**fleet(self.handles()), "wanted": self.wanted, "collect_failures": self.failures,
                 "retired": self.retired}
@@ -170,38 +162,3 @@ def steer(control: RunControl, collector: Collector) -> str | None:
     if wanted is not None:
         collector.resize(wanted)
     return "stopped" if control.stop_requested else None
-
-
-class Prefetcher:
-    """Keeps a sample of `chunk` transitions in flight: the learner takes it once it is back (the
-    buffer's rate limiter holds it while data is too thin), and the next is asked for at once."""
-
-    def __init__(self, buffer: ShardedBuffer | RedisBufferClient, chunk: int) -> None:
-        self.buffer = buffer
-        self.chunk = chunk
-        self.pending = buffer.sample_async(chunk)
-
-    def ready(self, timeout: float = 0.0) -> bool:
-        return self.buffer.ready(self.pending, timeout)
-
-    def take(self) -> tuple:
-        got = self.buffer.gather(self.pending)
-        self.pending = self.buffer.sample_async(self.chunk)
-        return got
-
-
-def wait_for_work(prefetch: Prefetcher, collector: Collector, stop: str | None) -> tuple[bool, list[dict]]:
-    """Whether a sample is there to learn from, and the collects that finished: waiting a moment
-    for either when neither is there yet (no waiting once the run stops)."""
-    ready = stop is None and prefetch.ready()
-    results = collector.harvest(timeout=0.0 if ready or stop else 0.005)
-    if not (ready or results or stop):
-        ready = prefetch.ready(timeout=0.005)
-    return ready, results
-
-
-def minibatches(ids, batch: TransitionBatch, size: int):
-    """(ids, batch) of each whole minibatch of a sampled chunk."""
-    for start in range(0, len(batch) - size + 1, size):
-        part = slice(start, start + size)
-        yield ids[part], batch.take(part)

@@ -19,6 +19,8 @@ from pathlib import Path
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .layout import RunPaths
+
 SIZE, DPI = (7.0, 4.5), 100  # every PNG is 700 x 450 pixels
 TIME = "distill_s"
 Series = tuple[list[float], list[float]]  # distillation wall times and values
@@ -152,7 +154,7 @@ def figures(records: list[dict], students: list[str]) -> dict[str, Figure]:
 def render(run: Path, students: list[str]) -> list[Path]:
     """Draw every plot from RUN/metrics.jsonl into RUN; the files written."""
     written = []
-    for name, fig in figures(read_metrics(run / "metrics.jsonl"), students).items():
+    for name, fig in figures(read_metrics(RunPaths(run).metrics), students).items():
         fig.savefig(run / name, dpi=DPI)
         written.append(run / name)
     return written

@@ -19,3 +19,15 @@ def sequence_batch(start: int, n: int, *, version: int = 0, actor: int = 0) -> T
         behaviour=np.zeros(n, np.int8),
         actor_id=np.full(n, actor, np.int32),
     )
+
+
+def labelled_batch(observations: np.ndarray, teacher_q: np.ndarray) -> TransitionBatch:
+    """States and their teacher labels as a batch (what a distillation learner reads); the other
+    fields are zeros."""
+    n = len(observations)
+    return TransitionBatch(
+        observations=observations, actions=np.zeros(n, np.int64), rewards=np.zeros(n, np.float32),
+        next_observations=np.zeros_like(observations), terminations=np.zeros(n, bool),
+        truncations=np.zeros(n, bool), teacher_q=teacher_q, label_version=np.zeros(n, np.int64),
+        behaviour=np.zeros(n, np.int8), actor_id=np.zeros(n, np.int32),
+    )

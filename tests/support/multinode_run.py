@@ -1,9 +1,9 @@
-"""Run by test_kill_node.py in its own process (it needs its own Ray runtime): a head and two
+"""Run by tests/faults/test_kill_node.py in its own process (it needs its own Ray runtime): a head and two
 worker nodes on ray.cluster_utils.Cluster, a distillation run with rollout actors spread over the
 workers, and — with --kill-after N — one worker node removed once the learner has logged N steps
 (metrics.jsonl, every 2 s: the learner step logged at the kill is recorded too).
 
-    python multinode_run.py TEACHER.pt OUT RESULT.json --steps ENV_STEPS [--kill-after LEARNER_STEPS]
+    python tests/support/multinode_run.py TEACHER.pt OUT RESULT.json --steps ENV_STEPS [--kill-after LEARNER_STEPS]
 """
 
 from __future__ import annotations

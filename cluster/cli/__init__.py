@@ -1,0 +1,33 @@
+"""The `qdistill` command: one module per command group (run, show, manage, results), the parser
+and the progress line."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from . import manage, results, run, show
+from .parser import build_parser
+
+__all__ = ["build_parser", "main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    started = time.time()
+    args = build_parser().parse_args(argv)
+    commands = {"run": lambda: run.run(args, started), "train-teacher": lambda: run.train_teacher(args, started),
+                "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
+                "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
+                "eval": lambda: results.evaluate(args), "export": lambda: results.export(args),
+                "report": lambda: results.report(args), "config": lambda: show.show(args)}
+    try:
+        return commands[args.command]()
+    except ValueError as exc:  # our errors: EnvError, CheckpointError, RunDirError, config
+        print(f"qdistill: error: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        cause = getattr(exc, "cause", None)  # an error raised inside the run's actor
+        if isinstance(cause, ValueError):
+            print(f"qdistill: error: {cause}", file=sys.stderr)
+            return 2
+        raise

@@ -1,0 +1,139 @@
+"""`qdistill run` and `qdistill train-teacher`: resolve, check, start the run's actor, follow it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from ...actors.envs import EnvInfo
+from ..config.resolve import distill_run, teacher_first, teacher_run
+from ..config.runs import RunConfig
+from ..jobs import Job
+from ..rundir import check_writable
+from ..rundir.tables import print_rows
+
+
+def train_teacher(args: argparse.Namespace, started: float) -> int:
+    config, info = teacher_run(args)
+    if not args.resume:
+        check_writable(config.out)
+    return _start(args, Job("train-teacher", config, resume=bool(args.resume), started_at=started,
+                            device=_device(args)), info)
+
+
+def run(args: argparse.Namespace, started: float) -> int:
+    config, info = distill_run(args)
+    if not args.resume:
+        check_writable(config.out)
+    return _start(args, Job("run", config, teacher_first(args, config, info), resume=bool(args.resume),
+                            started_at=started, device=_device(args)), info)
+
+
+def _place(config: RunConfig, learner_resources: dict[str, float], info: EnvInfo) -> None:
+    """Connect to Ray and refuse a rollout actor or learner no node can host, or a buffer the
+    cluster's memory cannot hold, before anything is written."""
+    from ...actors.wire import Schema
+    from ..connect import connect
+    from ..placement import check_feasible, check_memory
+
+    connect(config.address, min_cpus=config.actors * config.actor_cpus + learner_resources.get("CPU", 0))
+    check_feasible(config, learner_resources)
+    check_memory(config, Schema(info.obs_shape, info.n_actions).record_size)
+
+
+def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
+    """A Redis buffer is reached and its prefix claimed (or found compatible) before anything starts."""
+    if config.buffer == "ray":
+        return
+    from ...actors.redis_buffer import RedisBuffer, RedisSpec
+    from ...actors.redis_connect import connect
+    from ...actors.wire import Schema
+
+    schema = Schema(info.obs_shape, info.n_actions)
+    capacity = config.capacity_for(schema.record_size)
+    client = connect(config.buffer)  # reached and authenticated, or a one-line error
+    try:
+        limit = int(client.info("memory").get("maxmemory", 0))
+    finally:
+        client.close()
+    need = capacity * schema.record_size
+    if limit and need > limit:
+        raise ValueError(f"a buffer of {capacity:,} transitions of {schema.record_size} bytes needs {need / 2**20:.1f} MiB: "
+                         f"the redis server's maxmemory is {limit / 2**20:.1f} MiB; lower --buffer-capacity, cap it "
+                         "with --buffer-bytes, or raise the server's maxmemory")
+    RedisBuffer(RedisSpec(config.buffer, config.redis_prefix, capacity, config.chunk_size, schema)).close()
+
+
+def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]:
+    teacher = summary["teacher"]
+    return [
+        ("env", summary["env"]),
+        ("stopped", summary["stop_reason"]),
+        ("env steps", f"{summary['env_steps']:,}"),
+        ("learner steps", f"{summary['learner_steps']:,}"),
+        ("wall", f"{summary['wall_s']:.1f} s"),
+        ("teacher", f"{teacher['net']}, {teacher['params']:,} params, version {teacher['version']}"),
+        ("greedy return", f"{teacher['eval_return_mean']:.1f} ± {teacher['eval_return_std']:.1f} "
+                          f"over {teacher['eval_episodes']} episodes"),
+        ("checkpoint", teacher["checkpoint"]),
+        ("run directory", out),
+    ]
+
+
+def _print_summary(summary: dict[str, object], out: str) -> None:
+    from ..rundir.report import table
+
+    if "students" in summary:  # a distillation run
+        print(table(summary))
+        print_rows([
+            ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
+                        f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),
+            ("run directory", out),
+        ])
+    elif "teacher" in summary:  # train-teacher
+        print_rows(_teacher_rows(summary, out))
+    else:  # stopped while its teacher trained
+        print_rows([("stopped", "while training the teacher; `qdistill run --resume` carries on"),
+                     ("run directory", out)])
+
+
+def _device(args: argparse.Namespace) -> str:
+    return "cuda" if args.learner_resources.get("GPU", 0) > 0 else "cpu"
+
+
+def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
+    """Check the buffer and placement, then start the run's actor: follow it, or leave it running."""
+    import ray
+
+    from ..background import launch, run_name, wait_started
+    from .progress import follow
+
+    config = job.config
+    if args.detach and config.address is None and "RAY_ADDRESS" not in os.environ:
+        raise ValueError("--detach needs a running Ray cluster to outlive this command: start one with "
+                         "`ray start --head` and give --address (e.g. --address auto)")
+    _check_buffer(config, info)
+    _place(config, args.learner_resources, info)
+    actor, ref = launch(job, detach=args.detach, learner_resources=args.learner_resources)
+    name = run_name(config.out)
+    if args.detach:
+        status = wait_started(actor)
+        if status["state"] == "failed":
+            ray.get(ref)  # raises the run's error
+        print_rows([("run", f"{name} started in the background ({status['state']}, {status.get('phase')})"),
+                     ("follow it", f"qdistill status {name}"),
+                     ("scale it", f"qdistill scale {name} --actors N"),
+                     ("stop it", f"qdistill stop {name}"),
+                     ("run directory", config.out)])
+        return 0
+    try:
+        summary = follow(actor, ref, show_progress=not args.quiet)
+    except ray.exceptions.RayActorError:
+        print(f"qdistill: error: the run's learner died and was not restarted (3 restarts at most): carry on "
+              f"with `qdistill run --resume {config.out}`", file=sys.stderr)
+        return 1
+    finally:
+        ray.kill(actor)
+    _print_summary(summary, config.out)
+    return 0

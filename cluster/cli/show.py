@@ -1,0 +1,19 @@
+"""`qdistill config show` and `config show-teacher`: the resolved config, as a config file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from ..config.resolve import distill_run, teacher_run
+
+
+def show(args: argparse.Namespace) -> int:
+    import yaml
+
+    teacher = args.config_command == "show-teacher"
+    config, _ = (teacher_run if teacher else distill_run)(args)
+    command = "train-teacher" if teacher else "run"
+    print(f"# qdistill {command}: resolved config (the env's preset, then --config, then flags); usable as --config")
+    print(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False), end="")
+    return 0

@@ -1,0 +1,105 @@
+"""Per-env presets and the config makers: preset, then overrides; configs saved and read back."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from ...learners.distill import DistillConfig
+from ...learners.dqn import DQNConfig
+from .runs import DistillRunConfig, ExplorationConfig, TeacherRunConfig
+
+
+# Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
+# (benchmarks/teacher_time.py, benchmarks/distill_quality.py). Flags override them.
+TEACHER_PRESETS: dict[str, dict[str, object]] = {
+    "CartPole-v1": {
+        "steps": 300_000,
+        "dqn": {"net": "256x256", "lr": 5e-4, "batch_size": 64, "target_update": 250},
+        "exploration": {"end": 0.02, "steps": 10_000},
+        "replay_ratio": 0.25,
+        "eval_every": 2_000,
+    },
+    "Acrobot-v1": {
+        "steps": 300_000,
+        "dqn": {"net": "256x256", "lr": 6.3e-4, "batch_size": 128, "target_update": 250},
+        "exploration": {"end": 0.05, "steps": 20_000},
+        "replay_ratio": 0.25,
+        "eval_every": 5_000,
+    },
+    "LunarLander-v3": {
+        "steps": 1_500_000,
+        "buffer_capacity": 200_000,
+        "learning_starts": 5_000,
+        "dqn": {"net": "256x256", "lr": 6.3e-4, "batch_size": 128, "target_update": 250},
+        "exploration": {"end": 0.05, "steps": 50_000},
+        "replay_ratio": 0.25,
+        "eval_every": 20_000,
+    },
+}
+DISTILL_DEFAULTS: dict[str, object] = {
+    "steps": 500_000,
+    "actors": 1,
+    "replay_ratio": 0.1,
+    "updates_per_sample": 16,  # 4,096-row samples: a Ray call's cost spread over 16 updates (benchmarks/throughput.py)
+    "exploration": {"start": 0.05, "end": 0.05, "steps": 0},
+}
+DISTILL_PRESETS: dict[str, dict[str, object]] = {
+    "CartPole-v1": {"distill": {"students": ("16x16",)}},
+    "Acrobot-v1": {"distill": {"students": ("16x16",)}},
+    "LunarLander-v3": {"distill": {"students": ("64x64",)}, "buffer_capacity": 200_000, "eval_every_s": 5.0},
+}
+_TEACHER_NESTED = {"dqn": DQNConfig, "exploration": ExplorationConfig}
+_DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig, "dqn": DQNConfig}
+# a teacher learning in the run learns as `train-teacher` would: its preset's network, optimiser,
+# exploration, replay ratio and buffer; the students distill from each minibatch it trains on
+_LEARNING_TEACHER_KEYS = ("steps", "dqn", "exploration", "replay_ratio", "buffer_capacity", "learning_starts")
+
+
+def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
+    """The env's preset, then `overrides` (None means "not given"); validated on construction.
+
+    Overrides of nested fields go in dicts: `dqn={...}`, `exploration={...}`.
+    """
+    preset = TEACHER_PRESETS.get(env, {"steps": 500_000})
+    return _resolve(TeacherRunConfig, preset, _TEACHER_NESTED, env, out, overrides)
+
+
+def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
+    """Like `teacher_config`; nested overrides in `distill={...}`, `exploration={...}`."""
+    preset = _merge(DISTILL_DEFAULTS, DISTILL_PRESETS.get(env, {}))
+    if overrides.get("teacher_learns"):
+        teacher = TEACHER_PRESETS.get(env, {"steps": 500_000})
+        learning = {k: teacher[k] for k in _LEARNING_TEACHER_KEYS if k in teacher}
+        learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
+        if overrides.get("teacher"):  # a trained teacher learning on explores as at the end of its schedule
+            learning["exploration"].update(start=learning["exploration"]["end"], steps=0)
+        # evaluated about as often in env steps as `train-teacher` evaluates (every 2,000): a
+        # learning teacher's returns swing, and the run stops at the first evaluation that finds
+        # teacher and students at the target
+        # the students step once per 256 rows (four of the teacher's minibatches): a small student's
+        # step costs about the same at any batch size, and they keep up (benchmarks/online_teacher.py)
+        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
+                                 "distill": {"batch_size": 256}, **learning})
+    return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
+
+
+def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:
+    merged = dict(base)
+    for k, v in top.items():
+        merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _resolve(cls, preset: dict[str, object], nested: dict[str, type], env: str, out: str,
+             overrides: dict[str, object]):
+    flat = {k: v for k, v in preset.items() if k not in nested}
+    given = {k: v for k, v in overrides.items() if v is not None and k not in nested}
+    if given.get("time") is not None and "steps" not in given:
+        flat.pop("steps", None)  # a time budget alone replaces the preset's step budget
+    flat.update(given)
+    subs = {name: sub(**{**preset.get(name, {}), **_given(overrides.get(name))}) for name, sub in nested.items()}
+    return cls(env=env, out=out, **subs, **flat)
+
+
+def _given(d: object) -> dict[str, object]:
+    return {k: v for k, v in (d or {}).items() if v is not None}  # type: ignore[union-attr]

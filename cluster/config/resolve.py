@@ -1,0 +1,145 @@
+"""The one config resolver: the env's preset, then a config file, then flags; or a run's own
+config when it resumes. Every command that starts a run (and `config show`) resolves here."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+from ...actors.dynamics import check_change
+from ...actors.envs import EnvInfo, describe
+from ...learners import checkpoint
+from ...learners.distill import parse_students
+from . import files
+from .presets import distill_config, teacher_config
+from .runs import DistillRunConfig, RunConfig, TeacherRunConfig
+
+RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", "detach", "learner_resources", "quiet")
+
+
+def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
+    """`qdistill train-teacher`'s config."""
+    def own(init_path: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+        net = args.net or file.get("dqn", {}).get("net")
+        init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                               net=net) if init_path else None
+        return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size}}
+
+    return _resolve(args, TeacherRunConfig, teacher_config, "init", own)
+
+
+def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
+    """`qdistill run`'s config."""
+    def own(teacher: str | None, _file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+        teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
+                                      n_actions=info.n_actions).net if teacher else None
+        return dict(
+            mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
+            samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
+            max_label_staleness=args.max_label_staleness, change_at=args.change_at,
+            change=dict(args.change) if args.change else None, dqn={"net": teacher_net},
+            distill={"students": parse_students(args.students) if args.students is not None else None,
+                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size})
+
+    config, info = _resolve(args, DistillRunConfig, distill_config, "teacher", own)
+    if config.change:
+        check_change(config.env, config.change)
+    return config, info
+
+
+def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvInfo) -> TeacherRunConfig | None:
+    """The teacher a `qdistill run` without --teacher trains first, into RUN/teacher (a resumed
+    run's own, as it was saved); None when the run has a teacher or its teacher learns in the run."""
+    teacher_dir = Path(config.out) / "teacher"
+    if args.resume and config.teacher is None and (teacher_dir / "config.json").is_file():
+        return with_overrides(config_from_dict(TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
+                                               source=str(teacher_dir / "config.json")),
+                              address=args.address, buffer=args.buffer)
+    if config.teacher is not None or config.teacher_learns:
+        return None
+    return teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
+                          target_return=info.reward_threshold, buffer=config.buffer,
+                          buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None)
+
+
+def config_from_dict(cls, data: dict[str, object], *, source: str):
+    """A config saved with `to_dict` (a run directory's config.json), read back and validated;
+    an unknown key or a field of the wrong kind is refused, naming it."""
+    data = dict(data)
+    if isinstance(data.get("buffer"), str):
+        data["buffer"] = data["buffer"].replace(":***@", "@")  # the saved URL's password was masked
+    return files.build(cls, data, source=source)
+
+
+def with_overrides(config, **overrides: object):
+    """The config with the given (not None) fields replaced, validated again."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    if given.get("time") is not None and "steps" not in given:
+        given["steps"] = None  # a time budget alone replaces the step budget
+    return replace(config, **given)
+
+
+Own = Callable[[str | None, dict[str, object], EnvInfo], dict[str, object]]
+
+
+def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_key: str,
+             own: Own) -> tuple[RunConfig, EnvInfo]:
+    """A command's config: with --resume the run's own; else the env's preset, then --config FILE,
+    then the flags: those every command has, and `own(path, file, info)`'s for this one.
+    `checkpoint_key` (teacher or init) is a checkpoint path, from the flag or else the file."""
+    if args.resume:
+        if args.config:
+            raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
+        config = _resumed(args, cls)
+        return config, describe(config.env)
+    file = files.checked(cls, files.read(args.config), source=args.config) if args.config else {}
+    env, out, path = (getattr(args, k) or file.get(k) for k in ("env", "out", checkpoint_key))
+    file = {k: v for k, v in file.items() if k not in ("env", "out", checkpoint_key)}
+    if env is None:
+        raise ValueError("no env: give --env (a Gymnasium id such as 'CartPole-v1'), or --resume RUN_DIR")
+    info = describe(env)
+    # set here, not as a flag over the file: None (no target) must win over the file's value
+    file["target_return"] = None if args.no_target else \
+        args.target_return if args.target_return is not None else file.get("target_return", info.reward_threshold)
+    flags = dict(
+        steps=args.steps, time=args.time, seed=args.seed, address=args.address, actors=args.actors,
+        envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call, actor_cpus=args.actor_cpus,
+        actor_resources=args.actor_resources, replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance,
+        buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
+        buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
+        **{checkpoint_key: checkpoint.absolute(path) if path else None}, **own(path, file, info))
+    out = out or str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return make(env, str(Path(out).absolute()), **_layered(file, flags)), info
+
+
+def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:
+    """The flags that were given (not None) over the file's settings; tables merged key by key."""
+    out = dict(file)
+    for key, value in flags.items():
+        if isinstance(value, dict):
+            out[key] = {**file.get(key, {}), **{k: v for k, v in value.items() if v is not None}}  # type: ignore[dict-item]
+        elif value is not None:
+            out[key] = value
+    return out
+
+
+def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
+    """The run directory's own config, with only the flags a resumed run may change."""
+    path = Path(args.resume)
+    if not (path / "config.json").is_file():
+        raise ValueError(f"run directory {str(path)!r} has no config.json: expected a directory made by "
+                         f"`qdistill {args.command}`")
+    config = config_from_dict(cls, json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
+    if args.env is not None and args.env != config.env:
+        raise ValueError(f"run directory {str(path)!r} was made for {config.env}, not {args.env}")
+    allowed = {"command", "config_command", "resume", "env", "out", *RESUME_FLAGS}
+    given = sorted(k for k, v in vars(args).items() if k not in allowed and v not in (None, False))
+    if given:
+        raise ValueError(f"--resume carries on with the run's own config: {', '.join('--' + g.replace('_', '-') for g in given)} "
+                         f"cannot be given with it (only {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
+    return with_overrides(config, out=str(path.absolute()), steps=args.steps, time=args.time, actors=args.actors,
+                          address=args.address, buffer=args.buffer)

@@ -1,0 +1,216 @@
+"""The train-teacher run: rollout actors → buffer → DQN learner, weights published back, on the
+one run loop (driver/loop.py): collect → buffer.add (inside the actors) → buffer.sample →
+learner.step → params.publish, with greedy evaluation keeping the best teacher.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+
+import numpy as np
+import ray
+import torch
+
+from ...actors.envs import EnvInfo
+from ...actors.remote import ParameterServerActor, RolloutActor
+from ...learners import checkpoint
+from ...learners.batch import TransitionBatch
+from ...learners.dqn import DQNLearner
+from ...learners.networks import from_numpy, to_numpy
+from ...learners.schedule import LinearSchedule
+from ..config import TeacherRunConfig
+from ..control import RunControl
+from ..placement import actors_per_node, on_head, rollout_options
+from ..rundir import RunDir
+from .collect import Collector, hand_over, run_buffer, steer, stop_actors
+from .evaluation import FINAL_SEED, BestTeacher, TeacherEvaluation
+from .loop import Prefetcher, budget_spent, minibatches, run_loop
+from .telemetry import Telemetry
+
+__all__ = ["FINAL_SEED", "TeacherDriver"]
+
+
+class TeacherDriver:
+    def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, control: RunControl,
+                 init: checkpoint.Checkpoint | None = None, started: float | None = None, device: str = "cpu",
+                 name: str | None = None) -> None:
+        self.config, self.info, self.control = config, info, control
+        self.started = started if started is not None else time.monotonic()
+        self.run = RunDir(config.out, name=name)
+        self.run.write_config(config.to_dict())
+        torch.set_num_threads(config.learner_threads)
+        self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device)
+        self.version = 0
+        if init is not None:
+            self.learner.load_weights(init.weights)
+            self.version = init.version
+        self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
+        self.evaluation = TeacherEvaluation(config, info.obs_shape, info.n_actions, env_steps=0)
+        self.recent_returns: deque[float] = deque(maxlen=20)
+        self.resumed_env_steps = 0  # env steps this run (re)started from
+        self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
+        self.collector = Collector(self._make_actor, 0, steps_per_call=config.steps_per_call,
+                                   envs_per_actor=config.envs_per_actor)
+        self.buffer = None  # the run's actors, once wired (train)
+        self.params: ray.actor.ActorHandle | None = None
+        self.prefetch: Prefetcher | None = None
+        self.telemetry = Telemetry(control, started=self.started)
+        self.metrics: dict[str, float] = {}
+        self.weights_staleness, self.actor_version = 0, -1  # of the newest collect's actor
+        self.saved_at = time.monotonic()
+        self.placement: dict[str, object] = {}
+
+    # -- resumable state ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        best = self.evaluation.best
+        return {
+            "learner": self.learner.state_dict(),
+            "env_steps": self.collector.env_steps,
+            "elapsed_s": time.monotonic() - self.started,
+            "version": self.version,
+            "best": {"version": best.version, "eval_mean": best.eval_mean,
+                     "weights": from_numpy(best.weights) if best.weights is not None else {}},
+        }
+
+    def restore(self, state: dict[str, object]) -> None:
+        """Carry on from a saved state: networks, optimiser, counters, the best teacher so far."""
+        self.learner.load_state_dict(state["learner"])
+        self.resumed_env_steps = self.collector.env_steps = self.telemetry.steps_at = int(state["env_steps"])
+        self.evaluation.next_at = max(self.evaluation.next_at, self.resumed_env_steps + 1)
+        self.started = self.telemetry.started = time.monotonic() - float(state["elapsed_s"])
+        self.version = int(state["version"])
+        best = state["best"]
+        self.evaluation.best = BestTeacher(int(best["version"]), float(best["eval_mean"]),
+                                           to_numpy(best["weights"]) or None)
+
+    def counts(self) -> dict[str, int]:
+        return {"env_steps": self.collector.env_steps, "learner/steps": self.learner.steps}
+
+    def save_state(self) -> None:
+        self.run.save_state(self.state())
+
+    # -- wiring and the loop ----------------------------------------------------------------------
+
+    def train(self) -> dict[str, object]:
+        cfg, local = self.config, on_head()
+        try:
+            self.params = ParameterServerActor.options(name=f"{self.run_id}-params", **local).remote()
+            self.params.publish.remote(self.version, self.learner.weights())
+            self.buffer = run_buffer(cfg, self.info, options=local, name=self.run_id)
+            self.collector.resize(cfg.actors)
+            self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
+            self.prefetch = Prefetcher(self.buffer, cfg.chunk_rows)
+            reason = run_loop(self)
+            hand_over(self.buffer, self.collector)
+            view = self.collector.view()
+            self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
+                                  actor_restarts=view["restarts"])
+        finally:
+            stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []), self.params])
+        return self._finish(reason)
+
+    def _make_actor(self, i: int) -> ray.actor.ActorHandle:
+        cfg = self.config
+        return RolloutActor.options(**rollout_options(cfg)).remote(
+            cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
+            num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
+            params=f"{self.run_id}-params", sink=self.buffer.sink_for(i), run=self.run.name,
+        )
+
+    def should_stop(self) -> str | None:
+        return budget_spent(self.config, self.collector.env_steps, time.monotonic() - self.started) or \
+            steer(self.control, self.collector)
+
+    def behaviour(self) -> tuple[float, float, None, None]:
+        # the buffer's rate limiter keeps the replay ratio, holding inserts while the learner is
+        # behind and samples while data is too thin
+        return self.epsilon(self.collector.env_steps), 1.0, None, None
+
+    def collected(self, results: list[dict[str, object]]) -> None:
+        for result in results:
+            self.recent_returns.extend(ret for ret, _ in result["episodes"])
+            self.weights_staleness = result["latest_version"] - result["weights_version"]
+            self.actor_version = result["weights_version"]
+
+    def learn(self, ids: np.ndarray, batch: TransitionBatch) -> None:
+        """A chunk of updates_per_sample minibatches (the next chunk is already asked for)."""
+        for _, mb in minibatches(ids, batch, self.config.dqn.batch_size):
+            self.metrics = self.learner.step(mb).metrics
+            if self.learner.steps % self.config.publish_every == 0:
+                self.version += 1
+                self.params.publish.remote(self.version, self.learner.weights())
+
+    def evaluate(self, stop: str | None) -> str | None:
+        env_steps = self.collector.env_steps
+        if stop or not self.evaluation.due(env_steps) or self.learner.steps == 0:
+            return None
+        result, better = self.evaluation.evaluate(self.learner.q, self.version, env_steps)
+        self.run.log({"env_steps": env_steps, "eval/return/teacher": result.mean,
+                      "eval/return_std/teacher": result.std, "weights/version": self.version})
+        if not better:
+            return None
+        self._save("best", self.evaluation.best.version, self.evaluation.best.weights)
+        return "target" if self.evaluation.reached() else None
+
+    def record(self, stop: str | None) -> None:
+        if not self.telemetry.due(stop):
+            return
+        env_steps = self.collector.env_steps
+        sps = self.telemetry.rate(env_steps)
+        view, best, recent = self.collector.view(), self.evaluation.best, self._recent()
+        self.run.log({"env_steps": env_steps, **Telemetry.fleet(self.collector, view),
+                      "learner/steps": self.learner.steps, "weights/version": self.version,
+                      "rollout/steps_per_s": round(sps, 1), "rollout/epsilon": round(self.epsilon(env_steps), 4),
+                      "rollout/weights_version": self.actor_version,
+                      "rollout/weights_staleness": self.weights_staleness,
+                      "charts/episodic_return": recent, **self.metrics})
+        self.telemetry.publish(
+            self.config, phase="teacher", env_steps=env_steps, learner_steps=self.learner.steps, sps=sps, view=view,
+            buffer=self.buffer.stats(),
+            fields={"steps/s": f"{sps:,.0f}", "ε": f"{self.epsilon(env_steps):.3f}",
+                    "return": f"{recent:.1f}" if recent is not None else "-",
+                    "eval": f"{best.eval_mean:.1f}" if best.weights else "-"},
+            returns={"teacher": best.eval_mean if best.weights else None})
+
+    def checkpoint(self, stop: str | None) -> None:
+        if not stop and time.monotonic() - self.saved_at >= self.config.checkpoint_every_s:
+            self.save_state()
+            self.saved_at = time.monotonic()
+
+    def _recent(self) -> float | None:
+        return float(np.mean(self.recent_returns)) if self.recent_returns else None
+
+    # -- checkpoints and the end ------------------------------------------------------------------
+
+    def _save(self, which: str, version: int, weights: dict[str, np.ndarray]) -> str:
+        ckpt = checkpoint.Checkpoint(self.config.dqn.net, self.info.obs_shape, self.info.n_actions,
+                                     self.config.env, version, weights)
+        return self.run.save_checkpoint(self.run.teacher_checkpoint(which), ckpt)
+
+    def _finish(self, reason: str) -> dict[str, object]:
+        cfg = self.config
+        last = self._save("last", self.version, self.learner.weights())
+        if self.evaluation.best.weights is None:
+            self.evaluation.best = BestTeacher(self.version, -np.inf, self.learner.weights())
+            self._save("best", self.version, self.evaluation.best.weights)
+        best = self.evaluation.best
+        final = best.final or self.evaluation.final(best.version, best.weights)
+        summary = {
+            "env": cfg.env, "wall_s": round(time.monotonic() - self.started, 2),
+            "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
+            "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
+            "stop_reason": reason, "actors": self.placement, "target_return": cfg.target_return,
+            "reached_target": cfg.target_return is not None and final.mean >= cfg.target_return,
+            "teacher": {
+                "net": cfg.dqn.net, "params": self.learner.params, "eval_return_mean": final.mean,
+                "eval_return_std": final.std, "eval_episodes": final.episodes, "version": best.version,
+                "checkpoint": str(self.run.teacher_checkpoint("best")), "last_checkpoint": last,
+            },
+        }
+        self.run.write_json(self.run.summary, summary)
+        self.save_state()
+        self.run.close()
+        return summary

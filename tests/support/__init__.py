@@ -1,0 +1,3 @@
+"""Helpers for the tests (and the benchmarks): real Ray heads, a real redis-server, network
+namespaces, sequence-numbered batches, and the multi-node run script test_kill_node.py starts.
+Imported as `tests.support.<module>` from the repository root (pytest's `pythonpath = ["."]`)."""
