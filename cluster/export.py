@@ -123,7 +123,7 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
     target = out / f"student-{name}{'-int8' if req.int8 else ''}{formats.SUFFIX[req.fmt]}"
     float_student = GreedyPolicy(student.net, student.obs_shape, student.n_actions)
     float_student.load(student.version, student.weights)
-    summary_path = req.run / "summary.json"
+    summary_path = RunPaths(req.run).summary
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     int8_how = f"int8, rounded on {req.states:,} calibration states, two tries" if req.int8 else "float"
     say(f"writing student {name} as {req.fmt} ({int8_how})")
@@ -147,15 +147,7 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
         # the size and latency table: teacher, float student and int8 student in this format, the
         # exported file among them
         say(f"measuring size and latency: teacher, float student, int8 student ({req.fmt})")
-        files = {}
-        for label, ckpt, int8 in (("teacher", teacher, False), (f"student {name}", student, False),
-                                  (f"student {name} int8", student, True)):
-            path = Path(tmp) / f"{len(files)}{formats.SUFFIX[req.fmt]}"
-            if ckpt is student and int8 == req.int8:
-                path = written
-            else:  # only size and latency are read: the int8 row of a float export needs no calibrated rounding
-                formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape)
-            files[label] = _measure(label, ckpt, path, req.fmt)
+        files = _sizes(req, name, student, teacher, written, Path(tmp))
         sidecar = {
             "file": target.name, "format": req.fmt, "int8": req.int8,
             **({"int8_calibration": {"states": req.states, "seed": CALIBRATION_SEED, **int8_choice}}
@@ -175,7 +167,7 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
                 "return_exported": {"mean": exported_eval.mean, "std": exported_eval.std},
                 "return_float": {"mean": float_eval.mean, "std": float_eval.std},
             },
-            "size_and_latency": list(files.values()),
+            "size_and_latency": files,
         }
         sidecar_tmp = Path(tmp) / "sidecar.json"
         sidecar_tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
@@ -189,3 +181,19 @@ def table(sidecar: dict[str, object]) -> str:
         (r["policy"], f"{r['params']:,}", f"{r['file_bytes'] / 1024:.1f} KiB", f"{r['us_per_action']:.1f}")
         for r in sidecar["size_and_latency"]]
     return tables.table(rows, right=(1, 2, 3))
+
+
+def _sizes(req: Request, name: str, student: checkpoint.Checkpoint, teacher: checkpoint.Checkpoint,
+           written: Path, tmp: Path) -> list[dict[str, object]]:
+    """The size and latency table: teacher, float student and int8 student in this format, the
+    exported file among them."""
+    rows = []
+    for label, ckpt, int8 in (("teacher", teacher, False), (f"student {name}", student, False),
+                              (f"student {name} int8", student, True)):
+        path = tmp / f"{len(rows)}{formats.SUFFIX[req.fmt]}"
+        if ckpt is student and int8 == req.int8:
+            path = written
+        else:  # only size and latency are read: the int8 row of a float export needs no calibrated rounding
+            formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape)
+        rows.append(_measure(label, ckpt, path, req.fmt))
+    return rows

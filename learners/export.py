@@ -33,7 +33,7 @@ def inner_linears(net: nn.Module) -> list[str]:
     return [name for name, m in net.named_modules() if isinstance(m, nn.Linear)][1:-1]
 
 
-def _quantized(net: nn.Module) -> nn.Module:
+def _quantised(net: nn.Module) -> nn.Module:
     """torch's dynamic int8 modules for the inner layers, holding `net`'s weights (on their int8
     grid) with quantise's scales: torch's own observer would pick row max / 127.5 and round again."""
     import warnings
@@ -43,16 +43,16 @@ def _quantized(net: nn.Module) -> nn.Module:
     inner = inner_linears(net)
     with warnings.catch_warnings():  # torch.ao's deprecation notice: the eager API still works
         warnings.simplefilter("ignore")
-        quantized = torch.ao.quantization.quantize_dynamic(
+        quantised = torch.ao.quantization.quantize_dynamic(
             net, {name: per_channel_dynamic_qconfig for name in inner}, dtype=torch.qint8)
-    floats, modules = dict(net.named_modules()), dict(quantized.named_modules())
+    floats, modules = dict(net.named_modules()), dict(quantised.named_modules())
     for name in inner:
         weight = floats[name].weight.detach()
         step = quantise.scales(weight).double()
         modules[name].set_weight_bias(
             torch.quantize_per_channel(weight, step, torch.zeros(len(step), dtype=torch.int64), 0, torch.qint8),
             floats[name].bias.detach())
-    return quantized
+    return quantised
 
 
 def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...],
@@ -88,7 +88,7 @@ def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[
 def _write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...]) -> None:
     """The file itself; int8 weights already on their grid are kept as they are."""
     if fmt == "torchscript":
-        torch.jit.script(_quantized(net) if int8 else net).save(str(path))
+        torch.jit.script(_quantised(net) if int8 else net).save(str(path))
         return
     float_path = path.with_name(path.stem + ".float.tmp") if int8 else path
     torch.onnx.export(net, (torch.zeros((1, *obs_shape)),), str(float_path), dynamo=False, opset_version=ONNX_OPSET,

@@ -10,7 +10,7 @@ from .runs import DistillRunConfig, ExplorationConfig, TeacherRunConfig
 
 
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
-# (benchmarks/teacher_time.py, benchmarks/distill_quality.py). Flags override them.
+# (benchmarks/time_to_target.py, benchmarks/distill_quality.py). Flags override them.
 TEACHER_PRESETS: dict[str, dict[str, object]] = {
     "CartPole-v1": {
         "steps": 300_000,
