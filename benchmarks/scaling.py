@@ -1,7 +1,7 @@
 """Scaling of the collection path: 1, 2, 4, … rollout actors into one Ray buffer shard (learner
 idle), env steps per second and efficiency against linear (rate with N actors / (N x rate with 1)).
 
-    python benchmarks/scaling.py --env CartPole-v1
+    python -m benchmarks.scaling --env CartPole-v1      # from the repository root
 
 Runs on any machine: by default up to as many actors as it has CPUs (--max-actors to go beyond,
 oversubscribing). Each actor reserves one CPU of an embedded Ray runtime with max(N, CPUs) CPUs.
@@ -15,10 +15,8 @@ import argparse
 import json
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from throughput import collection  # noqa: E402  (also sets one BLAS thread per process)
+from benchmarks.throughput import collection  # (also sets one BLAS thread per process)
 
 
 def main() -> None:
@@ -46,7 +44,7 @@ def main() -> None:
     for n in counts:
         print(f"{n:>6} {med[n]:>14,.0f} {med[n] / n:>12,.0f} {med[n] / (n * med[1]):>11.2f}   "
               + ", ".join(f"{r:,.0f}" for r in rates[n]))
-    print(f"\nreproduce: python benchmarks/scaling.py --env {args.env} --max-actors {args.max_actors} --envs {args.envs} "
+    print(f"\nreproduce: python -m benchmarks.scaling --env {args.env} --max-actors {args.max_actors} --envs {args.envs} "
           f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}")
     if args.json:
         with open(args.json, "w") as f:
