@@ -87,6 +87,7 @@ def _cartpole_step_without_force(obs: np.ndarray, action: int) -> np.ndarray:
     return env.step(action)[0]
 
 
+@pytest.mark.slow
 def test_the_rollout_actor_collects_on_the_changed_task(ray_session):
     params = ParameterServerActor.options(name="test-dynamics-params").remote()
     ray.get(params.publish.remote(0, to_numpy(QNetwork("8", (4,), 2).state_dict())))

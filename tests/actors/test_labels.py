@@ -1,6 +1,7 @@
 """Labelled records: relabel in place, refresh next to the data, staleness accounting."""
 
 import numpy as np
+import pytest
 import ray
 import torch
 
@@ -69,6 +70,7 @@ def test_staleness_in_versions_and_seconds():
     np.testing.assert_array_equal(seconds, [0.0, 10.0, 30.0, 0.0])
 
 
+@pytest.mark.slow
 def test_shards_refresh_next_to_their_data_and_route_relabels(ray_session):
     params = ParameterServerActor.remote()
     buffer = ShardedBuffer(2, 40)

@@ -120,6 +120,7 @@ def test_passwords_from_the_url_the_environment_or_a_file(tmp_path, monkeypatch)
         server.stop()
 
 
+@pytest.mark.slow
 def test_kill_9_with_aof_loses_nothing_acknowledged_a_second_before(tmp_path):
     """A writer keeps adding and a sampler keeps sampling while the server is killed and restarted on
     the same data directory: both ride out the restart, and every batch acknowledged > 1 s before

@@ -86,6 +86,7 @@ def test_evaluate_runs_each_episode_to_its_end():
     assert all(8 <= r <= 12 for r in result.returns)  # always pushing left falls within ~10 steps
 
 
+@pytest.mark.slow
 def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
     params = ParameterServerActor.options(name="test-rollout-params").remote()
     buffer = ShardedBuffer(1, 10_000)

@@ -13,6 +13,8 @@ import pytest
 
 from tests.support.ray_head import RayHead, new_token
 
+pytestmark = pytest.mark.slow  # a real Ray head and a detached run driven through the CLI
+
 RUN = "bg-run"
 
 

@@ -48,6 +48,7 @@ CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", CASES, ids=[c[1].split(":")[0][:40] for c in CASES])
 def test_bad_input_is_refused(tmp_path, args, message):
     out = tmp_path / "run"
@@ -55,6 +56,7 @@ def test_bad_input_is_refused(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
@@ -66,6 +68,7 @@ def test_unwritable_output_directory(tmp_path):
     assert result.stderr.count("\n") == 1
 
 
+@pytest.mark.slow
 def test_non_empty_output_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
     _assert_refused(_run("train-teacher", "--env", "CartPole-v1", "--out", str(tmp_path)),
@@ -73,6 +76,7 @@ def test_non_empty_output_directory(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
+@pytest.mark.slow
 def test_checkpoint_for_another_env(tmp_path):
     path = tmp_path / "acrobot.pt"
     checkpoint.save(path, checkpoint.Checkpoint("64", (6,), 3, "Acrobot-v1", 1,
@@ -106,6 +110,7 @@ RUN_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args, message", RUN_CASES, ids=[c[1].split(":")[0][:40] for c in RUN_CASES])
 def test_run_bad_input_is_refused(tmp_path, args, message):
     out = tmp_path / "run"
@@ -113,6 +118,7 @@ def test_run_bad_input_is_refused(tmp_path, args, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_run_teacher_checkpoints_are_checked(tmp_path):
     out = tmp_path / "run"
     missing = tmp_path / "nope.pt"
@@ -133,6 +139,7 @@ def test_run_teacher_checkpoints_are_checked(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, redis_prefix):
     out = tmp_path / "run"
     _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", "mongodb://x", "--out", str(out)),
@@ -154,6 +161,7 @@ def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, 
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_eval_needs_a_run_directory_or_a_checkpoint(tmp_path):
     _assert_refused(_run("eval", str(tmp_path)),
                     f"run directory '{tmp_path}' has no checkpoints/teacher.pt: expected a `qdistill run` "
@@ -168,6 +176,7 @@ def _assert_no_node_can_host(out, flag: str, request: str, message: str) -> None
     assert result.stderr.count("\n") == 1 and not out.exists()
 
 
+@pytest.mark.slow
 def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
     out = tmp_path / "run"
     _assert_no_node_can_host(out, "--actor-resources", '{"gpu_box": 1}',
@@ -177,6 +186,7 @@ def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
                     'e.g. {"rollout": 1}')
 
 
+@pytest.mark.slow
 def test_a_learner_no_node_can_host_is_refused_at_once(tmp_path):
     _assert_no_node_can_host(tmp_path / "run", "--learner-resources", '{"GPU": 1}',
                              "no node can host the learner asking for GPU 1")
@@ -199,6 +209,7 @@ def _untouched(run) -> None:
     assert (run / "metrics.jsonl").read_text() == ""
 
 
+@pytest.mark.slow
 def test_resuming_a_run_directory_made_for_another_env(tmp_path):
     run = _run_dir(tmp_path)
     _assert_refused(_run("run", "--resume", str(run), "--env", "Acrobot-v1"),
@@ -206,6 +217,7 @@ def test_resuming_a_run_directory_made_for_another_env(tmp_path):
     _untouched(run)
 
 
+@pytest.mark.slow
 def test_resume_refuses_what_it_cannot_honour(tmp_path):
     _assert_refused(_run("run", "--resume", str(tmp_path)),
                     f"run directory '{tmp_path}' has no config.json: expected a directory made by `qdistill run`")
@@ -216,6 +228,7 @@ def test_resume_refuses_what_it_cannot_honour(tmp_path):
     _untouched(run)
 
 
+@pytest.mark.slow
 def test_a_run_config_with_an_unknown_key_or_a_wrong_type(tmp_path):
     run = _run_dir(tmp_path, bogus=1)
     _assert_refused(_run("run", "--resume", str(run)), f"{run / 'config.json'}: unknown key 'bogus'")
@@ -223,6 +236,7 @@ def test_a_run_config_with_an_unknown_key_or_a_wrong_type(tmp_path):
     _assert_refused(_run("run", "--resume", str(run)), f'{run / "config.json"}: actors should be an integer, not "two"')
 
 
+@pytest.mark.slow
 def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):
     out = tmp_path / "run"
     _assert_refused(_run("run", "--env", "CartPole-v1", "--detach", "--out", str(out)),
@@ -231,10 +245,12 @@ def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_scale_needs_at_least_one_actor():
     _assert_refused(_run("scale", "some-run", "--actors", "0"), "--actors 0 is not valid: expected an integer >= 1")
 
 
+@pytest.mark.slow
 def test_truncated_and_newer_checkpoints_are_refused(tmp_path):
     path = tmp_path / "teacher.pt"
     checkpoint.save(path, checkpoint.Checkpoint("64", (4,), 2, "CartPole-v1", 1,
@@ -274,6 +290,7 @@ def test_image_observations_are_refused(tmp_path, capsys):
 RECORD = Schema((4,), 2).record_size  # bytes per CartPole transition in the buffer
 
 
+@pytest.mark.slow
 def test_a_buffer_the_head_cannot_hold_is_refused(tmp_path):
     out = tmp_path / "run"
     result = _run("run", "--env", "CartPole-v1", "--buffer-capacity", "10000000000", "--out", str(out))
@@ -294,6 +311,7 @@ def test_a_buffer_the_head_cannot_hold_is_refused(tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_size_that_is_not_a_size_is_refused(tmp_path):
     result = _run("run", "--env", "CartPole-v1", "--buffer-bytes", "2X", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
@@ -302,6 +320,7 @@ def test_a_size_that_is_not_a_size_is_refused(tmp_path):
         "or G, e.g. 512M"
 
 
+@pytest.mark.slow
 def test_a_buffer_beyond_the_redis_servers_maxmemory_is_refused(tmp_path, redis_prefix):
     server = RedisServer(tmp_path / "redis").start()
     try:

@@ -40,6 +40,7 @@ def test_examples_are_the_three_envs():
     assert sorted(p.name for p in EXAMPLES.iterdir()) == ["acrobot.toml", "cartpole.toml", "lunarlander.yaml"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cartpole.toml", "acrobot.toml", "lunarlander.yaml"])
 def test_each_example_config_runs(ray_session, tmp_path, name):
     path = EXAMPLES / name
@@ -158,6 +159,7 @@ def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
     assert capsys.readouterr().out == out
 
 
+@pytest.mark.slow
 def test_train_teacher_runs_from_a_config_file(ray_session, tmp_path):
     path = tmp_path / "teacher.yaml"
     path.write_text("env: CartPole-v1\nactors: 1\ntarget_return: null\ndqn:\n  net: 32x32\n  batch_size: 32\n")

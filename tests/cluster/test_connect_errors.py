@@ -9,6 +9,8 @@ import pytest
 
 from tests.support.ray_head import RayHead, auth_env, free_port, new_token
 
+pytestmark = pytest.mark.slow  # a real Ray head, and each case runs the CLI in a process of its own
+
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN "
               "(or in ~/.ray/auth_token, or a file named by RAY_AUTH_TOKEN_PATH)")
 FAST_S = 15  # the whole command, Python, torch and Ray imports included

@@ -16,6 +16,8 @@ from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
 from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
+pytestmark = pytest.mark.slow  # each case runs `qdistill export` in a process of its own
+
 W = torch.tensor([0.1, 0.5, 1.0, 1.0])  # CartPole: push right when w.x > 0 (plays 500)
 
 

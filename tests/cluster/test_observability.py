@@ -16,6 +16,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from qdistill.cluster.cli import main
 
+pytestmark = pytest.mark.slow  # a whole run, read back from TensorBoard and Ray's metrics
+
 STUDENT = "16x16"
 # the keys, in metrics.jsonl and as TensorBoard scalars
 KEYS = {"rollout/steps_per_s", "buffer/size", "buffer/label_staleness", "learner/steps",

@@ -13,6 +13,8 @@ import pytest
 from qdistill.learners import checkpoint
 from tests.support.ray_head import RAY, RayHead, new_token
 
+pytestmark = pytest.mark.slow  # a real Ray head, runs submitted as Ray Jobs
+
 JOB_TIMEOUT_S = 240
 
 

@@ -6,8 +6,12 @@ import json
 import secrets
 import subprocess
 
+import pytest
+
 from tests.support.netns import VENV_BIN, ray_cluster, two_hosts
 from qdistill.learners import checkpoint
+
+pytestmark = pytest.mark.slow  # two Ray nodes in network namespaces and a run across them
 
 # Run in the head's namespace: wait (with a deadline) until exactly the two nodes are alive, then run
 # a task pinned to each, so both directions work (the worker joined the head's GCS; the head's

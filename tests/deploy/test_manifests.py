@@ -56,6 +56,7 @@ def _crd_validator(kind: str) -> jsonschema.Draft7Validator:
     return jsonschema.Draft7Validator(_k8s_schema(copy.deepcopy(version["schema"]["openAPIV3Schema"])))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, kind", [("kuberay/raycluster.yaml", "RayCluster"), ("kuberay/rayjob.yaml", "RayJob")])
 def test_kuberay_manifests_pass_the_crds(name, kind):
     (doc,) = _docs(name)
@@ -64,6 +65,7 @@ def test_kuberay_manifests_pass_the_crds(name, kind):
     assert errors == []
 
 
+@pytest.mark.slow
 def test_the_crd_check_refuses_an_unknown_key():
     (doc,) = _docs("kuberay/raycluster.yaml")
     doc["spec"]["headGroupSpec"]["rayStartParamz"] = {}

@@ -18,6 +18,7 @@ def _no_force_return(seed: int, episodes: int = 20) -> float:
                     dynamics=NO_FORCE).mean
 
 
+@pytest.mark.slow
 def test_the_task_changes_at_its_step(ray_session, tmp_path):
     out = tmp_path / "run"
     assert main(["run", "--env", "CartPole-v1", "--teacher-learns", "--steps", "9000", "--no-target",

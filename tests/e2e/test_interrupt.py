@@ -7,6 +7,10 @@ import subprocess
 import sys
 import time
 
+import pytest
+
+pytestmark = pytest.mark.slow  # Ctrl-C on a real run in a process of its own
+
 
 def test_ctrl_c_stops_the_run_with_final_checkpoints(small_teacher, tmp_path):
     out = tmp_path / "run"

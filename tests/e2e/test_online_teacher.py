@@ -17,6 +17,7 @@ def _run(tmp_path, *extra: str) -> dict:
     return json.loads((out / "summary.json").read_text())
 
 
+@pytest.mark.slow
 def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     summary = _run(tmp_path, "--max-label-staleness", "1")
     labels = summary["labels"]
@@ -46,6 +47,7 @@ def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     assert used and max(used) <= 1  # per chunk, as the report plots it
 
 
+@pytest.mark.slow
 def test_on_sample_refresh_trains_on_the_newest_version(ray_session, tmp_path):
     summary = _run(tmp_path, "--refresh", "on-sample")
     labels = summary["labels"]
@@ -56,6 +58,7 @@ def test_on_sample_refresh_trains_on_the_newest_version(ray_session, tmp_path):
     assert labels["labels/from_teacher_step"] == labels["sampled"]
 
 
+@pytest.mark.slow
 def test_with_refresh_off_labels_drift(ray_session, tmp_path):
     labels = _run(tmp_path, "--refresh", "off")["labels"]
     assert labels["labels/relabelled_on_sample"] == 0 and labels["labels/relabelled_in_shards"] == 0

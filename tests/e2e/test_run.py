@@ -2,8 +2,12 @@
 
 import json
 
+import pytest
+
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
+
+pytestmark = pytest.mark.slow  # end-to-end runs on a real Ray runtime
 
 
 def _records(out):

@@ -3,11 +3,14 @@
 import json
 
 import numpy as np
+import pytest
 
 from qdistill.actors.evaluate import evaluate
 from qdistill.cluster.cli import main
 from qdistill.cluster.driver.teacher import FINAL_SEED
 from qdistill.learners import checkpoint
+
+pytestmark = pytest.mark.slow  # trains a teacher end to end
 
 
 def test_train_teacher_small_budget(small_teacher, capsys):

@@ -22,6 +22,8 @@ from ray._private import state
 
 from qdistill.cluster.cli import main
 
+pytestmark = pytest.mark.slow  # fault injection in whole runs
+
 
 RESUMING = ("RunActor", "BufferShard")  # the run resumes from its last state when one of these is killed
 # long enough that a kill after the first evaluation and saved state finds the run still going

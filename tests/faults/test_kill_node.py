@@ -9,7 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.support import multinode_run  # run as a script, in a process of its own
+
+pytestmark = pytest.mark.slow  # fault injection: a multi-node cluster loses a node mid-run
 
 STEPS = 150_000  # env steps a run: long enough after the kill for both restarted actors to be up at the end
 SEED = 7

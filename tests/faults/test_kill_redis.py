@@ -17,6 +17,8 @@ from tests.support.redis_server import RedisServer
 
 from qdistill.cluster.cli import main
 
+pytestmark = pytest.mark.slow  # fault injection: redis-server killed under whole runs
+
 PREFIX = "fault"  # each run has a server of its own
 SEED = 5
 PAUSE_S = 1.0  # the server is down this long

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from qdistill.learners import export as formats
@@ -146,6 +147,7 @@ def test_equalising_keeps_the_function_and_leaves_each_unit_the_same_column_norm
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6, msg=name)
 
 
+@pytest.mark.slow
 def test_both_exporters_keep_the_rounded_int8_weights(tmp_path: Path):
     torch.manual_seed(5)
     net = QNetwork("32x32", (6,), 3)

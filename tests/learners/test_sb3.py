@@ -145,6 +145,7 @@ def test_models_qdistill_cannot_use_are_refused(tmp_path):
     assert _refusal(tmp_path / "missing.zip") == f"Stable-Baselines3 model '{tmp_path / 'missing.zip'}' does not exist"
 
 
+@pytest.mark.slow
 def test_cli_refuses_a_model_made_for_another_env(models, tmp_path):
     _, path = models["dqn"]
     result = subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "Acrobot-v1",
@@ -156,6 +157,7 @@ def test_cli_refuses_a_model_made_for_another_env(models, tmp_path):
     assert not (path.parent / "run").exists()
 
 
+@pytest.mark.slow
 def test_run_distills_an_sb3_teacher(models, ray_session, tmp_path, monkeypatch):
     _, path = models["dqn"]
     monkeypatch.chdir(path.parent)  # a relative path: the run keeps it absolute, prefix and all
