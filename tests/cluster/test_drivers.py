@@ -1,0 +1,50 @@
+"""Both drivers answer state() and counts() before their loop ran, and a saved state restores."""
+
+from __future__ import annotations
+
+import time
+
+from qdistill.actors.envs import describe
+from qdistill.cluster.config import distill_config, teacher_config
+from qdistill.cluster.control import RunControl
+from qdistill.cluster.driver.distill import DistillDriver
+from qdistill.cluster.driver.teacher import TeacherDriver
+from qdistill.cluster.rundir import RunDir
+from qdistill.learners import checkpoint
+
+
+def test_the_distillation_driver_answers_before_its_loop_ran(tmp_path, steady_teacher):
+    info = describe("CartPole-v1")
+    cfg = distill_config("CartPole-v1", str(tmp_path / "run"), teacher=steady_teacher, students=None)
+    run = RunDir(cfg.out)
+    try:
+        driver = DistillDriver(cfg, info, checkpoint.load(steady_teacher), run=run, started=time.monotonic(),
+                               control=RunControl())
+        assert driver.counts() == {"env_steps": 0, "learner/steps": 0}
+        state = driver.state()
+        assert set(state) == {"learner", "env_steps", "distill_s", "student_version", "best", "dqn", "changed_at",
+                              "teacher", "counters", "lag"}
+        assert state["env_steps"] == 0 and state["teacher"]["version"] == 1 and state["best"] == {}
+        state["env_steps"], state["student_version"] = 5_000, 3
+        driver.restore(state)
+        assert driver.counts() == {"env_steps": 5_000, "learner/steps": 0} and driver.student_version == 3
+        assert driver.resumed_env_steps == 5_000 and driver.labels.version == 1
+    finally:
+        run.close()
+
+
+def test_the_teacher_driver_answers_before_its_loop_ran(tmp_path):
+    info = describe("CartPole-v1")
+    cfg = teacher_config("CartPole-v1", str(tmp_path / "teacher"), steps=10_000, dqn={"net": "8"})
+    driver = TeacherDriver(cfg, info, control=RunControl())
+    try:
+        assert driver.counts() == {"env_steps": 0, "learner/steps": 0}
+        state = driver.state()
+        assert set(state) == {"learner", "env_steps", "elapsed_s", "version", "best"}
+        assert state["best"]["version"] == -1 and state["best"]["weights"] == {}
+        state["env_steps"], state["version"] = 4_000, 2
+        driver.restore(state)
+        assert driver.counts() == {"env_steps": 4_000, "learner/steps": 0} and driver.version == 2
+        assert driver.evaluation.next_at == max(cfg.eval_every, cfg.learning_starts, 4_001)
+    finally:
+        driver.run.close()
