@@ -118,6 +118,7 @@ class DistillDriver:
     def train(self) -> dict[str, object]:
         try:
             self._wire()
+            self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
             reason = run_loop(self)
             distill_wall_s = time.monotonic() - self.distill_started
             hand_over(self.buffer, self.collector)

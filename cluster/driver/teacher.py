@@ -103,6 +103,7 @@ class TeacherDriver:
             self.collector.resize(cfg.actors)
             self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
             self.prefetch = Prefetcher(self.buffer, cfg.chunk_rows)
+            self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
             reason = run_loop(self)
             hand_over(self.buffer, self.collector)
             view = self.collector.view()

@@ -69,8 +69,9 @@ def test_a_killed_actor_is_restarted_and_the_run_carries_on(undisturbed, tmp_pat
     killer = threading.Thread(target=_kill, args=(actor_class, out, random.Random(5).uniform(0, 2), killed))
     killer.start()
     # a time budget: the run must outlast a kill up to 2 s after its first evaluation, the restart
-    # and two more evaluations (every 2 s), however fast the learner gets through env steps
-    summary = _run(teacher, out, budget=("--time", "12"))
+    # and two more evaluations (every 2 s), however fast the learner gets through env steps; Ray takes
+    # 2-4 s here to report the killed evaluator's call lost, and the restarted one seconds to start
+    summary = _run(teacher, out, budget=("--time", "20"))
     killer.join()
     assert "evaluations_before" in killed  # the kill happened
     assert reference["evaluator"] == {"restarts": 0, "evaluations_lost": 0} and reference["actors"]["actor_restarts"] == 0
