@@ -8,7 +8,6 @@ publish students → evaluate, on the one run loop (driver/loop.py).
 from __future__ import annotations
 
 import time
-import uuid
 
 import numpy as np
 import ray
@@ -24,22 +23,25 @@ from ...learners.networks import from_numpy, to_numpy
 from ...learners.schedule import LinearSchedule, behaviour_beta
 from ..config import DistillRunConfig
 from ..control import RunControl
-from ..placement import actor_states, actors_per_node, on_head, rollout_options
+from ..placement import actor_states, on_head, rollout_options
 from ..rundir import RunDir
 from ..rundir.report import summarize
-from .collect import Collector, hand_over, run_buffer, steer, stop_actors
+from .base import Driver
+from .collect import run_buffer, stop_actors
 from .evaluation import Snapshot, StudentEvaluation
 from .labels import Labels
-from .loop import Prefetcher, budget_spent, minibatches, run_loop
+from .loop import minibatches
 from .task import TaskChange
 from .telemetry import Telemetry
 
 
-class DistillDriver:
+class DistillDriver(Driver):
     def __init__(self, config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint, *,
                  run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
-        cfg = self.config = config
-        self.info, self.teacher, self.run, self.started, self.control = info, teacher, run, started, control
+        self.distill_started = time.monotonic()
+        super().__init__(config, control, started=self.distill_started)
+        cfg = config
+        self.info, self.teacher, self.run, self.started = info, teacher, run, started
         torch.set_num_threads(cfg.learner_threads)
         self.learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions, seed=cfg.seed, device=device)
         # a learning teacher: DQN on the same minibatches the students distill from; it labels the
@@ -56,20 +58,10 @@ class DistillDriver:
         self.epsilon = LinearSchedule(cfg.exploration.start, cfg.exploration.end, cfg.exploration.steps)
         self.beta = LinearSchedule(cfg.beta_start, cfg.beta_end, cfg.beta_steps)
         self.student_version = 0
-        self.resumed_env_steps = 0  # env steps this run (re)started from
-        self.distill_started = time.monotonic()
-        self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
-        self.collector = Collector(self._make_actor, 0, steps_per_call=cfg.steps_per_call,
-                                   envs_per_actor=cfg.envs_per_actor)
-        self.buffer = None  # the run's actors, once wired (train)
         self.student_params: ray.actor.ActorHandle | None = None
-        self.prefetch: Prefetcher | None = None
-        self.telemetry = Telemetry(control, started=self.distill_started)
         self.metrics: dict[str, float] = {}  # the newest learner and label figures
         self.recent: list[float] = []  # the last 20 episodes' returns
-        self.saved_at = time.monotonic()
         self.inserted_at_start = 0
-        self.placement: dict[str, object] = {}
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -98,7 +90,7 @@ class DistillDriver:
             self.dqn.load_state_dict(state["dqn"])
         self.labels.restore(state)
         self.task.changed_at = state["changed_at"]
-        self.resumed_env_steps = self.collector.env_steps = self.telemetry.steps_at = int(state["env_steps"])
+        self._resumed_at(int(state["env_steps"]))
 
     def counts(self, env_steps: int | None = None) -> dict[str, int]:
         """Env steps (the collector's unless given), student steps and a learning teacher's steps."""
@@ -118,20 +110,14 @@ class DistillDriver:
     def train(self) -> dict[str, object]:
         try:
             self._wire()
-            self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
-            reason = run_loop(self)
-            distill_wall_s = time.monotonic() - self.distill_started
-            hand_over(self.buffer, self.collector)
-            view = self.collector.view()
-            self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
-                                  actor_restarts=view["restarts"])
-            return self._finish(reason, distill_wall_s)
+            reason = self._loop()
+            return self._finish(reason, time.monotonic() - self.distill_started)
         finally:
             stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []), self.labels.params, self.student_params,
                          self.evaluation.evaluator])
 
     def _wire(self) -> None:
-        """Parameter servers, buffer, evaluator and rollout actors, on the head node but for the actors."""
+        """Parameter servers, buffer and evaluator, on the head node."""
         cfg, info, local, run_id = self.config, self.info, on_head(), self.run_id
         self.labels.params = ParameterServerActor.options(name=f"{run_id}-teacher-params", **local).remote()
         ray.get(self.labels.params.publish.remote(self.labels.version, self.labels.weights))  # before any pull
@@ -146,9 +132,6 @@ class DistillDriver:
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=info.obs_shape,
             n_actions=info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
             teacher_params=f"{run_id}-teacher-params")
-        self.collector.resize(cfg.actors)
-        self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
-        self.prefetch = Prefetcher(self.buffer, cfg.chunk_rows)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config
@@ -162,9 +145,7 @@ class DistillDriver:
         )
 
     def should_stop(self) -> str | None:
-        cfg = self.config
-        stop = budget_spent(cfg, self.collector.env_steps, time.monotonic() - self.distill_started) or \
-            steer(self.control, self.collector)
+        stop = super().should_stop()
         if self.task.due(self.collector.env_steps):
             self._change_task()
         swap = self.control.take_teacher()
@@ -259,11 +240,6 @@ class DistillDriver:
             teacher={"net": self.teacher.net, "version": self.labels.version, "learns": self.dqn is not None},
             returns={"teacher": last.get("eval/return/teacher"),
                      **{n: last.get(f"eval/return/{n}") for n in self.config.distill.students}})
-
-    def checkpoint(self, stop: str | None) -> None:
-        if not stop and time.monotonic() - self.saved_at >= self.config.checkpoint_every_s:
-            self.save_state()
-            self.saved_at = time.monotonic()
 
     # -- parts of the loop ------------------------------------------------------------------------
 

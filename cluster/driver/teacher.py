@@ -6,7 +6,6 @@ learner.step → params.publish, with greedy evaluation keeping the best teacher
 from __future__ import annotations
 
 import time
-import uuid
 from collections import deque
 
 import numpy as np
@@ -22,22 +21,24 @@ from ...learners.networks import from_numpy, to_numpy
 from ...learners.schedule import LinearSchedule
 from ..config import TeacherRunConfig
 from ..control import RunControl
-from ..placement import actors_per_node, on_head, rollout_options
+from ..placement import on_head, rollout_options
 from ..rundir import RunDir
-from .collect import Collector, hand_over, run_buffer, steer, stop_actors
+from .base import Driver
+from .collect import run_buffer, stop_actors
 from .evaluation import FINAL_SEED, BestTeacher, TeacherEvaluation
-from .loop import Prefetcher, budget_spent, minibatches, run_loop
+from .loop import minibatches
 from .telemetry import Telemetry
 
 __all__ = ["FINAL_SEED", "TeacherDriver"]
 
 
-class TeacherDriver:
+class TeacherDriver(Driver):
     def __init__(self, config: TeacherRunConfig, info: EnvInfo, *, control: RunControl,
                  init: checkpoint.Checkpoint | None = None, started: float | None = None, device: str = "cpu",
                  name: str | None = None) -> None:
-        self.config, self.info, self.control = config, info, control
         self.started = started if started is not None else time.monotonic()
+        super().__init__(config, control, started=self.started)
+        self.info = info
         self.run = RunDir(config.out, name=name)
         self.run.write_config(config.to_dict())
         torch.set_num_threads(config.learner_threads)
@@ -49,18 +50,9 @@ class TeacherDriver:
         self.epsilon = LinearSchedule(config.exploration.start, config.exploration.end, config.exploration.steps)
         self.evaluation = TeacherEvaluation(config, info.obs_shape, info.n_actions, env_steps=0)
         self.recent_returns: deque[float] = deque(maxlen=20)
-        self.resumed_env_steps = 0  # env steps this run (re)started from
-        self.run_id = f"qdistill-{uuid.uuid4().hex[:8]}"  # names of this run's actors
-        self.collector = Collector(self._make_actor, 0, steps_per_call=config.steps_per_call,
-                                   envs_per_actor=config.envs_per_actor)
-        self.buffer = None  # the run's actors, once wired (train)
         self.params: ray.actor.ActorHandle | None = None
-        self.prefetch: Prefetcher | None = None
-        self.telemetry = Telemetry(control, started=self.started)
         self.metrics: dict[str, float] = {}
         self.weights_staleness, self.actor_version = 0, -1  # of the newest collect's actor
-        self.saved_at = time.monotonic()
-        self.placement: dict[str, object] = {}
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -78,7 +70,7 @@ class TeacherDriver:
     def restore(self, state: dict[str, object]) -> None:
         """Carry on from a saved state: networks, optimiser, counters, the best teacher so far."""
         self.learner.load_state_dict(state["learner"])
-        self.resumed_env_steps = self.collector.env_steps = self.telemetry.steps_at = int(state["env_steps"])
+        self._resumed_at(int(state["env_steps"]))
         self.evaluation.next_at = max(self.evaluation.next_at, self.resumed_env_steps + 1)
         self.started = self.telemetry.started = time.monotonic() - float(state["elapsed_s"])
         self.version = int(state["version"])
@@ -100,15 +92,7 @@ class TeacherDriver:
             self.params = ParameterServerActor.options(name=f"{self.run_id}-params", **local).remote()
             self.params.publish.remote(self.version, self.learner.weights())
             self.buffer = run_buffer(cfg, self.info, options=local, name=self.run_id)
-            self.collector.resize(cfg.actors)
-            self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
-            self.prefetch = Prefetcher(self.buffer, cfg.chunk_rows)
-            self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
-            reason = run_loop(self)
-            hand_over(self.buffer, self.collector)
-            view = self.collector.view()
-            self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,
-                                  actor_restarts=view["restarts"])
+            reason = self._loop()
         finally:
             stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []), self.params])
         return self._finish(reason)
@@ -120,10 +104,6 @@ class TeacherDriver:
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
             params=f"{self.run_id}-params", sink=self.buffer.sink_for(i), run=self.run.name,
         )
-
-    def should_stop(self) -> str | None:
-        return budget_spent(self.config, self.collector.env_steps, time.monotonic() - self.started) or \
-            steer(self.control, self.collector)
 
     def behaviour(self) -> tuple[float, float, None, None]:
         # the buffer's rate limiter keeps the replay ratio, holding inserts while the learner is
@@ -175,11 +155,6 @@ class TeacherDriver:
                     "return": f"{recent:.1f}" if recent is not None else "-",
                     "eval": f"{best.eval_mean:.1f}" if best.weights else "-"},
             returns={"teacher": best.eval_mean if best.weights else None})
-
-    def checkpoint(self, stop: str | None) -> None:
-        if not stop and time.monotonic() - self.saved_at >= self.config.checkpoint_every_s:
-            self.save_state()
-            self.saved_at = time.monotonic()
 
     def _recent(self) -> float | None:
         return float(np.mean(self.recent_returns)) if self.recent_returns else None
