@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+KINDS = ("student", "throughput")
 CLI = [sys.executable, "-m", "qdistill.cluster.cli"]
 STUDENT = [("wall_s", "wall s", ".1f"), ("student_return", "student return", ".1f"), ("env_steps", "env steps", ",.0f")]
 THROUGHPUT = [("collection", "collection env steps/s", ",.0f"), ("plain loop", "learner plain loop rows/s", ",.0f"),
@@ -194,8 +195,8 @@ def report(args: argparse.Namespace, trees: list[Tree], rows: list[dict], teache
     print(f"\nreproduce: python benchmarks/before_after.py --before {args.before}"
           + (f" --after {args.after}" if args.after else "") + f" --seeds {' '.join(map(str, args.seeds))}"
           + f" --env {args.env} --teacher-time {args.teacher_time:g} --time {args.time:g} --cores {args.cores}"
-          + f" --seconds {args.seconds:g} --repeats {args.repeats}"
-          + (" --teacher TEACHER.pt" if teacher_return is None else ""))
+          + f" --seconds {args.seconds:g} --repeats {args.repeats} --kinds {' '.join(args.kinds)}"
+          + (" --teacher TEACHER.pt" if teacher_return is None and "student" in args.kinds else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"args": vars(args), "trees": {t.name: t.label for t in trees}, "teacher_return": teacher_return,
@@ -214,6 +215,7 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=len(os.sched_getaffinity(0)), help="throughput.py --cores")
     parser.add_argument("--seconds", type=float, default=5.0, help="throughput.py --seconds")
     parser.add_argument("--repeats", type=int, default=5, help="throughput.py --repeats")
+    parser.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="what to measure (default both)")
     parser.add_argument("--json", help="also write every run's figures here")
     args = parser.parse_args()
     if args.teacher is not None and not args.teacher.is_file():
@@ -222,13 +224,13 @@ def main() -> None:
         tmp = Path(tmp_dir)
         trees = [make_tree("before", args.before, tmp), make_tree("after", args.after, tmp)]
         teacher_return = None
-        if args.teacher is None:
+        if args.teacher is None and "student" in args.kinds:
             args.teacher, teacher_return = train_teacher(trees[0], args, tmp)
-        args.teacher = args.teacher.resolve()
+        args.teacher = args.teacher.resolve() if args.teacher else None
         rows = []
         for i, seed in enumerate(args.seeds):
             for tree in (trees if i % 2 == 0 else trees[::-1]):
-                rows += [measure("student", tree, seed, args, tmp), measure("throughput", tree, seed, args, tmp)]
+                rows += [measure(kind, tree, seed, args, tmp) for kind in args.kinds]
     report(args, trees, rows, teacher_return)
 
 
