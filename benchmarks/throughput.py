@@ -16,7 +16,7 @@ Labelled transitions per second:
   full         `qdistill run` as a user starts it, with the learner distilling: the buffer's rate
                limiter holds the actors to the replay ratio, so this is the learner's pace.
 Rows trained per second (the env's preset students, batch size, chunk and torch threads):
-  plain loop   the distillation learner's step on minibatches indexed from tensors in memory.
+  plain loop   the distillation learner's step alone, on minibatches drawn from memory before the clock.
   from buffer  the learner taking prefetched chunks from a Ray buffer shard, as a run does.
   full         the learner in `qdistill run` above (also evaluating, logging, sharing the CPUs).
 RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-network: sampling
