@@ -94,8 +94,9 @@ def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. "
             f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
             f"{table(summary)}\n\n{images}\n")
-    RunPaths(path).report.write_text(text)
-    return [*pngs, RunPaths(path).report]
+    report = RunPaths(path).report
+    report.write_text(text)
+    return [*pngs, report]
 
 
 def regenerate(path: Path) -> list[Path]:
