@@ -32,14 +32,34 @@ def connect(address: str | None, *, min_cpus: float = 0) -> None:
     if address is None and os.environ.get("RAY_ADDRESS"):
         address, source = os.environ["RAY_ADDRESS"], "RAY_ADDRESS"
     if address is None or address == "local":
-        ray.init(
+        _init(
             address="local",  # a runtime of its own, even where a `ray start` cluster runs on this machine
             num_cpus=max(os.cpu_count() or 1, int(-(-min_cpus // 1))),
             include_dashboard=False,
             logging_level=logging.ERROR,  # the embedded runtime's start-up notices are not the user's concern
         )
         return
-    ray.init(address=_check(address, source), logging_level=logging.WARNING)
+    _init(address=_check(address, source), logging_level=logging.WARNING)
+
+
+def _init(**options: object) -> None:
+    """ray.init, keeping this process's SIGTERM and SIGINT handlers (those of `qdistill run`: a stop
+    signal while Ray starts asks the run to stop once it is there). ray.init would set a SIGTERM
+    handler that exits at once, and Ray's core worker a crash handler that aborts with a stack dump
+    on SIGTERM: both are left out for this process (Ray's own switch for the second,
+    RAY_DISABLE_FAILURE_SIGNAL_HANDLER, is read when ray is imported, so it is set on the module).
+    Ray is started from the main thread: the processes it starts are tied to the thread that
+    started them, and die when it ends."""
+    from ray._private import ray_constants
+    from ray._private import utils as ray_utils
+
+    ray_constants.RAY_DISABLE_FAILURE_SIGNAL_HANDLER = True
+    set_handler = ray_utils.set_sigterm_handler
+    ray_utils.set_sigterm_handler = lambda handler: None
+    try:
+        ray.init(**options)
+    finally:
+        ray_utils.set_sigterm_handler = set_handler
 
 
 def _check(address: str, source: str) -> str:

@@ -8,6 +8,7 @@ import time
 
 from . import manage, results, run, show
 from .parser import build_parser
+from .stopping import StopSignals, StopWaiting
 
 __all__ = ["build_parser", "main"]
 
@@ -15,13 +16,21 @@ __all__ = ["build_parser", "main"]
 def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = build_parser().parse_args(argv)
-    commands = {"run": lambda: run.run(args, started), "train-teacher": lambda: run.train_teacher(args, started),
+    signals = StopSignals()
+    commands = {"run": lambda: run.run(args, started, signals),
+                "train-teacher": lambda: run.train_teacher(args, started, signals),
                 "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
                 "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
                 "eval": lambda: results.evaluate(args), "export": lambda: results.export(args),
                 "report": lambda: results.report(args), "config": lambda: show.show(args)}
     try:
+        if args.command in ("run", "train-teacher"):  # SIGTERM and SIGINT ask the run to stop
+            with signals:
+                return commands[args.command]()
         return commands[args.command]()
+    except StopWaiting as exc:  # a second stop signal before the run's actor was there
+        print(f"qdistill: stopped ({exc}) before the run started", file=sys.stderr)
+        return exc.exit_status
     except ValueError as exc:  # our errors: EnvError, CheckpointError, RunDirError, config
         print(f"qdistill: error: {exc}", file=sys.stderr)
         return 2

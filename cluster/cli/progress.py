@@ -1,5 +1,5 @@
 """Following a run: a live progress line on a terminal (periodic plain lines when output is not a
-terminal), and Ctrl-C asking the run to stop."""
+terminal), and a stop signal (Ctrl-C, SIGTERM) asking the run to stop."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import time
 from typing import TextIO
 
 import ray
+
+from .stopping import StopSignals
 
 
 class Progress:
@@ -39,35 +41,34 @@ class Progress:
             self.stream.flush()
 
 
-def follow(actor: ray.actor.ActorHandle, ref: ray.ObjectRef, *, show_progress: bool) -> dict[str, object]:
-    """Wait for the run's summary, drawing its progress; the first Ctrl-C asks the run to stop
-    (final checkpoints and report are still written), a second one stops waiting."""
+def follow(actor: ray.actor.ActorHandle, ref: ray.ObjectRef, signals: StopSignals, *,
+           show_progress: bool) -> dict[str, object]:
+    """Wait for the run's summary, drawing its progress; the first stop signal (Ctrl-C, SIGTERM)
+    asks the run to stop (final checkpoints and report are still written), a second one stops
+    waiting (StopWaiting)."""
     progress: Progress | None = None
     phase = None
-    stopping = False
+    asked = False
     while True:
-        try:
-            ready, _ = ray.wait([ref], timeout=0.5)
-            if ready:
-                break
-            if not show_progress:
-                continue
-            status = ray.get(actor.status.remote())
-            if status.get("phase") != phase and status.get("progress"):
-                if progress:
-                    progress.close()
-                phase = status["phase"]
-                if phase == "teacher" and status["command"] == "run":
-                    print(f"training a teacher first, into {status['out']}/teacher", file=sys.stderr)
-                progress = Progress(status["progress"]["total"] or 0, status["progress"]["unit"])
-            if progress and status.get("phase") == phase:
-                progress.update(status["progress"]["done"], status["fields"])
-        except KeyboardInterrupt:
-            if stopping:
-                raise
-            stopping = True
-            print("\nstopping: writing final checkpoints (Ctrl-C again to stop waiting)", file=sys.stderr)
+        if signals.requested and not asked:
+            signals.announce()
             actor.stop.remote()
+            asked = True
+        ready, _ = ray.wait([ref], timeout=0.5)
+        if ready:
+            break
+        if not show_progress:
+            continue
+        status = ray.get(actor.status.remote())
+        if status.get("phase") != phase and status.get("progress"):
+            if progress:
+                progress.close()
+            phase = status["phase"]
+            if phase == "teacher" and status["command"] == "run":
+                print(f"training a teacher first, into {status['out']}/teacher", file=sys.stderr)
+            progress = Progress(status["progress"]["total"] or 0, status["progress"]["unit"])
+        if progress and status.get("phase") == phase:
+            progress.update(status["progress"]["done"], status["fields"])
     if progress:
         progress.close()
     return ray.get(ref)

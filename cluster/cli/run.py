@@ -12,22 +12,23 @@ from ..config.runs import RunConfig
 from ..jobs import Job
 from ..rundir import check_writable
 from ..rundir.tables import print_rows
+from .stopping import StopSignals, StopWaiting
 
 
-def train_teacher(args: argparse.Namespace, started: float) -> int:
+def train_teacher(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
     config, info = teacher_run(args)
     if not args.resume:
         check_writable(config.out)
     return _start(args, Job("train-teacher", config, resume=bool(args.resume), started_at=started,
-                            device=_device(args)), info)
+                            device=_device(args)), info, signals)
 
 
-def run(args: argparse.Namespace, started: float) -> int:
+def run(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
     config, info = distill_run(args)
     if not args.resume:
         check_writable(config.out)
     return _start(args, Job("run", config, teacher_first(args, config, info), resume=bool(args.resume),
-                            started_at=started, device=_device(args)), info)
+                            started_at=started, device=_device(args)), info, signals)
 
 
 def _place(config: RunConfig, learner_resources: dict[str, float], info: EnvInfo) -> None:
@@ -102,8 +103,10 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if args.learner_resources.get("GPU", 0) > 0 else "cpu"
 
 
-def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
-    """Check the buffer and placement, then start the run's actor: follow it, or leave it running."""
+def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSignals) -> int:
+    """Check the buffer and placement, then start the run's actor: follow it, or leave it running.
+    A stop signal from the start on asks that run to stop once it is there (so that its directory
+    is complete and resumable); a second one stops waiting."""
     import ray
 
     from ..background import launch, run_name, wait_started
@@ -121,6 +124,9 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
         status = wait_started(actor)
         if status["state"] == "failed":
             ray.get(ref)  # raises the run's error
+        if signals.requested:  # stopped while it started: it stops too, and says so where it is followed
+            signals.announce()
+            actor.stop.remote()
         print_rows([("run", f"{name} started in the background ({status['state']}, {status.get('phase')})"),
                      ("follow it", f"qdistill status {name}"),
                      ("scale it", f"qdistill scale {name} --actors N"),
@@ -128,11 +134,15 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo) -> int:
                      ("run directory", config.out)])
         return 0
     try:
-        summary = follow(actor, ref, show_progress=not args.quiet)
+        summary = follow(actor, ref, signals, show_progress=not args.quiet)
     except ray.exceptions.RayActorError:
         print(f"qdistill: error: the run's learner died and was not restarted (3 restarts at most): carry on "
-              f"with `qdistill run --resume {config.out}`", file=sys.stderr)
+              f"with `qdistill {job.command} --resume {config.out}`", file=sys.stderr)
         return 1
+    except StopWaiting as exc:
+        print(f"qdistill: stopped waiting ({exc}): `qdistill {job.command} --resume {config.out}` carries on "
+              "from the run's last saved state", file=sys.stderr)
+        return exc.exit_status
     finally:
         ray.kill(actor)
     _print_summary(summary, config.out)

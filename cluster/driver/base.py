@@ -44,7 +44,8 @@ class Driver:
     def _loop(self) -> str:
         """The rollout actors started (the buffer is wired), the first sample asked for, then the
         loop to its end and the hand-over of what the actors still hold; returns why it ended."""
-        self.collector.resize(self.config.actors)
+        if not self.control.stop_requested:  # a stop asked for before the loop (while Ray started): no fleet
+            self.collector.resize(self.config.actors)
         self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
         self.prefetch = Prefetcher(self.buffer, self.config.chunk_rows)
         self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in

@@ -283,20 +283,23 @@ class DistillDriver(Driver):
                                      version, weights)
 
     def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:
-        """Last checkpoints, then the final evaluation of each student's best on other held-out episodes."""
+        """The state and last checkpoints first (what a resume needs, within the few seconds a
+        scheduler's stop leaves), then the final evaluation of each student's best on other
+        held-out episodes, the summary and report."""
+        self.save_state()
         last = self.learner.weights()
+        students = {name: {"last_checkpoint": self.save_student(name, "last", self.student_version, last[name]),
+                           "checkpoint": str(self.run.student_checkpoint(name, "best"))}
+                    for name in self.config.distill.students}
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, newest = (self.student_version, last), (self.labels.version, self.labels.weights)
         self._record_eval(self.evaluation.now(snapshot, newest, dynamics=self.task.dynamics), snapshot, newest,
                           changed_task=self.task.changed_at is not None)
-        students = {name: {"last_checkpoint": self.save_student(name, "last", self.student_version, last[name]),
-                           "checkpoint": str(self.run.student_checkpoint(name, "best"))}
-                    for name in self.config.distill.students}
         teacher = self.reported_teacher()
         final = self.evaluation.now((self.student_version, {n: self.evaluation.best[n][2] for n in students}),
                                     (teacher.version, teacher.weights), final=True, dynamics=self.task.dynamics)
         summary = summarize(self.run, self.config, teacher, final, students, self._facts(reason, distill_wall_s))
-        self.save_state()
+        self.save_state()  # again: the last weights may have become a student's best
         self.run.close()
         return summary
 

@@ -172,6 +172,7 @@ class TeacherDriver(Driver):
         if self.evaluation.best.weights is None:
             self.evaluation.best = BestTeacher(self.version, -np.inf, self.learner.weights())
             self._save("best", self.version, self.evaluation.best.weights)
+        self.save_state()  # what a resume needs is written before the final evaluation and summary
         best = self.evaluation.best
         final = best.final or self.evaluation.final(best.version, best.weights)
         summary = {
@@ -187,6 +188,5 @@ class TeacherDriver(Driver):
             },
         }
         self.run.write_json(self.run.summary, summary)
-        self.save_state()
         self.run.close()
         return summary

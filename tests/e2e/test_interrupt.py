@@ -35,7 +35,7 @@ def test_ctrl_c_stops_the_run_with_final_checkpoints(small_teacher, tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr
-    assert "Traceback" not in stderr and "stopping: writing final checkpoints" in stderr
+    assert "Traceback" not in stderr and "stopping (SIGINT): writing final checkpoints (Ctrl-C again to stop waiting)" in stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"] == "stopped" and summary["env_steps"] < 100_000_000
     assert "stopped        stopped after " in stdout
