@@ -81,6 +81,14 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--buffer", help="'ray' (default: Ray buffer shards) or redis://[user:password@]host:port/db "
                                     f"(rediss:// for TLS; the password may come from ${PASSWORD_ENV})")
     p.add_argument("--buffer-prefix", help="Redis key prefix: the run's namespace (default: qdistill:<run dir>)")
+    p.add_argument("--buffer-ca", metavar="PEM",
+                   help="rediss:// buffer: the CA certificate that signed the Redis server's certificate (default: "
+                        "the system's CAs). TLS files go into the buffer URL: each path must hold on every node")
+    p.add_argument("--buffer-cert", metavar="PEM",
+                   help="rediss:// buffer: a client certificate, for a server that asks for one "
+                        "(tls-auth-clients yes)")
+    p.add_argument("--buffer-key", metavar="PEM", help="rediss:// buffer: the client certificate's private key "
+                                                       "(unless the --buffer-cert file holds it)")
     p.add_argument("--lr", type=float, help="Adam learning rate")
     p.add_argument("--batch-size", type=int, help="learner minibatch size")
     p.add_argument("--replay-ratio", type=float, help="learner steps per env step (the buffer's rate limiter keeps it)")

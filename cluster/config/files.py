@@ -68,6 +68,12 @@ def checked(cls: type, data: dict[str, object], *, source: str, prefix: str = ""
     return out
 
 
+def take(data: dict[str, object], keys: tuple[str, ...], *, source: str) -> dict[str, str]:
+    """The string settings `keys` taken out of `data`: keys a file may hold that are no config field
+    but feed one (buffer_ca, buffer_cert and buffer_key go into the buffer's URL)."""
+    return {key: _value(key, data.pop(key), str, source) for key in keys if key in data}
+
+
 def _suggestion(cls: type, hints: dict[str, object], key: str, prefix: str) -> str:
     """'; did you mean …?': the keys of that name in the nested tables (a flag's name at the top,
     such as lr or students, lives in one), else the nearest key of this table."""

@@ -12,13 +12,17 @@ from typing import Callable
 
 from ...actors.dynamics import check_change
 from ...actors.envs import EnvInfo, describe
+from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
 from ...learners.distill import parse_students
 from . import files
 from .presets import distill_config, teacher_config
 from .runs import DistillRunConfig, RunConfig, TeacherRunConfig
 
-RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", "detach", "learner_resources", "quiet")
+# a rediss:// buffer's CA, client certificate and key: flags (and config-file keys) that go into its URL
+TLS_FLAGS = ("buffer_ca", "buffer_cert", "buffer_key")
+# certificates are rotated and a buffer may move: a resumed run may be given its files again
+RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", *TLS_FLAGS, "detach", "learner_resources", "quiet")
 
 
 def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
@@ -56,9 +60,9 @@ def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvI
     run's own, as it was saved); None when the run has a teacher or its teacher learns in the run."""
     teacher_dir = Path(config.out) / "teacher"
     if args.resume and config.teacher is None and (teacher_dir / "config.json").is_file():
-        return with_overrides(config_from_dict(TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
-                                               source=str(teacher_dir / "config.json")),
-                              address=args.address, buffer=args.buffer)
+        saved = config_from_dict(TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
+                                 source=str(teacher_dir / "config.json"))
+        return _tls(with_overrides(saved, address=args.address, buffer=args.buffer), args)
     if config.teacher is not None or config.teacher_learns:
         return None
     return teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
@@ -83,6 +87,15 @@ def with_overrides(config, **overrides: object):
     return replace(config, **given)
 
 
+def _tls(config: RunConfig, args: argparse.Namespace, file: dict[str, str] | None = None) -> RunConfig:
+    """The config with --buffer-ca, --buffer-cert and --buffer-key (or the config file's buffer_ca,
+    buffer_cert and buffer_key) in its buffer URL, and every TLS file the URL names checked readable."""
+    given = {k: getattr(args, k) or (file or {}).get(k) for k in TLS_FLAGS}
+    url = with_tls(config.buffer, ca=given["buffer_ca"], cert=given["buffer_cert"], key=given["buffer_key"])
+    check_tls(url)
+    return config if url == config.buffer else replace(config, buffer=url)
+
+
 Own = Callable[[str | None, dict[str, object], EnvInfo], dict[str, object]]
 
 
@@ -96,7 +109,9 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
             raise ValueError("--resume carries on with the run's own config: --config cannot be given with it")
         config = _resumed(args, cls)
         return config, describe(config.env)
-    file = files.checked(cls, files.read(args.config), source=args.config) if args.config else {}
+    file = files.read(args.config) if args.config else {}
+    file_tls = files.take(file, TLS_FLAGS, source=args.config)  # not fields: they go into the buffer URL
+    file = files.checked(cls, file, source=args.config) if args.config else {}
     env, out, path = (getattr(args, k) or file.get(k) for k in ("env", "out", checkpoint_key))
     file = {k: v for k, v in file.items() if k not in ("env", "out", checkpoint_key)}
     if env is None:
@@ -113,7 +128,7 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
         buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
         **{checkpoint_key: checkpoint.absolute(path) if path else None}, **own(path, file, info))
     out = out or str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return make(env, str(Path(out).absolute()), **_layered(file, flags)), info
+    return _tls(make(env, str(Path(out).absolute()), **_layered(file, flags)), args, file_tls), info
 
 
 def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:
@@ -141,5 +156,5 @@ def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
     if given:
         raise ValueError(f"--resume carries on with the run's own config: {', '.join('--' + g.replace('_', '-') for g in given)} "
                          f"cannot be given with it (only {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
-    return with_overrides(config, out=str(path.absolute()), steps=args.steps, time=args.time, actors=args.actors,
-                          address=args.address, buffer=args.buffer)
+    return _tls(with_overrides(config, out=str(path.absolute()), steps=args.steps, time=args.time, actors=args.actors,
+                               address=args.address, buffer=args.buffer), args)

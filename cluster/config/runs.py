@@ -53,7 +53,7 @@ class RunConfig:
     steps_per_call: int = 32  # vector steps per collect call
     actor_cpus: float = 1.0
     actor_resources: dict[str, float] = field(default_factory=dict)  # custom resources per rollout actor
-    buffer: str = "ray"  # "ray" (buffer shards) or redis://[user:password@]host:port/db, rediss://…
+    buffer: str = "ray"  # "ray" (buffer shards) or redis://[user:password@]host:port/db, rediss://…?ssl_ca_certs=…
     buffer_prefix: str | None = None  # Redis key prefix (default: qdistill:<run directory>)
     chunk_size: int = 256  # Redis: transitions per chunk
     shards: int = 1

@@ -224,7 +224,8 @@ def test_resume_refuses_what_it_cannot_honour(tmp_path):
     run = _run_dir(tmp_path)
     _assert_refused(_run("run", "--resume", str(run), "--lr", "0.1", "--students", "8"),
                     "--resume carries on with the run's own config: --lr, --students cannot be given with it "
-                    "(only --steps, --time, --actors, --address, --buffer, --detach, --learner-resources, --quiet)")
+                    "(only --steps, --time, --actors, --address, --buffer, --buffer-ca, --buffer-cert, --buffer-key, "
+                    "--detach, --learner-resources, --quiet)")
     _untouched(run)
 
 
@@ -334,3 +335,42 @@ def test_a_buffer_beyond_the_redis_servers_maxmemory_is_refused(tmp_path, redis_
         assert not out.exists() and redis.Redis(port=server.port).keys(f"{redis_prefix}*") == []
     finally:
         server.stop()
+
+
+def test_tls_files_are_checked_before_anything_starts(tmp_path, capsys):
+    """--buffer-ca, --buffer-cert and --buffer-key (or a config file's buffer_ca, …) need a rediss://
+    buffer and readable files, and a key its certificate; on --resume too. Nothing is contacted."""
+    out, pem, missing = tmp_path / "run", tmp_path / "ca.pem", tmp_path / "nope.pem"
+    pem.write_text("")  # read only when a connection is made
+
+    def refused(*args: str, message: str, command: str = "train-teacher") -> None:
+        assert main([command, *args]) == 2
+        assert capsys.readouterr() == ("", f"qdistill: error: {message}\n")
+
+    refused("--env", "CartPole-v1", "--buffer-ca", str(pem), "--out", str(out),
+            message="--buffer-ca needs a rediss:// buffer (TLS), not 'ray': give --buffer "
+                    "rediss://[user:password@]host:port/db")
+    refused("--env", "CartPole-v1", "--buffer", "redis://:secret@127.0.0.1:1/0", "--buffer-cert", str(pem),
+            "--buffer-key", str(pem), "--out", str(out),
+            message="--buffer-cert and --buffer-key need a rediss:// buffer (TLS), not 'redis://:***@127.0.0.1:1/0': "
+                    "give --buffer rediss://[user:password@]host:port/db")
+    refused("--env", "CartPole-v1", "--buffer", "rediss://127.0.0.1:1/0", "--buffer-ca", str(missing),
+            "--out", str(out),
+            message=f"--buffer-ca '{missing}' cannot be read (No such file or directory): expected a PEM file of the "
+                    "CA certificate that signed the server's certificate")
+    refused("--env", "CartPole-v1", "--buffer", "rediss://127.0.0.1:1/0", "--buffer-key", str(pem), "--out", str(out),
+            message=f"--buffer-key '{pem}' needs --buffer-cert: expected the client certificate that goes with the key")
+    config = tmp_path / "tls.toml"
+    config.write_text(f'env = "CartPole-v1"\nbuffer_ca = "{pem}"\n')
+    refused("--config", str(config), "--out", str(out), command="run",
+            message="--buffer-ca needs a rediss:// buffer (TLS), not 'ray': give --buffer "
+                    "rediss://[user:password@]host:port/db")
+    config.write_text('env = "CartPole-v1"\nbuffer = "rediss://127.0.0.1:1/0"\nbuffer_key = 3\n')
+    refused("--config", str(config), "--out", str(out), command="run",
+            message=f"{config}: buffer_key should be a string, not 3")
+    assert not out.exists()
+    run = _run_dir(tmp_path)  # --resume takes the TLS flags (certificates are rotated), for a rediss:// buffer
+    refused("--resume", str(run), "--buffer-ca", str(pem), command="run",
+            message="--buffer-ca needs a rediss:// buffer (TLS), not 'ray': give --buffer "
+                    "rediss://[user:password@]host:port/db")
+    _untouched(run)
