@@ -82,20 +82,35 @@ def swap_teacher(args: argparse.Namespace) -> int:
 
 
 def stop(args: argparse.Namespace) -> int:
+    """Stop one run, or with --all every run on the cluster (a Kubernetes pre-stop hook's command):
+    each is asked at once, then waited for."""
     import ray
 
-    from ..background import find
+    from ..background import find, runs
 
+    if args.all == bool(args.run):
+        raise ValueError("qdistill stop takes a run name or --all, not " + ("both" if args.all else "neither"))
     _control_address(args)
-    actor = find(args.run)
-    ray.get(actor.stop.remote())
+    names = runs() if args.all else [args.run]
+    if not names:
+        print_rows([("runs", "none on this cluster")])
+        return 0
+    actors = [find(name) for name in names]
+    ray.get([actor.stop.remote() for actor in actors])
     deadline = time.monotonic() + args.timeout
+    return max(_stopped(actor, deadline, args.timeout) for actor in actors)
+
+
+def _stopped(actor, deadline: float, timeout: float) -> int:
+    """Wait for a run asked to stop to finish; its rows, and 0 once it finished cleanly."""
+    import ray
+
     status = ray.get(actor.status.remote())
     while status["state"] not in ("finished", "failed") and time.monotonic() < deadline:
         time.sleep(0.5)
         status = ray.get(actor.status.remote())
     if status["state"] not in ("finished", "failed"):
-        print(f"qdistill: run {status['run']!r} did not finish within {args.timeout:g} s; it is still stopping "
+        print(f"qdistill: run {status['run']!r} did not finish within {timeout:g} s; it is still stopping "
               f"(see `qdistill status {status['run']}`)", file=sys.stderr)
         return 1
     if status["detached"]:

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("run", help="run name or run directory")
     sw.add_argument("checkpoint", help="teacher checkpoint: same env, observation shape, action count and network")
     sp = sub.add_parser("stop", help="stop a run cleanly: final checkpoints, report; then remove it")
-    sp.add_argument("run", help="run name or run directory")
+    sp.add_argument("run", nargs="?", help="run name or run directory")
+    sp.add_argument("--all", action="store_true", help="every run on the cluster (a pre-stop hook's command)")
     sp.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for the run to finish")
     for q in (st, sc, sw, sp):
         q.add_argument("--address", help="Ray address of the cluster (default: $RAY_ADDRESS, else auto)")

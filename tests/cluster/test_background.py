@@ -81,7 +81,7 @@ def test_detach_status_scale_stop_resume(head, small_teacher, tmp_path):
     _until(head, lambda s: (s["actors"]["wanted"], s["actors"]["alive"], s["actors"]["pending"]) == (1, 1, 0),
            "back to one actor")
 
-    stopped = _qdistill(head, "stop", RUN, "--address", head.address)
+    stopped = _qdistill(head, "stop", "--all", "--address", head.address)  # the one run there
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.splitlines()[0] == f"run            {RUN} finished (stopped)"
     first = json.loads((out / "summary.json").read_text())

@@ -374,3 +374,10 @@ def test_tls_files_are_checked_before_anything_starts(tmp_path, capsys):
             message="--buffer-ca needs a rediss:// buffer (TLS), not 'ray': give --buffer "
                     "rediss://[user:password@]host:port/db")
     _untouched(run)
+
+
+@pytest.mark.parametrize("args, which", [([], "neither"), (["somerun", "--all"], "both")])
+def test_stop_takes_a_run_or_all(capsys, args, which):
+    assert main(["stop", *args]) == 2
+    out, err = capsys.readouterr()
+    assert (out, err) == ("", f"qdistill: error: qdistill stop takes a run name or --all, not {which}\n")

@@ -4,14 +4,17 @@
 import json
 import secrets
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 import pytest
+import torch
 
 from qdistill.learners import checkpoint
 from tests.support.ray_head import RAY, RayHead, new_token
+from tests.support.stopping import learning
 
 pytestmark = pytest.mark.slow  # a real Ray head, runs submitted as Ray Jobs
 
@@ -44,6 +47,13 @@ def _job(head: RayHead, job_id: str) -> dict | None:
         if exc.code == 404:
             return None
         raise
+
+
+def _logs(head: RayHead, job_id: str) -> str:
+    request = urllib.request.Request(f"{head.dashboard_url}/api/jobs/{job_id}/logs",
+                                     headers={"Authorization": f"Bearer {head.token}"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())["logs"]
 
 
 def test_a_run_submitted_as_a_ray_job_joins_the_cluster_and_finishes(head, small_teacher, tmp_path):
@@ -92,3 +102,39 @@ def test_job_submission_needs_the_clusters_token(head, tmp_path, token):
     assert f"ray.exceptions.AuthenticationError: {last}\n" in result.stderr
     assert head.token not in result.stderr
     assert _job(head, job_id) is None  # nothing was submitted
+
+
+@pytest.mark.parametrize("grace", [None, 60], ids=["ray-default-grace", "grace-60s"])
+def test_ray_job_stop_writes_what_a_resume_needs_first(head, steady_teacher, tmp_path, grace):
+    """`ray job stop` sends the job's entrypoint SIGTERM and kills it RAY_JOB_STOP_WAIT_TIME_S later
+    (3 s unless the job's runtime env says otherwise): the run writes its state and last
+    checkpoints first, then evaluates and reports; with a grace period it does it all."""
+    out = tmp_path / "run"
+    runtime_env = ["--runtime-env-json", json.dumps({"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": str(grace)}})] if grace else []
+    env = {**head.client_env(), "HOME": str(tmp_path)}
+    job_id = f"qd-{secrets.token_hex(4)}"
+    subprocess.run([RAY, "job", "submit", "--address", head.dashboard_url, "--submission-id", job_id, "--no-wait",
+                    *runtime_env, "--", "qdistill", "run", "--env", "CartPole-v1", "--teacher", steady_teacher,
+                    "--steps", "100000000", "--no-target", "--actors", "1", "--out", str(out), "--quiet"],
+                   check=True, env=env, capture_output=True, timeout=60)
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while not learning(out):
+        assert time.monotonic() < deadline and _job(head, job_id)["status"] in ("PENDING", "RUNNING"), _job(head, job_id)
+        time.sleep(0.2)
+    asked = time.time()
+    subprocess.run([RAY, "job", "stop", "--address", head.dashboard_url, job_id], check=True, env=env,
+                   capture_output=True, timeout=120)  # waits until the job is stopped
+    took = time.time() - asked
+    job = _job(head, job_id)
+    assert job["status"] == "STOPPED"
+    written = {p.name: round(p.stat().st_mtime - asked, 2) for p in [*(out / "checkpoints").iterdir(), out / "summary.json",
+                                                                      out / "report.md"] if p.exists() and p.stat().st_mtime > asked}
+    print(f"\nray job stop ({grace or 3} s grace): stopped after {took:.1f} s; written after the stop (s): {written}")
+    assert {"state.pt", "student-16x16-last.pt"} <= set(written)
+    if grace:  # all of it, and the run exited 0 on its own before the grace period was up
+        assert {"summary.json", "report.md", "student-16x16-best.pt"} <= set(written)
+        assert json.loads((out / "summary.json").read_text())["stop_reason"] == "stopped"
+        logs = _logs(head, job_id)  # the command printed its summary: it ended on its own, not killed
+        assert "stopping (SIGTERM): writing final checkpoints" in logs and "stopped        stopped after " in logs
+    state = torch.load(out / "checkpoints" / "state.pt", weights_only=True)["state"]
+    assert state["learner"]["steps"] > 0

@@ -72,6 +72,21 @@ def test_the_crd_check_refuses_an_unknown_key():
     assert any("rayStartParamz" in e.message for e in _crd_validator("RayCluster").iter_errors(doc))
 
 
+@pytest.mark.parametrize("name", ["kuberay/raycluster.yaml", "kuberay/rayjob.yaml"])
+def test_head_pods_stop_their_runs_before_they_go(name):
+    """A pod's SIGTERM takes Ray down at once: the head's pre-stop hook asks every run to stop
+    first, within the pod's grace period; a RayJob gives its entrypoint a stop grace of its own."""
+    (doc,) = _docs(name)
+    spec = doc["spec"]["rayClusterSpec"] if doc["kind"] == "RayJob" else doc["spec"]
+    pod = spec["headGroupSpec"]["template"]["spec"]
+    (head,) = pod["containers"]
+    hook = head["lifecycle"]["preStop"]["exec"]["command"]
+    assert hook == ["/bin/sh", "-c", "qdistill stop --all --address auto --timeout 100"]
+    assert pod["terminationGracePeriodSeconds"] == 120
+    if doc["kind"] == "RayJob":
+        assert yaml.safe_load(doc["spec"]["runtimeEnvYAML"]) == {"env_vars": {"RAY_JOB_STOP_WAIT_TIME_S": "60"}}
+
+
 def test_redis_statefulset_is_persistent_with_aof_and_a_secret_password():
     service, stateful = _docs("kuberay/redis.yaml")
     assert service["kind"] == "Service" and stateful["kind"] == "StatefulSet"
@@ -92,7 +107,7 @@ def _qdistill_commands() -> list[tuple[str, str]]:
     for path in sorted(DEPLOY.rglob("*")):
         if path.is_file():
             for line in path.read_text().splitlines():
-                for match in re.finditer(r"(?:^|[\s\"'\[])(qdistill (?:run|train-teacher|eval)\b[^\"'#\]]*)", line):
+                for match in re.finditer(r"(?:^|[\s\"'\[])(qdistill (?:run|train-teacher|eval|stop)\b[^\"'#\]]*)", line):
                     found.append((str(path.relative_to(ROOT)), match.group(1).strip()))
     return found
 
