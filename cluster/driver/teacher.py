@@ -88,6 +88,8 @@ class TeacherDriver(Driver):
 
     def train(self) -> dict[str, object]:
         cfg, local = self.config, on_head()
+        if self.control.stop_requested:  # asked before it began (while Ray started): nothing to start
+            return self._finish("stopped")
         try:
             self.params = ParameterServerActor.options(name=f"{self.run_id}-params", **local).remote()
             self.params.publish.remote(self.version, self.learner.weights())
