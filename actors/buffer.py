@@ -109,5 +109,6 @@ class ReplayRing:
             "buffer/inserted": float(self.inserted),
             "buffer/sampled": float(self.sampled),
             "buffer/relabelled": float(self.relabelled),
+            "buffer/rejected": 0.0,  # rows in memory are never read back from bytes: nothing to refuse
             "buffer/bytes": float(nbytes),
         }

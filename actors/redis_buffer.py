@@ -4,11 +4,14 @@ Layout under a run's key prefix P:
   P:meta       hash: the wire header (schema), chunk size, capacity in chunks
   P:head       chunks ever written (the next chunk number)
   P:size       transitions stored; P:inserted, P:sampled, P:relabelled: counters
+  P:rejected   rows refused on reading (a wrong length or CRC), counted by every reader, each read
   P:released   set while the rate limiter is off (a run ending hands over what its actors hold)
   P:c:<n>      chunk n: up to `chunk_size` transitions as packed wire records
 
 Transition id = chunk number × chunk_size + row. Writes, reads and relabels are Lua scripts: one
-round trip each, atomic on the server, no pickle anywhere.
+round trip each, atomic on the server, no pickle anywhere. Anything else written under the prefix
+is never trained on and never raised on: every record read is checked (actors/wire.py), damaged
+ones are refused and counted, garbage counters read 0, chunks of another type read as missing.
 """
 
 from __future__ import annotations
@@ -24,81 +27,117 @@ from ..learners.batch import TransitionBatch
 from .buffer import check_capacity
 from .ratelimit import SampleToInsertRatio
 from .redis_connect import RedisBufferError, connect, host_port
-from .wire import Schema, SchemaError, decode, encode
+from .wire import Schema, SchemaError, decode, encode, pack_labels
 
 SAMPLE_BLOCK = 4  # rows read per server call when sampling
 LIMIT_POLL_S = (0.001, 0.02)  # a write or sample held by the rate limiter looks again after 1 ms, up to 20 ms
+INTACT, MISSING, DAMAGED = 0, 1, 2  # what a read found at an id
+
+# What every script starts with: bytes under the prefix are read as counters and chunks without
+# ever raising, however they were written. A counter is 1 to 15 ASCII digits; anything else
+# (another type included) reads 0, and `add` restarts it at the increment.
+_PRELUDE = """
+local function count(key)
+  local v = redis.pcall('GET', key)
+  if type(v) ~= 'string' or #v > 15 or not string.match(v, '^%d+$') then return 0 end
+  return tonumber(v)
+end
+local function add(key, n)
+  if type(redis.pcall('INCRBY', key, n)) ~= 'number' then redis.call('SET', key, n) end
+end
+local function strlen(key)
+  local v = redis.pcall('STRLEN', key)
+  if type(v) ~= 'number' then return 0 end
+  return v
+end
+"""
 
 # ARGV: prefix, capacity (chunks), rows, record size, chunk 1, chunk 2, …  Returns the first chunk number.
-_ADD = """
+_ADD = _PRELUDE + """
 local p, cap, rows, R = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local k = #ARGV - 4
-local first = redis.call('INCRBY', p..':head', k) - k
+local first = count(p..':head')
+redis.call('SET', p..':head', first + k)
 local size = rows
 for i = 1, k do
   local n = first + i - 1
   redis.call('SET', p..':c:'..n, ARGV[4 + i])
   if n >= cap then
     local old = p..':c:'..(n - cap)
-    size = size - math.floor(redis.call('STRLEN', old) / R)
+    size = size - math.floor(strlen(old) / R)
     redis.call('DEL', old)
   end
 end
-redis.call('INCRBY', p..':size', size)
-redis.call('INCRBY', p..':inserted', rows)
+add(p..':size', size)
+add(p..':inserted', rows)
 return first
 """
 
 # ARGV: prefix, record size, chunk size, capacity (chunks), sampling flag, block length L, start ids.
 # Reads L consecutive rows from each start id (one GETRANGE per block). Returns {head, concatenated
-# records, per-row '1' missing / '0' present} (a block past a partial chunk's end is cut short).
-_FETCH = """
+# whole records, per row '0' read / '1' missing / '2' a partial record}; a block past a chunk's
+# end is cut short, a chunk of another type is missing. Sampling counts the whole records read.
+_FETCH = _PRELUDE + """
 local p, R, C, cap = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local L = tonumber(ARGV[6])
-local head = tonumber(redis.call('GET', p..':head') or '0')
-local out, missing, got = {}, {}, 0
+local head = count(p..':head')
+local out, status, got = {}, {}, 0
 for id in string.gmatch(ARGV[7], '%d+') do
   local n = math.floor(tonumber(id) / C)
   local row = tonumber(id) - n * C
   local recs = ''
   if n >= head - cap and n < head then
-    recs = redis.call('GETRANGE', p..':c:'..n, row * R, (row + L) * R - 1)
+    recs = redis.pcall('GETRANGE', p..':c:'..n, row * R, (row + L) * R - 1)
+    if type(recs) ~= 'string' then recs = '' end
   end
   local rows = math.floor(#recs / R)
-  out[#out + 1] = recs
+  local cut = (#recs > rows * R) and 1 or 0
+  out[#out + 1] = (cut == 1) and string.sub(recs, 1, rows * R) or recs
   got = got + rows
-  missing[#missing + 1] = string.rep('0', rows)..string.rep('1', L - rows)
+  status[#status + 1] = string.rep('0', rows)..string.rep('2', cut)..string.rep('1', L - rows - cut)
 end
-if ARGV[5] == '1' then redis.call('INCRBY', p..':sampled', got) end
-return {head, table.concat(out), table.concat(missing)}
+if ARGV[5] == '1' then add(p..':sampled', got) end
+return {head, table.concat(out), table.concat(status)}
 """
 
-# ARGV: prefix, record size, chunk size, q offset, q size, version offset, packed version, ids, packed q.
-_RELABEL = """
-local p, R, C = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local qoff, qsize, voff, version = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
+# ARGV: prefix, rows refused, how many of them the read counted as sampled.
+_REJECT = _PRELUDE + """
+add(ARGV[1]..':rejected', tonumber(ARGV[2]))
+if tonumber(ARGV[3]) > 0 then add(ARGV[1]..':sampled', -tonumber(ARGV[3])) end
+"""
+
+# ARGV: prefix, record size, chunk size, labels' offset, labels' size, ids, packed labels (with their CRCs).
+_RELABEL = _PRELUDE + """
+local p, R, C, off, size = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local i, done = 0, 0
-for id in string.gmatch(ARGV[8], '%d+') do
+for id in string.gmatch(ARGV[6], '%d+') do
   i = i + 1
   local n = math.floor(tonumber(id) / C)
   local row = tonumber(id) - n * C
   local key = p..':c:'..n
-  if redis.call('STRLEN', key) >= (row + 1) * R then
-    redis.call('SETRANGE', key, row * R + qoff, string.sub(ARGV[9], (i - 1) * qsize + 1, i * qsize))
-    redis.call('SETRANGE', key, row * R + voff, version)
+  if strlen(key) >= (row + 1) * R then
+    redis.call('SETRANGE', key, row * R + off, string.sub(ARGV[7], (i - 1) * size + 1, i * size))
     done = done + 1
   end
 end
-redis.call('INCRBY', p..':relabelled', done)
+add(p..':relabelled', done)
 return done
 """
 
 
-# Claims a prefix atomically: writes the meta hash only where there is none; returns what is there.
+# Claims a prefix atomically: writes the meta hash only where there is none; returns what is there
+# (nothing, where the key is of another type).
 _CLAIM = """
 if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('HSET', KEYS[1], unpack(ARGV)) end
-return redis.call('HGETALL', KEYS[1])
+local meta = redis.pcall('HGETALL', KEYS[1])
+if meta.err then return {} end
+return meta
 """
+
+
+def _number(value: bytes | None) -> int:
+    """A counter as the scripts read it: 1 to 15 ASCII digits, anything else 0."""
+    return int(value) if value is not None and 0 < len(value) <= 15 and value.isdigit() else 0
 
 
 @dataclass(frozen=True)
@@ -135,6 +174,7 @@ class RedisBuffer:
         self._add = self.r.register_script(_ADD)
         self._fetch = self.r.register_script(_FETCH)
         self._relabel = self.r.register_script(_RELABEL)
+        self._reject = self.r.register_script(_REJECT)
         self.rng = np.random.default_rng(seed)
         self.block = math.gcd(SAMPLE_BLOCK, self.chunk_size)
         self.pending: list[TransitionBatch] = []
@@ -148,9 +188,9 @@ class RedisBuffer:
         mine = {"header": self.schema.header(), "chunk_size": str(self.chunk_size),
                 "capacity_chunks": str(self.cap_chunks)}
         flat = self.r.register_script(_CLAIM)(keys=[self.p + ":meta"], args=[x for kv in mine.items() for x in kv])
-        theirs = {k.decode(): v.decode() for k, v in zip(flat[::2], flat[1::2])}
+        theirs = {k.decode(errors="replace"): v.decode(errors="replace") for k, v in zip(flat[::2], flat[1::2])}
         try:
-            self.schema.check_header(theirs["header"])
+            self.schema.check_header(theirs.get("header", ""))
             for key in ("chunk_size", "capacity_chunks"):
                 if theirs.get(key) != mine[key]:
                     raise SchemaError(f"{key} {theirs.get(key)}, not {mine[key]}")
@@ -180,7 +220,7 @@ class RedisBuffer:
         limit, pause = self.spec.limit, LIMIT_POLL_S[0]
         while limit is not None:
             inserted, sampled, released = self.r.mget([self.p + ":inserted", self.p + ":sampled", self.p + ":released"])
-            if released is not None or allowed(limit, int(inserted or 0), int(sampled or 0)):
+            if released is not None or allowed(limit, _number(inserted), _number(sampled)):
                 return
             time.sleep(pause)
             pause = min(pause * 2, LIMIT_POLL_S[1])
@@ -200,48 +240,59 @@ class RedisBuffer:
         rest = rows.take(slice(whole, len(rows)))
         self.pending, self.pending_rows = ([rest], len(rest)) if len(rest) else ([], 0)
 
-    def _fetch_ids(self, starts: np.ndarray, *, sampling: bool, block: int = 1) -> tuple[bytes, np.ndarray]:
-        """Rows starts[i] … starts[i] + block − 1; returns their records and which were missing."""
-        head, data, missing = self._fetch(args=[
+    def _read(self, starts: np.ndarray, *, sampling: bool, block: int = 1
+              ) -> tuple[np.ndarray, np.ndarray, TransitionBatch]:
+        """Rows starts[i] … starts[i] + block − 1: (their ids, what was found at each: INTACT,
+        MISSING or DAMAGED, the intact rows in order). Damaged rows are counted in P:rejected."""
+        head, data, found = self._fetch(args=[
             self.p, self.schema.record_size, self.chunk_size, self.cap_chunks, "1" if sampling else "0", block,
             " ".join(map(str, starts.tolist()))])
         self.head = int(head)
-        return data, np.frombuffer(missing, dtype=np.uint8) == ord("1")
+        found = np.frombuffer(found, dtype=np.uint8) - ord("0")
+        decoded = decode(data, self.schema)
+        found[np.flatnonzero(found == INTACT)[~decoded.intact]] = DAMAGED
+        rejected = int((found == DAMAGED).sum())
+        if rejected:
+            self._reject(args=[self.p, rejected, decoded.rejected if sampling else 0])
+        return (starts[:, None] + np.arange(block)).ravel(), found, decoded.batch
 
     def get(self, ids: np.ndarray) -> TransitionBatch:
-        ids = np.asarray(ids, dtype=np.int64)
-        data, missing = self._fetch_ids(ids, sampling=False)
-        if missing.any():
-            raise KeyError(f"ids not stored: {ids[missing][:5].tolist()}")
-        return decode(data, self.schema)
+        """The rows at these ids, in order; KeyError where one is not stored or is damaged."""
+        ids, found, rows = self._read(np.asarray(ids, dtype=np.int64), sampling=False)
+        if (found == MISSING).any():
+            raise KeyError(f"ids not stored: {ids[found == MISSING][:5].tolist()}")
+        if (found == DAMAGED).any():
+            raise KeyError(f"ids refused as damaged (a wrong length or checksum): {ids[found == DAMAGED][:5].tolist()}")
+        return rows
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
-        """Uniform over stored rows, read in aligned blocks of `block` rows (one server call per
-        block: each row is still equally likely) and shuffled. A row past the end of a partial
-        chunk, or in a chunk evicted meanwhile, is drawn again."""
+        """Uniform over stored intact rows, read in aligned blocks of `block` rows (one server call
+        per block: each row is still equally likely) and shuffled. A row past the end of a partial
+        chunk, in a chunk evicted meanwhile, or damaged, is drawn again; where few rows served, the
+        next draw is larger in proportion."""
         if batch_size < 1:
             raise ValueError(f"batch size {batch_size} is not valid: expected at least 1")
         self._wait_for(lambda limit, inserted, sampled: limit.can_sample(inserted, sampled, batch_size))
         if self.head == 0:
-            self.head = int(self.r.get(self.p + ":head") or 0)
-        ids_out, parts, need = [], [], batch_size
+            self.head = self._counter(":head")
+        ids_out, parts, need, drawn = [], [], batch_size, 0
         for _ in range(20):
             stored = min(self.head, self.cap_chunks)
             if stored == 0:
                 raise ValueError("cannot sample from an empty buffer")
-            blocks = -(-need // self.block)
+            share = max((batch_size - need) / drawn, 1 / 16) if drawn else 1.0  # of the rows drawn, how many served
+            blocks = -(-math.ceil(need / share) // self.block)
             chunks = self.head - stored + self.rng.integers(0, stored, blocks)
             starts = chunks * self.chunk_size + self.block * self.rng.integers(0, self.chunk_size // self.block, blocks)
-            data, missing = self._fetch_ids(starts, sampling=True, block=self.block)
-            ids = (starts[:, None] + np.arange(self.block)).ravel()[~missing]
-            ids_out.append(ids)
-            parts.append(decode(data, self.schema))
-            need -= len(ids)
+            ids, found, rows = self._read(starts, sampling=True, block=self.block)
+            ids_out.append(ids[found == INTACT])
+            parts.append(rows)
+            need, drawn = need - len(rows), drawn + len(ids)
             if need <= 0:
                 ids = np.concatenate(ids_out)
                 order = self.rng.permutation(len(ids))[:batch_size]  # mix the blocks across the batch
                 return ids[order], TransitionBatch.concat(parts).take(order)
-        raise RuntimeError(f"could not draw {batch_size} stored rows from redis prefix {self.p!r}")
+        raise RuntimeError(f"could not draw {batch_size} stored intact rows from redis prefix {self.p!r}")
 
     def sample_async(self, batch_size: int) -> Future:
         """Prefetch: a sample drawn on a background thread (redis-py releases the GIL on I/O)."""
@@ -262,38 +313,47 @@ class RedisBuffer:
         ids = np.asarray(ids, dtype=np.int64)
         if ids.size == 0:
             return 0
-        q = np.ascontiguousarray(teacher_q, dtype=np.float32)
+        labels = pack_labels(teacher_q, np.full(len(ids), version, dtype=np.int64), self.schema)
         return int(self._relabel(args=[
-            self.p, self.schema.record_size, self.chunk_size, self.schema.offset("teacher_q"),
-            q.shape[1] * 4, self.schema.offset("label_version"), np.int64(version).tobytes(),
-            " ".join(map(str, ids.tolist())), q.tobytes()]))
+            self.p, self.schema.record_size, self.chunk_size, self.schema.offset("teacher_q"), labels.itemsize,
+            " ".join(map(str, ids.tolist())), labels.tobytes()]))
+
+    def _counter(self, key: str) -> int:
+        return _number(self.r.mget([self.p + key])[0])  # MGET, unlike GET, reads a key of another type as nil
 
     def _stored_chunks(self) -> range:
-        self.head = int(self.r.get(self.p + ":head") or 0)
+        self.head = self._counter(":head")
         return range(max(0, self.head - self.cap_chunks), self.head)
 
+    def _rows_in(self, length: object) -> int:
+        """Rows a chunk of this length holds (no more than a chunk's; a key of another type, none)."""
+        return min(length // self.schema.record_size, self.chunk_size) if isinstance(length, int) else 0
+
     def ids(self) -> np.ndarray:
+        """Ids of the stored rows, oldest first, by the chunks' lengths alone: damaged rows are
+        listed too (`get` refuses them)."""
         chunks = self._stored_chunks()
         pipe = self.r.pipeline(transaction=False)
         for n in chunks:
             pipe.strlen(f"{self.p}:c:{n}")
-        lengths = pipe.execute()
-        return np.concatenate([n * self.chunk_size + np.arange(length // self.schema.record_size)
+        lengths = pipe.execute(raise_on_error=False)
+        return np.concatenate([n * self.chunk_size + np.arange(self._rows_in(length))
                                for n, length in zip(chunks, lengths)] or [np.zeros(0, np.int64)]).astype(np.int64)
 
     def stale_ids(self, version: int, limit: int) -> np.ndarray:
-        """Up to `limit` ids labelled by a teacher older than `version`, oldest first. Chunks found
-        all fresh for this version are not read again."""
+        """Up to `limit` intact ids labelled by a teacher older than `version`, oldest first (damaged
+        rows are refused and counted). Chunks found all fresh for this version are not read again."""
         chunks = self._stored_chunks()
         start = max(self._scan[1], chunks.start) if self._scan[0] == version else chunks.start
         found: list[np.ndarray] = []
-        count = 0
+        count = rejected = 0
         for n in range(start, chunks.stop):
-            data = self.r.get(f"{self.p}:c:{n}")
+            data = self.r.mget([f"{self.p}:c:{n}"])[0]
             if data is None:
                 continue
-            lv = np.frombuffer(data, dtype=self.schema.dtype)["label_version"]
-            stale = n * self.chunk_size + np.flatnonzero(lv < version)
+            decoded = decode(data[:self.chunk_size * self.schema.record_size], self.schema)  # past that: no ids
+            rejected += decoded.rejected
+            stale = n * self.chunk_size + np.flatnonzero(decoded.intact)[decoded.batch.label_version < version]
             if stale.size == 0 and count == 0:
                 self._scan = (version, n + 1)
             found.append(stale)
@@ -303,20 +363,23 @@ class RedisBuffer:
         else:
             if count == 0:
                 self._scan = (version, chunks.stop)
+        if rejected:
+            self._reject(args=[self.p, rejected, 0])
         return np.concatenate(found or [np.zeros(0, np.int64)])[:limit].astype(np.int64)
 
     def __len__(self) -> int:
-        return int(self.r.get(self.p + ":size") or 0)
+        return self._counter(":size")
 
     def stats(self) -> dict[str, float]:
-        size, inserted, sampled, relabelled = (int(v or 0) for v in self.r.mget(
-            [self.p + k for k in (":size", ":inserted", ":sampled", ":relabelled")]))
+        size, inserted, sampled, relabelled, rejected = (_number(v) for v in self.r.mget(
+            [self.p + k for k in (":size", ":inserted", ":sampled", ":relabelled", ":rejected")]))
         return {
             "buffer/size": float(size),
             "buffer/capacity": float(self.capacity),
             "buffer/inserted": float(inserted),
             "buffer/sampled": float(sampled),
             "buffer/relabelled": float(relabelled),
+            "buffer/rejected": float(rejected),
             "buffer/bytes": float(size * self.schema.record_size),
         }
 

@@ -1,14 +1,17 @@
 """What only the Redis backend has: chunks, the wire format, prefixes, failures and restarts."""
 
+import json
 import threading
 import time
+import zlib
 
 import numpy as np
 import pytest
+import redis
 
 from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
 from qdistill.actors.redis_connect import PASSWORD_ENV, PASSWORD_FILE_ENV, RedisBufferError
-from qdistill.actors.wire import Schema, SchemaError, decode, encode
+from qdistill.actors.wire import WIRE_VERSION, Schema, SchemaError, decode, encode
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.batches import sequence_batch as _batch
 
@@ -24,13 +27,40 @@ def test_wire_round_trip_is_raw_numpy_records():
     data = encode(batch, SCHEMA)
     assert len(data) == 5 * SCHEMA.record_size
     back = decode(data, SCHEMA)
+    assert back.rejected == 0 and back.intact.tolist() == [True] * 5
     for name in batch.field_names():
-        np.testing.assert_array_equal(getattr(back, name), getattr(batch, name))
-        assert getattr(back, name).dtype == getattr(batch, name).dtype
-    records = np.frombuffer(data, dtype=SCHEMA.dtype)  # no pickle: numpy alone reads it
+        np.testing.assert_array_equal(getattr(back.batch, name), getattr(batch, name))
+        assert getattr(back.batch, name).dtype == getattr(batch, name).dtype
+    records = np.frombuffer(data, dtype=SCHEMA.dtype)  # no pickle: numpy and zlib alone read and check it
     np.testing.assert_array_equal(records["actions"], np.arange(3, 8))
-    with pytest.raises(SchemaError, match="^7 bytes is not a whole number of"):
-        decode(b"x" * 7, SCHEMA)
+    assert [zlib.crc32(data[i * SCHEMA.record_size:(i + 1) * SCHEMA.record_size], SCHEMA.start)
+            for i in range(5)] == [SCHEMA.start] * 5
+
+
+def test_a_cartpole_record_is_its_body_a_crc_its_labels_and_a_crc():
+    schema = Schema(obs_shape=(4,), n_actions=2)
+    assert [(name, schema.offset(name)) for name in schema.dtype.names] == [
+        ("observations", 0), ("actions", 16), ("rewards", 24), ("next_observations", 28), ("terminations", 44),
+        ("truncations", 45), ("behaviour", 46), ("actor_id", 47), ("body_crc", 51), ("teacher_q", 55),
+        ("label_version", 63), ("label_crc", 71)]
+    assert schema.record_size == 75 and schema.label_dtype.itemsize == 20  # relabel rewrites the last 20 bytes
+
+
+def test_decode_refuses_damaged_records_and_counts_a_partial_one():
+    data = bytearray(encode(_batch(3, 5), SCHEMA))
+    R = SCHEMA.record_size
+    data[R + 2] ^= 0x10  # row 1: a bit of its observation
+    data[3 * R + SCHEMA.offset("label_crc")] ^= 0x01  # row 3: a bit of its label CRC
+    back = decode(bytes(data) + b"x" * 7, SCHEMA)
+    assert back.intact.tolist() == [True, False, True, False, True]
+    assert back.rejected == 3  # two damaged records and the 7 bytes of a partial one
+    np.testing.assert_array_equal(back.batch.actions, [3, 5, 7])
+    junk = decode(b"x" * 7, SCHEMA)
+    assert (len(junk.batch), junk.intact.size, junk.rejected) == (0, 0, 1)
+    theirs = _batch(0, 2)
+    theirs.observations, theirs.next_observations = theirs.observations[:, None], theirs.next_observations[:, None]
+    other = decode(encode(theirs, Schema(obs_shape=(1, 2), n_actions=2)), SCHEMA)  # the same bytes a record, another schema
+    assert (len(other.batch), other.rejected) == (0, 2)
 
 
 def test_header_names_the_first_difference():
@@ -73,6 +103,35 @@ def test_prefixes_keep_runs_apart_and_refuse_another_schema(redis_server, redis_
     with pytest.raises(RedisBufferError, match=r"holds another run's buffer \(chunk_size 1, not 4\)"):
         _buffer(redis_server.url, redis_prefix + ":a", chunk_size=4)
     assert len(a) == 5  # nothing overwritten
+
+
+def test_a_buffer_of_another_wire_version_is_refused_naming_it(redis_server, redis_prefix):
+    old = json.loads(SCHEMA.header())
+    old["wire_version"] = 1  # what a qdistill before record checksums wrote
+    redis.Redis.from_url(redis_server.url).hset(redis_prefix + ":meta", mapping={
+        "header": json.dumps(old), "chunk_size": "4", "capacity_chunks": "25"})
+    with pytest.raises(RedisBufferError) as err:
+        _buffer(redis_server.url, redis_prefix)
+    assert str(err.value) == (f"redis prefix '{redis_prefix}' at 127.0.0.1:{redis_server.port} holds another run's "
+                              f"buffer (wire version 1, not {WIRE_VERSION}): use another prefix, or delete its keys")
+
+
+@pytest.mark.parametrize("meta, why", [
+    ({"header": "not json", "chunk_size": "4"}, "no qdistill wire header"),
+    ({"chunk_size": "4"}, "no qdistill wire header"),
+    ({"header": '{"wire_version": %d, "fields": [1, 2]}' % WIRE_VERSION}, "a malformed wire header"),
+    ("a string, not a hash", "no qdistill wire header"),
+])
+def test_a_garbage_meta_is_refused_in_one_line(redis_server, redis_prefix, meta, why):
+    r = redis.Redis.from_url(redis_server.url)
+    if isinstance(meta, str):
+        r.set(redis_prefix + ":meta", meta)
+    else:
+        r.hset(redis_prefix + ":meta", mapping=meta)
+    with pytest.raises(RedisBufferError) as err:
+        _buffer(redis_server.url, redis_prefix)
+    assert str(err.value) == (f"redis prefix '{redis_prefix}' at 127.0.0.1:{redis_server.port} holds another run's "
+                              f"buffer ({why}): use another prefix, or delete its keys")
 
 
 @pytest.mark.parametrize("url, message", [
