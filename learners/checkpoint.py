@@ -1,8 +1,16 @@
-"""Checkpoint format: a Q-network's weights with everything needed to rebuild and check it."""
+"""Checkpoint format: a Q-network's weights with everything needed to rebuild and check it.
+
+A checkpoint (and a run state) is a dict saved with torch.save, readable with plain torch.load.
+Schema 2 adds `digest`: sha256 of everything else in the dict, fed in a canonical form (each value
+with its type and length; tensors with name, dtype, shape and bytes; dict keys sorted), because
+torch.load checks no checksum: a flipped byte can load as other weights without an error. Schema 1
+files, written before, carry none and are read as they are."""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,11 +20,63 @@ import torch
 
 from .networks import QNetwork, from_numpy, to_numpy
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READS = (1, SCHEMA_VERSION)  # schema 1: the same, without a digest
+DAMAGED = {  # what to do with a damaged file, by kind
+    "checkpoint": "use another checkpoint or --resume from an earlier one",
+    "run state": "restore it from a backup or start the run again",
+}
 
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not fit what it is loaded for."""
+
+
+def _feed(h: hashlib._Hash, value: object) -> None:
+    """`value` into the hash, tagged with its type and length so that no two payloads feed the same bytes."""
+    def chunk(tag: bytes, data: bytes) -> None:
+        h.update(tag + struct.pack("<Q", len(data)) + data)
+
+    if isinstance(value, dict):
+        chunk(b"d", b"%d" % len(value))
+        for key, item in sorted(value.items(), key=lambda kv: (type(kv[0]).__name__, str(kv[0]))):
+            _feed(h, key)
+            _feed(h, item)
+    elif isinstance(value, (list, tuple)):
+        chunk(b"l", b"%d" % len(value))
+        for item in value:
+            _feed(h, item)
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().cpu().contiguous()
+        chunk(b"t", f"{t.dtype} {tuple(t.shape)}".encode())
+        chunk(b"b", t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    elif isinstance(value, str):
+        chunk(b"s", value.encode("utf-8", "surrogatepass"))
+    elif isinstance(value, bytes):
+        chunk(b"y", value)
+    elif isinstance(value, float):
+        chunk(b"f", value.hex().encode())
+    else:  # bool, int, None, and what torch.load may rebuild (torch.dtype, torch.device, …)
+        chunk(b"r", f"{type(value).__qualname__} {value!r}".encode())
+
+
+def _digest(payload: dict) -> str:
+    h = hashlib.sha256()
+    _feed(h, {k: v for k, v in payload.items() if k != "digest"})
+    return h.hexdigest()
+
+
+def _check_digest(payload: dict, what: str, kind: str) -> None:
+    """Refuse a payload whose digest does not match its contents, or a schema-2 one without one
+    (a byte flipped in `schema` cannot pass a file off as schema 1: a digest there is checked too)."""
+    if payload.get("schema") == 1 and "digest" not in payload:
+        return
+    if not isinstance(payload.get("digest"), str):
+        raise CheckpointError(f"{what} is damaged: schema version {payload.get('schema')} but no checksum; "
+                              f"{DAMAGED[kind]}")
+    if payload["digest"] != _digest(payload):
+        raise CheckpointError(f"{what} is damaged: its checksum does not match its contents (a flipped or "
+                              f"overwritten byte); {DAMAGED[kind]}")
 
 
 @dataclass(frozen=True)
@@ -36,11 +96,12 @@ class Checkpoint:
 
 
 def _atomic_save(path: Path, payload: dict) -> None:
-    """A temporary file in the same folder, fsync, rename: a kill never leaves a torn file."""
+    """Sealed with its digest, then a temporary file in the same folder, fsync, rename: a kill
+    never leaves a torn file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
+            torch.save({**payload, "digest": _digest(payload)}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -61,8 +122,10 @@ def load_state(path: str | Path) -> dict:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a torn or foreign file
         raise CheckpointError(f"run state {str(path)!r} cannot be read: {type(exc).__name__}") from None
-    if not isinstance(payload, dict) or payload.get("schema") != SCHEMA_VERSION or "state" not in payload:
-        raise CheckpointError(f"run state {str(path)!r} is not a qdistill run state of schema {SCHEMA_VERSION}")
+    if not isinstance(payload, dict) or payload.get("schema") not in READS or not isinstance(payload.get("state"), dict):
+        raise CheckpointError(f"run state {str(path)!r} is not a qdistill run state of schema "
+                              f"{' or '.join(map(str, READS))}")
+    _check_digest(payload, f"run state {str(path)!r}", "run state")
     return payload["state"]
 
 
@@ -70,7 +133,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> Path:
     """Write atomically: a temporary file in the same folder, fsync, rename."""
     path = Path(path)
     payload = {
-        "schema": ckpt.schema,
+        "schema": SCHEMA_VERSION,
         "net": ckpt.net,
         "obs_shape": list(ckpt.obs_shape),
         "n_actions": ckpt.n_actions,
@@ -151,15 +214,20 @@ def _read(path: Path) -> Checkpoint:
     if isinstance(payload["schema"], int) and payload["schema"] > SCHEMA_VERSION:
         raise CheckpointError(f"checkpoint {str(path)!r} has schema version {payload['schema']}, newer than this "
                               f"qdistill reads ({SCHEMA_VERSION}): upgrade qdistill to load it")
-    if payload["schema"] != SCHEMA_VERSION:
-        raise CheckpointError(
-            f"checkpoint {str(path)!r} has schema version {payload['schema']}; this qdistill reads {SCHEMA_VERSION}"
+    if payload["schema"] not in READS:
+        raise CheckpointError(f"checkpoint {str(path)!r} has schema version {payload['schema']}; this qdistill "
+                              f"reads {' and '.join(map(str, READS))}")
+    _check_digest(payload, f"checkpoint {str(path)!r}", "checkpoint")
+    try:
+        return Checkpoint(
+            net=payload["net"],
+            obs_shape=tuple(payload["obs_shape"]),
+            n_actions=int(payload["n_actions"]),
+            env_id=payload["env_id"],
+            version=int(payload["version"]),
+            weights=to_numpy(payload["state_dict"]),
+            schema=payload["schema"],
         )
-    return Checkpoint(
-        net=payload["net"],
-        obs_shape=tuple(payload["obs_shape"]),
-        n_actions=int(payload["n_actions"]),
-        env_id=payload["env_id"],
-        version=int(payload["version"]),
-        weights=to_numpy(payload["state_dict"]),
-    )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # schema 1: nothing checked its contents
+        raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint: a field is missing or "
+                              f"malformed ({type(exc).__name__})") from None
