@@ -230,7 +230,8 @@ class DistillDriver(Driver):
                       "evaluator/evaluations_lost": self.evaluation.lost, "rollout/steps_per_s": round(sps, 1),
                       "rollout/beta": self.behaviour()[1],
                       "charts/episodic_return": float(np.mean(self.recent)) if self.recent else None,
-                      **{k: buffer[k] for k in ("buffer/size", "buffer/capacity", "buffer/inserted", "buffer/sampled")},
+                      **{k: buffer[k] for k in ("buffer/size", "buffer/capacity", "buffer/inserted", "buffer/sampled",
+                                                 "buffer/rejected")},
                       "students/version": self.student_version, **self.labels.counters, **self.metrics})
         last = self.evaluation.last
         self.telemetry.publish(
@@ -306,14 +307,17 @@ class DistillDriver(Driver):
     def _facts(self, reason: str, distill_wall_s: float) -> dict[str, object]:
         """The run's own figures for summary.json. `buffer`: the rows the buffer counts inserted since
         this run (re)started, and `lost`: the rows the actors reported collecting since then that it
-        does not count (a Redis server that lost its last writes in a crash, an actor killed holding rows)."""
-        inserted = int(self.buffer.stats()["buffer/inserted"]) - self.inserted_at_start
+        does not count (a Redis server that lost its last writes in a crash, an actor killed holding rows);
+        `rejected`: rows of a Redis buffer that failed their checksum when read (never trained on)."""
+        stats = self.buffer.stats()
+        inserted = int(stats["buffer/inserted"]) - self.inserted_at_start
         return {
             "mode": "online", "wall_s": round(time.monotonic() - self.started, 2),
             "distill_wall_s": round(distill_wall_s, 2), "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps, **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "dropped_nonfinite": self.collector.dropped_nonfinite,
-            "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted},
+            "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,
+                       "rejected": int(stats["buffer/rejected"])},
             "evaluator": {"restarts": int(actor_states([self.evaluation.evaluator])[0].get("NumRestarts", 0)),
                           "evaluations_lost": self.evaluation.lost},
             "stop_reason": reason, "actors": self.placement, "labels": self.labels.summary(), **self.task.facts(),
