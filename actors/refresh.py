@@ -35,7 +35,11 @@ class LabelRefresher:
         ids = ring.stale_ids(self.teacher.version, chunk)
         if ids.size == 0:
             return 0
-        q = self.teacher.q_values(ring.get(ids).observations)
+        try:
+            rows = ring.get(ids)
+        except KeyError:  # evicted, or refused as damaged, since the scan: the next pass scans again
+            return 0
+        q = self.teacher.q_values(rows.observations)
         return ring.relabel(ids, q, self.teacher.version)
 
 

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from qdistill.actors.wire import Schema
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
 
@@ -37,9 +38,10 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
                  "--buffer-bytes", "512K"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    # the buffer kept as many transitions as 512 KiB hold (67 bytes each), no more
+    # the buffer kept as many transitions as 512 KiB hold (75 bytes each), no more
+    assert Schema((4,), 2).record_size == 75
     sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in _records(out) if "buffer/size" in r]
-    assert {c for _, c in sizes} == {512 * 1024 // 67} and max(n for n, _ in sizes) == 512 * 1024 // 67
+    assert {c for _, c in sizes} == {512 * 1024 // 75} and max(n for n, _ in sizes) == 512 * 1024 // 75
     assert summary["dropped_nonfinite"] == 0
     assert _within_the_rate_limit(out) >= 1
     assert summary["mode"] == "online" and summary["stop_reason"] == "steps" and summary["env_steps"] >= 15_000
