@@ -103,6 +103,21 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if args.learner_resources.get("GPU", 0) > 0 else "cpu"
 
 
+def _stopped_before_start(job: Job, signals: StopSignals) -> int:
+    """A stop signal while Ray started: a teacher run that has not begun needs no actor (it starts
+    none when asked to stop first), so its checkpoints, state and summary are written here, at once."""
+    from dataclasses import replace
+
+    from ..control import RunControl
+    from ..jobs import execute
+
+    signals.announce()
+    control = RunControl()
+    control.request_stop()
+    _print_summary(execute(replace(job, device="cpu"), control), job.config.out)  # nothing trains
+    return 0
+
+
 def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSignals) -> int:
     """Check the buffer and placement, then start the run's actor: follow it, or leave it running.
     A stop signal from the start on asks that run to stop once it is there (so that its directory
@@ -118,6 +133,8 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSigna
                          "`ray start --head` and give --address (e.g. --address auto)")
     _check_buffer(config, info)
     _place(config, args.learner_resources, info)
+    if signals.requested and job.command == "train-teacher" and not args.detach:
+        return _stopped_before_start(job, signals)
     actor, ref = launch(job, detach=args.detach, learner_resources=args.learner_resources)
     name = run_name(config.out)
     if args.detach:
