@@ -327,17 +327,17 @@ class Soak:
         record["restart_s"] = round(self.elapsed() - record["at_s"], 1)
 
     def _kill_rollout(self, record: dict) -> None:
-        actor = self._actor("RolloutActor")
-        record["at_s"] = round(self.elapsed(), 1)
-        running = kill_pid(actor["Pid"], "RolloutActor")
-        record.update(pid=actor["Pid"], collecting=running == "collect")
-        self._restarted(actor, record)
+        self._kill_restarted("RolloutActor", "collect", "collecting", record)
 
     def _kill_evaluator(self, record: dict) -> None:
-        actor = self._actor("EvaluatorActor")
+        self._kill_restarted("EvaluatorActor", "evaluate", "evaluating", record)
+
+    def _kill_restarted(self, cls: str, method: str, key: str, record: dict) -> None:
+        """Kill -9 one of the run's `cls` (one Ray restarts); `key`: whether it was running `method`."""
+        actor = self._actor(cls)
         record["at_s"] = round(self.elapsed(), 1)
-        running = kill_pid(actor["Pid"], "EvaluatorActor")
-        record.update(pid=actor["Pid"], evaluating=running == "evaluate")
+        running = kill_pid(actor["Pid"], cls)
+        record.update(pid=actor["Pid"], **{key: running == method})
         self._restarted(actor, record)
 
     def _kill_redis(self, record: dict) -> None:
