@@ -21,11 +21,15 @@ Weights = dict[str, np.ndarray]
 Snapshot = tuple[int, dict[str, Weights]]  # (students' version, each student's weights)
 Teacher = tuple[int, Weights]  # (version, weights)
 FINAL_SEED = 1_000_000  # a teacher run's final evaluation: seeds never used while training
+UP_TIMEOUT_S = 120.0  # the most a waited-for evaluation waits for a restarted evaluator
+PROBE_PAUSE_S = 0.2  # between probes of an evaluator Ray cannot reach yet
 
 
 class StudentEvaluation:
     """One evaluation in flight at a time, every `every_s` seconds; `save_best(name, version, weights)`
-    writes a student's new best checkpoint."""
+    writes a student's new best checkpoint. An evaluation that fails with the evaluator is counted
+    lost, and none is asked for again until Ray has the evaluator up (a call to a restarting actor
+    fails at once, and would be counted too)."""
 
     def __init__(self, students: tuple[str, ...], *, every_s: float, target: float | None,
                  save_best: Callable[[str, int, Weights], None]) -> None:
@@ -41,10 +45,11 @@ class StudentEvaluation:
         self.teacher_version = -1  # the teacher the evaluator has: none known, so the first evaluation hands it one
         self.pending: ray.ObjectRef | None = None
         self.pending_of: tuple[Snapshot, Teacher, int | None] | None = None  # what is being evaluated, on which task
+        self.probe: ray.ObjectRef | None = None  # after a loss: answered once the evaluator is up again
         self.started_at = -np.inf
 
     def due(self, now: float) -> bool:
-        return self.pending is None and now - self.started_at >= self.every_s
+        return self.pending is None and self._up(timeout=0) and now - self.started_at >= self.every_s
 
     def start(self, snapshot: Snapshot, teacher: Teacher, *, task: int | None, dynamics: dict | None) -> None:
         """Evaluate these students against this teacher, `task` being when the task last changed."""
@@ -70,14 +75,17 @@ class StudentEvaluation:
 
     def now(self, snapshot: Snapshot, teacher: Teacher, *, final: bool = False,
             dynamics: dict | None = None) -> dict[str, float]:
-        """An evaluation waited for, tried again (up to 3 times) on a restarted evaluator."""
+        """An evaluation waited for, tried again (up to 3 times) on a restarted evaluator, once it is
+        up (`UP_TIMEOUT_S` at most each time)."""
         for _ in range(3):
+            if not self._up(timeout=UP_TIMEOUT_S):
+                break
             try:
                 return ray.get(self.evaluator.evaluate.remote(*snapshot, final=final, dynamics=dynamics,
                                                               teacher=self._teacher_to_hand(teacher)))
             except ray.exceptions.RayActorError:
                 self._lost()
-        raise RuntimeError("the evaluator failed three times in a row")
+        raise RuntimeError(f"the evaluator failed three times in a row, or was not up again within {UP_TIMEOUT_S:.0f} s")
 
     def judge(self, result: dict[str, float], snapshot: Snapshot, teacher: Teacher) -> None:
         """Keep each student's best weights (by greedy return), and the teacher's best version."""
@@ -105,6 +113,26 @@ class StudentEvaluation:
     def _lost(self) -> None:
         self.lost += 1
         self.teacher_version = -1  # the next evaluation hands the (restarted) evaluator the newest teacher
+        self.probe = self.evaluator.__ray_ready__.remote()
+
+    def _up(self, *, timeout: float) -> bool:
+        """Whether the evaluator is up: no loss since it last was, or the probe sent after one was
+        answered (within `timeout` s). A probe that fails (Ray had not seen the death yet, or the
+        actor is restarting) is sent again."""
+        deadline = time.monotonic() + timeout
+        while self.probe is not None:
+            if not ray.wait([self.probe], timeout=max(deadline - time.monotonic(), 0.0))[0]:
+                return False
+            try:
+                ray.get(self.probe)
+            except ray.exceptions.RayActorError:
+                self.probe = self.evaluator.__ray_ready__.remote()
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(min(PROBE_PAUSE_S, max(deadline - time.monotonic(), 0.0)))
+            else:
+                self.probe = None
+        return True
 
     def _teacher_to_hand(self, teacher: Teacher) -> Teacher | None:
         """The teacher, once per version, for the evaluator to measure students against."""
