@@ -157,9 +157,12 @@ class RedisBuffer:
 
     Capacity is counted in chunks (capacity / chunk_size, rounded up): eviction is FIFO by chunk.
     `add` accumulates rows until a chunk is full; `flush` writes a last, partial chunk.
+    `write_through`: `add` writes every row at once, whole chunks and a last partial one (a rollout
+    actor's sink: every row a collect reports is in Redis when the collect returns, so the actor's
+    death, or the learner's, which takes its actors with it, loses only the collect in flight).
     """
 
-    def __init__(self, spec: RedisSpec, *, seed: int = 0) -> None:
+    def __init__(self, spec: RedisSpec, *, seed: int = 0, write_through: bool = False) -> None:
         check_capacity(spec.capacity)
         if spec.chunk_size < 1:
             raise ValueError(f"chunk size {spec.chunk_size} is not valid: expected at least 1 transition")
@@ -177,6 +180,7 @@ class RedisBuffer:
         self._reject = self.r.register_script(_REJECT)
         self.rng = np.random.default_rng(seed)
         self.block = math.gcd(SAMPLE_BLOCK, self.chunk_size)
+        self.write_through = write_through
         self.pending: list[TransitionBatch] = []
         self.pending_rows = 0
         self.head = 0
@@ -206,8 +210,8 @@ class RedisBuffer:
             return
         self.pending.append(batch)
         self.pending_rows += len(batch)
-        if self.pending_rows >= self.chunk_size:
-            self._write(final=False)
+        if self.write_through or self.pending_rows >= self.chunk_size:
+            self._write(final=self.write_through)
 
     def flush(self) -> None:
         if self.pending_rows:

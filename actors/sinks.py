@@ -37,5 +37,6 @@ class ShardSink:
 
 
 def open_sink(where: str | RedisSpec, *, seed: int = 0) -> Sink:
-    """A shard's name: that Ray shard; a Redis spec: the Redis buffer, written by this process itself."""
-    return RedisBuffer(where, seed=seed) if isinstance(where, RedisSpec) else ShardSink(where)
+    """A shard's name: that Ray shard; a Redis spec: the Redis buffer, written by this process itself,
+    each batch at once."""
+    return RedisBuffer(where, seed=seed, write_through=True) if isinstance(where, RedisSpec) else ShardSink(where)

@@ -110,7 +110,9 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
 
 def _last_buffer_size(metrics: Path) -> int:
     """The Ray buffer's size as last logged (every 2 s) before a resume: what its restart dropped,
-    at least (a Redis buffer keeps its contents)."""
+    at least. A Redis buffer keeps its contents, and holds every row the actors reported (their
+    sinks write each collect's rows before it returns); what a Redis crash lost in the segment
+    the learner's death ended is not counted (the last segment's is, in summary.json)."""
     for line in reversed(metrics.read_text().splitlines()):
         record = json.loads(line)
         if "buffer/size" in record:

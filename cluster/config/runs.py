@@ -125,9 +125,10 @@ class RunConfig:
     def rate_limit(self) -> SampleToInsertRatio:
         """The buffer's rate limiter: replay_ratio updates of update_rows rows per env step,
         sampling from learning_starts rows on, within rate_tolerance; refused if an actor's insert
-        and a sampled chunk could wait for each other (per Ray shard; Redis writes whole chunks)."""
+        and a sampled chunk could wait for each other (per Ray shard; an actor writes each collect's
+        rows at once, to either buffer)."""
         spi = self.replay_ratio * self.update_rows
-        insert = self.steps_per_call * self.envs_per_actor + (self.chunk_size if self.buffer != "ray" else 0)
+        insert = self.steps_per_call * self.envs_per_actor
         sample = -(-self.chunk_rows // self.shards) if self.buffer == "ray" else self.chunk_rows
         tolerance = insert * spi + sample if self.rate_tolerance is None else self.rate_tolerance
         limit = SampleToInsertRatio(spi, max(1, self.learning_starts), tolerance)

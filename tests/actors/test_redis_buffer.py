@@ -89,6 +89,19 @@ def test_rows_are_written_in_whole_chunks_and_flush_writes_the_rest(redis_server
     buf.close()
 
 
+def test_a_write_through_buffer_writes_every_add_at_once(redis_server, redis_prefix):
+    """A rollout actor's sink: the rows a collect reports are in Redis when it returns."""
+    buf = RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 12, 4, SCHEMA), write_through=True)
+    buf.add(_batch(0, 3))  # a partial chunk, written now
+    assert buf.stats()["buffer/inserted"] == 3 and buf.pending_rows == 0
+    buf.add(_batch(3, 6))  # a whole chunk and a partial one
+    assert buf.stats()["buffer/inserted"] == 9 and buf.pending_rows == 0
+    np.testing.assert_array_equal(buf.ids(), [0, 1, 2, 4, 5, 6, 7, 8, 9])  # chunk n holds ids 4n …
+    ids, batch = buf.sample(500)
+    np.testing.assert_array_equal(batch.actions, [{0: 0, 1: 1, 2: 2, 4: 3, 5: 4, 6: 5, 7: 6, 8: 7, 9: 8}[i] for i in ids])
+    buf.close()
+
+
 def test_prefixes_keep_runs_apart_and_refuse_another_schema(redis_server, redis_prefix):
     a = _buffer(redis_server.url, redis_prefix + ":a", chunk_size=1)
     b = _buffer(redis_server.url, redis_prefix + ":b", chunk_size=1)
