@@ -44,8 +44,8 @@ Learner steps lost at a learner kill: counted, the last `learner/steps` logged b
 `resumed` event's; measured, its steps when killed less those in state.pt as the soak read it
 (Redis's count of rows sampled, / 256 per step, is printed as a cross-check: an upper bound).
 Evaluations and collects lost: counted, `evaluator/evaluations_lost` and `rollout/actor_failures`
-per segment; measured, the kills that found the actor running `evaluate` or `collect`. Where a pair
-differs the soak says why, as far as it found out. Then the students' final greedy return
+per segment; measured, one per kill (the call in flight, or the next one sent before Ray saw the
+death; the run sends none again until Ray has the actor up). Pairs that differ are listed. Then the students' final greedy return
 (summary.json): disturbed against undisturbed. Not part of the test suite.
 """
 
@@ -489,36 +489,16 @@ def report(soak: Soak, calm: dict, disturbed: dict, final: dict[str, int], calm_
          "the last env_steps logged before each kill less the resumed event's",
          "the same log, less state.pt's env steps (not independent: one log)"),
         ("evaluations lost at evaluator kills", sum(s.end["evaluations_lost"] for s in segments),
-         sum(k["evaluating"] for k in kills["evaluator"]),
+         len(kills["evaluator"]),
          "evaluator/evaluations_lost per segment (summary.json; the last record before a learner kill)",
-         "evaluator kills that found it running `evaluate` (its process title)"),
+         "evaluator kills: each loses the call in flight (`evaluate` in its process title at the kill) or, idle, the "
+         "next one, sent before Ray saw the death; none is sent again until Ray has it up"),
         ("collects lost at rollout kills", sum(s.end["collects_lost"] for s in segments),
-         sum(k["collecting"] for k in kills["rollout"]),
+         len(kills["rollout"]),
          "rollout/actor_failures per segment (summary.json actors.actor_failures; the last record before a learner kill)",
-         "rollout kills that found the actor running `collect` (its process title)"),
+         "rollout kills: each loses the collect in flight or, idle, the next one (as for the evaluator)"),
     ]
-    notes = []
-    if killed_rows != sum(rows_lost(s) for s in segments[:-1]):
-        notes.append("rows at learner kills: the resumed event counts 0 rows lost for a Redis buffer (cluster/jobs.py, "
-                     "_run: \"a Redis buffer keeps its contents\"), but the rows a rollout actor has reported and not "
-                     "yet written (its Redis sink writes whole chunks of 256 rows and holds the rest, RedisBuffer.add) "
-                     "go with it when the learner's death takes the actors down; rows Redis lost in a crash within such "
-                     "a segment would be counted nowhere either")
-    counted, measured = pairs[-2][1], pairs[-2][2]
-    if counted != measured:
-        restart = ", ".join(f"{k['restart_s']:.0f}" for k in kills["evaluator"])
-        notes.append(f"evaluations: the run counted {counted} lost, {measured} of its {len(kills['evaluator'])} "
-                     "evaluator kills found `evaluate` running. It counts every evaluation call that fails with a "
-                     "RayActorError (cluster/driver/evaluation.py, StudentEvaluation.finished → _lost) and asks for one "
-                     "every 2 s whether the evaluator is up or not; Ray fails each call to a restarting actor at once "
-                     "(ActorUnavailableError; max_task_retries=0), so about one more is counted per 2 s of each restart "
-                     f"(here {restart} s). The Collector, by contrast, waits for a restarted rollout actor")
-    counted, measured = pairs[-1][1], pairs[-1][2]
-    if counted != measured:
-        per_kill = " (one per kill)" if counted == len(kills["rollout"]) else ""
-        notes.append(f"collects: the run counted {counted} lost{per_kill}, {measured} of the "
-                     f"{len(kills['rollout'])} rollout kills found `collect` running: a collect sent to the actor "
-                     "after it died fails too and is counted; the Collector then waits for the restart (Collector._probe)")
+    notes = [f"{what}: counted {c:,}, measured {m:,}" for what, c, m, _, _ in pairs if c is not None and c != m]
     student = {name: (calm["students"][name]["eval_return_mean"], disturbed["students"][name]["eval_return_mean"])
                for name in calm["students"]}
     return {
