@@ -15,7 +15,13 @@ from ..rundir.tables import print_rows
 from .stopping import StopSignals, StopWaiting
 
 
+# what a teacher run stopped while Ray starts needs to finish in this process: torch, and the
+# compiler stack that creating its optimizer imports (seconds here), imported as Ray goes on starting
+STOP_BEFORE_START_IMPORTS = ("torch", "torch._dynamo", "qdistill.cluster.driver.teacher")
+
+
 def train_teacher(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
+    signals.warm = STOP_BEFORE_START_IMPORTS
     config, info = teacher_run(args)
     if not args.resume:
         check_writable(config.out)

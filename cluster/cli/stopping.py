@@ -8,8 +8,10 @@ same stream); whoever waits on the run looks at `requested` and asks the run's a
 
 from __future__ import annotations
 
+import importlib
 import signal
 import sys
+import threading
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -29,6 +31,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: list[str] = []
         self.announced = False
+        self.warm: tuple[str, ...] = ()  # modules that stopping here will need: imported once a stop is asked
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -44,6 +47,8 @@ class StopSignals:
         self.received.append(signal.Signals(signum).name)
         if len(self.received) > 1:
             raise StopWaiting(signum)
+        if self.warm:  # beside whatever the main thread waits on now (Ray starting)
+            threading.Thread(target=_import, args=(self.warm,), name="qdistill-stop-warm", daemon=True).start()
 
     @property
     def requested(self) -> bool:
@@ -56,3 +61,8 @@ class StopSignals:
             again = "Ctrl-C" if self.received[0] == "SIGINT" else self.received[0]
             print(f"\nstopping ({self.received[0]}): writing final checkpoints ({again} again to stop waiting)",
                   file=sys.stderr, flush=True)
+
+
+def _import(modules: tuple[str, ...]) -> None:
+    for name in modules:
+        importlib.import_module(name)
