@@ -163,6 +163,7 @@ def _password() -> str | None:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password, if any, shown as ***."""
+    """The URL with its password, if any (in its user part or as `?password=`), shown as ***."""
     password = urlparse(url).password
-    return url.replace(f":{password}@", ":***@") if password else url
+    url = url.replace(f":{password}@", ":***@") if password else url
+    return re.sub(r"([?&]password=)[^&#]*", r"\1***", url)

@@ -141,6 +141,8 @@ def test_tls_files_travel_in_the_url_as_absolute_paths(monkeypatch, tmp_path):
     assert with_tls("rediss://h:1/0?ssl_ca_certs=ca.pem") == f"rediss://h:1/0?ssl_ca_certs={tmp_path}/ca.pem"
     assert with_tls("rediss://h:1/0") == "rediss://h:1/0" and with_tls("ray") == "ray"
     assert redact_url(url) == url.replace(":p%40ss@", ":***@")
+    assert redact_url("redis://h:1/0?socket_timeout=3&password=s3cr%26t&db=2") == \
+        "redis://h:1/0?socket_timeout=3&password=***&db=2"
     assert host_port(url) == "redis.example:6380"
     from redis.connection import parse_url  # what redis-py's from_url will open
 
