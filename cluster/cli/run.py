@@ -89,9 +89,9 @@ def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]
 
 
 def _print_summary(summary: dict[str, object], out: str) -> None:
-    from ..rundir.report import table
-
     if "students" in summary:  # a distillation run
+        from ..rundir.report import table
+
         print(table(summary))
         print_rows([
             ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "

@@ -10,7 +10,6 @@ from ...learners.networks import action_latency_us, count_params
 from ..config import DistillRunConfig
 from . import tables
 from .layout import RunDir, RunPaths
-from .plots import PLOTS, render
 
 
 def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoint.Checkpoint],
@@ -85,6 +84,8 @@ def table(summary: dict[str, object]) -> str:
 
 def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
     """report.md, embedding every plot, and the plots themselves; the files written."""
+    from .plots import PLOTS, render  # matplotlib: seconds to import, and only the report needs it
+
     pngs = render(path, list(summary["students"]))
     episodes = summary["teacher"]["eval_episodes"]
     images = "\n\n".join(f"![{plot.caption}]({plot.file})" for plot in PLOTS)
