@@ -3,6 +3,8 @@ and the progress line."""
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 
@@ -10,7 +12,7 @@ from . import manage, results, run, show
 from .parser import build_parser
 from .stopping import StopSignals, StopWaiting
 
-__all__ = ["build_parser", "main"]
+__all__ = ["build_parser", "cli", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,3 +42,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"qdistill: error: {cause}", file=sys.stderr)
             return 2
         raise
+
+
+def cli() -> None:
+    """The console command: `main`, then Ray shut down, the output flushed, and the process ended
+    without Python's own teardown of torch and Ray's modules (a second and more here, which a
+    scheduler's stop would wait on). An error `main` does not handle leaves the usual way."""
+    code = main() or 0
+    if "ray" in sys.modules:
+        import ray
+
+        ray.shutdown()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+

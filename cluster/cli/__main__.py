@@ -1,7 +1,5 @@
 """`python -m qdistill.cluster.cli`: the `qdistill` command."""
 
-import sys
+from . import cli
 
-from . import main
-
-sys.exit(main())
+cli()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 
 from ...actors.envs import EnvInfo
 from ..config.resolve import distill_run, teacher_first, teacher_run
@@ -15,13 +16,7 @@ from ..rundir.tables import print_rows
 from .stopping import StopSignals, StopWaiting
 
 
-# what a teacher run stopped while Ray starts needs to finish in this process: torch, and the
-# compiler stack that creating its optimizer imports (seconds here), imported as Ray goes on starting
-STOP_BEFORE_START_IMPORTS = ("torch", "torch._dynamo", "qdistill.cluster.driver.teacher")
-
-
 def train_teacher(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
-    signals.warm = STOP_BEFORE_START_IMPORTS
     config, info = teacher_run(args)
     if not args.resume:
         check_writable(config.out)
@@ -109,19 +104,49 @@ def _device(args: argparse.Namespace) -> str:
     return "cuda" if args.learner_resources.get("GPU", 0) > 0 else "cpu"
 
 
-def _stopped_before_start(job: Job, signals: StopSignals) -> int:
-    """A stop signal while Ray started: a teacher run that has not begun needs no actor (it starts
-    none when asked to stop first), so its checkpoints, state and summary are written here, at once."""
+def _finish_stopped(job: Job) -> dict[str, object]:
+    """A teacher run asked to stop before it began: it needs no actor (it starts none when asked to
+    stop first), so its checkpoints, state and summary are written in this process."""
     from dataclasses import replace
 
     from ..control import RunControl
     from ..jobs import execute
 
-    signals.announce()
     control = RunControl()
     control.request_stop()
-    _print_summary(execute(replace(job, device="cpu"), control), job.config.out)  # nothing trains
-    return 0
+    return execute(replace(job, device="cpu"), control)  # nothing trains
+
+
+class FinishBeside:
+    """`start`, given to the stop signals while Ray starts: a teacher run stopped then finishes in
+    a thread beside `ray.init` (which cannot be interrupted, and has seconds to go), so the command
+    can exit as soon as Ray is up and shut down again."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.thread: threading.Thread | None = None
+        self.summary: dict[str, object] | None = None
+        self.error: BaseException | None = None
+
+    def start(self) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._finish, name="qdistill-stopped", daemon=True)
+            self.thread.start()
+
+    def _finish(self) -> None:
+        try:
+            self.summary = _finish_stopped(self.job)
+        except BaseException as exc:  # raised in the main thread by `result`
+            self.error = exc
+
+    def result(self) -> dict[str, object]:
+        """The summary: from the thread, or (the stop came before Ray started) written now."""
+        if self.thread is None:
+            return _finish_stopped(self.job)
+        self.thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.summary
 
 
 def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSignals) -> int:
@@ -138,9 +163,16 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSigna
         raise ValueError("--detach needs a running Ray cluster to outlive this command: start one with "
                          "`ray start --head` and give --address (e.g. --address auto)")
     _check_buffer(config, info)
-    _place(config, args.learner_resources, info)
-    if signals.requested and job.command == "train-teacher" and not args.detach:
-        return _stopped_before_start(job, signals)
+    beside = FinishBeside(job) if job.command == "train-teacher" and not args.detach else None
+    signals.on_first = beside.start if beside else None
+    try:
+        _place(config, args.learner_resources, info)
+    finally:
+        signals.on_first = None
+    if signals.requested and beside:
+        signals.announce()
+        _print_summary(beside.result(), config.out)
+        return 0
     actor, ref = launch(job, detach=args.detach, learner_resources=args.learner_resources)
     name = run_name(config.out)
     if args.detach:

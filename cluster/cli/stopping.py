@@ -4,14 +4,14 @@ in the background inherits SIGINT ignored), both ask the run to stop as Ctrl-C a
 checkpoints, state, summary and report written, exit 0. A second signal stops waiting.
 
 The handler only takes note (printing from a signal handler could land inside another write to the
-same stream); whoever waits on the run looks at `requested` and asks the run's actor to stop."""
+same stream), and calls `on_first` once if given; whoever waits on the run looks at `requested` and
+asks the run's actor to stop."""
 
 from __future__ import annotations
 
-import importlib
 import signal
 import sys
-import threading
+from collections.abc import Callable
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -31,7 +31,7 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: list[str] = []
         self.announced = False
-        self.warm: tuple[str, ...] = ()  # modules that stopping here will need: imported once a stop is asked
+        self.on_first: Callable[[], None] | None = None  # called at the first signal (from its handler)
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -47,8 +47,8 @@ class StopSignals:
         self.received.append(signal.Signals(signum).name)
         if len(self.received) > 1:
             raise StopWaiting(signum)
-        if self.warm:  # beside whatever the main thread waits on now (Ray starting)
-            threading.Thread(target=_import, args=(self.warm,), name="qdistill-stop-warm", daemon=True).start()
+        if self.on_first is not None:
+            self.on_first()
 
     @property
     def requested(self) -> bool:
@@ -61,8 +61,3 @@ class StopSignals:
             again = "Ctrl-C" if self.received[0] == "SIGINT" else self.received[0]
             print(f"\nstopping ({self.received[0]}): writing final checkpoints ({again} again to stop waiting)",
                   file=sys.stderr, flush=True)
-
-
-def _import(modules: tuple[str, ...]) -> None:
-    for name in modules:
-        importlib.import_module(name)

@@ -87,9 +87,9 @@ class TeacherDriver(Driver):
     # -- wiring and the loop ----------------------------------------------------------------------
 
     def train(self) -> dict[str, object]:
+        if self.control.stop_requested:  # asked before it began: nothing to start, and no call to Ray
+            return self._finish("stopped")  # (Ray may still be starting: the CLI finishes it beside ray.init)
         cfg, local = self.config, on_head()
-        if self.control.stop_requested:  # asked before it began (while Ray started): nothing to start
-            return self._finish("stopped")
         try:
             self.params = ParameterServerActor.options(name=f"{self.run_id}-params", **local).remote()
             self.params.publish.remote(self.version, self.learner.weights())
