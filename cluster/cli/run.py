@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import threading
+import time
 
 from ...actors.envs import EnvInfo
 from ..config.resolve import distill_run, teacher_first, teacher_run
@@ -118,32 +120,46 @@ def _finish_stopped(job: Job) -> dict[str, object]:
 
 
 class FinishBeside:
-    """`start`, given to the stop signals while Ray starts: a teacher run stopped then finishes in
-    a thread beside `ray.init` (which cannot be interrupted, and has seconds to go), so the command
-    can exit as soon as Ray is up and shut down again."""
+    """A context manager around Ray's start: a thread that watches for a stop signal, and finishes a
+    teacher run stopped then beside `ray.init` (which cannot be interrupted, and has seconds to go),
+    so the command can exit as soon as Ray is up and shut down again. (The signal handler only
+    takes note: starting a thread from it could deadlock on a lock the main thread holds.)"""
 
-    def __init__(self, job: Job) -> None:
-        self.job = job
-        self.thread: threading.Thread | None = None
+    POLL_S = 0.05
+
+    def __init__(self, job: Job, signals: StopSignals) -> None:
+        self.job, self.signals = job, signals
+        self.over = False  # Ray is up (or failed to start): the watch ends
+        self.finishing = False
         self.summary: dict[str, object] | None = None
         self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._watch, name="qdistill-stop-watch", daemon=True)
 
-    def start(self) -> None:
-        if self.thread is None:
-            self.thread = threading.Thread(target=self._finish, name="qdistill-stopped", daemon=True)
-            self.thread.start()
+    def __enter__(self) -> FinishBeside:
+        self.thread.start()
+        return self
 
-    def _finish(self) -> None:
-        try:
-            self.summary = _finish_stopped(self.job)
-        except BaseException as exc:  # raised in the main thread by `result`
-            self.error = exc
+    def __exit__(self, *exc) -> None:
+        self.over = True
+
+    def _watch(self) -> None:
+        while not self.over:
+            if self.signals.requested:
+                self.finishing = True
+                # below Ray's starting processes: ray.init is what the exit waits on first
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+                try:
+                    self.summary = _finish_stopped(self.job)
+                except BaseException as exc:  # raised in the main thread by `result`
+                    self.error = exc
+                return
+            time.sleep(self.POLL_S)
 
     def result(self) -> dict[str, object]:
-        """The summary: from the thread, or (the stop came before Ray started) written now."""
-        if self.thread is None:
-            return _finish_stopped(self.job)
+        """The summary: from the thread, or (the stop came as Ray's start ended) written now."""
         self.thread.join()
+        if not self.finishing:
+            return _finish_stopped(self.job)
         if self.error is not None:
             raise self.error
         return self.summary
@@ -163,12 +179,9 @@ def _start(args: argparse.Namespace, job: Job, info: EnvInfo, signals: StopSigna
         raise ValueError("--detach needs a running Ray cluster to outlive this command: start one with "
                          "`ray start --head` and give --address (e.g. --address auto)")
     _check_buffer(config, info)
-    beside = FinishBeside(job) if job.command == "train-teacher" and not args.detach else None
-    signals.on_first = beside.start if beside else None
-    try:
+    beside = FinishBeside(job, signals) if job.command == "train-teacher" and not args.detach else None
+    with beside or contextlib.nullcontext():
         _place(config, args.learner_resources, info)
-    finally:
-        signals.on_first = None
     if signals.requested and beside:
         signals.announce()
         _print_summary(beside.result(), config.out)

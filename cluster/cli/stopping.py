@@ -4,14 +4,12 @@ in the background inherits SIGINT ignored), both ask the run to stop as Ctrl-C a
 checkpoints, state, summary and report written, exit 0. A second signal stops waiting.
 
 The handler only takes note (printing from a signal handler could land inside another write to the
-same stream), and calls `on_first` once if given; whoever waits on the run looks at `requested` and
-asks the run's actor to stop."""
+same stream); whoever waits on the run looks at `requested` and asks the run's actor to stop."""
 
 from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Callable
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -31,7 +29,6 @@ class StopSignals:
     def __init__(self) -> None:
         self.received: list[str] = []
         self.announced = False
-        self.on_first: Callable[[], None] | None = None  # called at the first signal (from its handler)
         self._previous: dict[int, object] = {}
 
     def __enter__(self) -> StopSignals:
@@ -47,8 +44,6 @@ class StopSignals:
         self.received.append(signal.Signals(signum).name)
         if len(self.received) > 1:
             raise StopWaiting(signum)
-        if self.on_first is not None:
-            self.on_first()
 
     @property
     def requested(self) -> bool:
