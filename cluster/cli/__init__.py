@@ -57,4 +57,3 @@ def cli() -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
