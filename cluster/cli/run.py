@@ -141,8 +141,8 @@ class FinishBeside:
 
     def __exit__(self, *exc) -> None:
         self.over = True
-        if exc[0] is not None:  # Ray did not start (or the run was refused): what a stop began is finished first
-            self.thread.join()
+        if exc[0] is not None and not issubclass(exc[0], StopWaiting):
+            self.thread.join()  # Ray did not start (or the run was refused): what a stop began is finished first
 
     def _watch(self) -> None:
         while not self.over:
