@@ -67,7 +67,7 @@ class ReplayRing:
         if ids.size and (ids.min() < oldest or ids.max() >= self.inserted):
             raise KeyError(f"ids outside the stored range [{oldest}, {self.inserted})")
         slots = ids % self.capacity
-        return TransitionBatch(**{name: arr[slots] for name, arr in self.storage.items()})
+        return TransitionBatch.from_arrays({name: arr[slots] for name, arr in self.storage.items()})
 
     def sample(self, batch_size: int) -> tuple[np.ndarray, TransitionBatch]:
         if batch_size < 1:

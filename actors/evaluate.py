@@ -7,7 +7,7 @@ from typing import Callable
 
 import numpy as np
 
-from .envs import as_float32, make_vector_env
+from .envs import as_stored, make_vector_env
 
 
 @dataclass(frozen=True)
@@ -32,12 +32,12 @@ def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: 
     """Run `episodes` greedy episodes (one per sub-env, seeds seed, seed+1, …) to their first end."""
     env = make_vector_env(env_id, episodes, dynamics)
     try:
-        obs = as_float32(env.reset(seed=seed)[0])
+        obs = as_stored(env.reset(seed=seed)[0])
         returns = np.zeros(episodes, dtype=np.float64)
         running = np.ones(episodes, dtype=bool)
         while running.any():
             obs, rewards, terms, truncs, _ = env.step(act(obs))
-            obs = as_float32(obs)
+            obs = as_stored(obs)
             returns += np.where(running, rewards, 0.0)
             running &= ~(np.asarray(terms) | np.asarray(truncs))
         return EvalResult(tuple(float(r) for r in returns))
@@ -50,11 +50,11 @@ def visited_states(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, num_
     """States a policy visits, `num_states` of them, from envs seeded away from training."""
     env = make_vector_env(env_id, num_envs, dynamics)
     try:
-        obs = as_float32(env.reset(seed=seed)[0])
+        obs = as_stored(env.reset(seed=seed)[0])
         states = []
         while sum(len(s) for s in states) < num_states:
             states.append(obs)
-            obs = as_float32(env.step(act(obs))[0])
+            obs = as_stored(env.step(act(obs))[0])
         return np.concatenate(states)[:num_states]
     finally:
         env.close()

@@ -100,6 +100,7 @@ class RolloutActor:
         student: str | None = None,
         student_params: str | None = None,
         run: str = "",
+        next_obs: bool = True,
     ) -> None:
         """`params`, `student_params` and a Ray buffer shard (`sink`: its name, or a Redis buffer's
         spec) are looked up here: a restarted actor finds them again (handles passed as arguments
@@ -109,7 +110,8 @@ class RolloutActor:
 
         torch.set_num_threads(1)
         self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
-                               num_envs=num_envs, seed=seed, actor_id=actor_id, student=student)
+                               num_envs=num_envs, seed=seed, actor_id=actor_id, student=student,
+                               next_obs=next_obs)
         self.params = ray.get_actor(params)
         self.student_name = student
         self.student_params = ray.get_actor(student_params) if student_params else None

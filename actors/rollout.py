@@ -7,7 +7,8 @@ import numpy as np
 
 from ..learners.batch import BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER, TransitionBatch
 from ..learners.networks import GreedyPolicy
-from .envs import as_float32, make_vector_env
+from .envs import as_stored, make_vector_env
+from .pixels import td_rules
 
 
 class Rollout:
@@ -28,15 +29,21 @@ class Rollout:
         seed: int = 0,
         actor_id: int = 0,
         student: str | None = None,
+        next_obs: bool = True,
     ) -> None:
+        """`next_obs`: whether rows carry the next observation (a learning teacher's TD target needs it)."""
         self.env = make_vector_env(env_id, num_envs)
+        self.next_obs = next_obs
+        self.td = td_rules(env_id)
         self.teacher = GreedyPolicy(net, obs_shape, n_actions)
         self.student = GreedyPolicy(student, obs_shape, n_actions) if student else None
         self.n_actions = n_actions
         self.num_envs = num_envs
         self.actor_id = actor_id
         self.rng = np.random.default_rng(seed)
-        self.obs = as_float32(self.env.reset(seed=seed)[0])
+        self.obs, info = self.env.reset(seed=seed)
+        self.obs = as_stored(self.obs)
+        self.lives = np.asarray(info.get("lives", np.zeros(num_envs)))  # Atari: a life lost ends the TD target
         # True where the previous step ended an episode: this step is the autoreset step.
         self.resetting = np.zeros(num_envs, dtype=bool)
         self.new_episode = np.ones(num_envs, dtype=bool)  # behaviour not drawn yet
@@ -71,7 +78,7 @@ class Rollout:
         written into arrays made once per call; exploration is drawn for the whole call at once and
         episode returns are summed afterwards."""
         e = self.num_envs
-        obs = np.empty((num_steps + 1, *self.obs.shape), dtype=np.float32)  # obs[t + 1]: step t's next obs
+        obs = np.empty((num_steps + 1, *self.obs.shape), dtype=self.obs.dtype)  # obs[t + 1]: step t's next obs
         actions_all = np.empty((num_steps, e), dtype=np.int64)
         rewards_all = np.empty((num_steps, e), dtype=np.float32)
         terms_all = np.empty((num_steps, e), dtype=bool)
@@ -79,6 +86,7 @@ class Rollout:
         q_all = np.empty((num_steps, e, self.n_actions), dtype=np.float32)
         keep_all = np.empty((num_steps, e), dtype=bool)
         student_all = np.zeros((num_steps, e), dtype=bool)
+        lives_all = np.empty((num_steps, e), dtype=self.lives.dtype) if self.td.life_loss else None
         explore = random_actions = None
         if epsilon > 0:
             explore = self.rng.random((num_steps, e)) < epsilon
@@ -97,7 +105,9 @@ class Rollout:
             if explore is not None:
                 actions = np.where(explore[t], random_actions[t], actions)
             actions_all[t] = actions
-            obs[t + 1], rewards_all[t], terms_all[t], truncs_all[t], _ = self.env.step(actions)
+            obs[t + 1], rewards_all[t], terms_all[t], truncs_all[t], info = self.env.step(actions)
+            if lives_all is not None:
+                lives_all[t] = info["lives"]
             if self.student is not None:
                 self.new_episode |= self.resetting  # the episode after an autoreset step starts now
                 self.resetting = terms_all[t] | truncs_all[t]
@@ -115,9 +125,16 @@ class Rollout:
         def rows(a: np.ndarray) -> np.ndarray:
             return a.reshape(num_steps * e, *a.shape[2:])[keep]
 
+        td_rewards, td_terms = rewards_all, terms_all  # what the teacher's TD target reads (Atari: clipped, per life)
+        if self.td.clip_rewards:
+            td_rewards = np.sign(rewards_all)
+        if lives_all is not None:
+            td_terms = terms_all | (lives_all < np.concatenate([self.lives[None], lives_all[:-1]]))
+            self.lives = lives_all[-1].copy()
         batch = TransitionBatch(
-            observations=rows(obs[:-1]), actions=rows(actions_all), rewards=rows(rewards_all),
-            next_observations=rows(obs[1:]), terminations=rows(terms_all), truncations=rows(truncs_all),
+            observations=rows(obs[:-1]), actions=rows(actions_all), rewards=rows(td_rewards),
+            next_observations=rows(obs[1:]) if self.next_obs else None, terminations=rows(td_terms),
+            truncations=rows(truncs_all),
             teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
             behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
             actor_id=np.full(n, self.actor_id, dtype=np.int32),

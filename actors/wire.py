@@ -25,7 +25,6 @@ from ..learners.batch import TransitionBatch
 
 WIRE_VERSION = 2
 LABELS = ("teacher_q", "label_version")  # what relabelling rewrites
-BODY = tuple(name for name in TransitionBatch.field_names() if name not in LABELS)
 RESIDUE = zlib.crc32(bytes(4))  # the CRC state after any bytes followed by their own CRC (little-endian)
 
 
@@ -35,16 +34,29 @@ class SchemaError(ValueError):
 
 @dataclass(frozen=True)
 class Schema:
-    """The record layout for one env: observation shape and action count fix every field."""
+    """The record layout for one env: observation shape and dtype, action count, and whether rows
+    carry the next observation (only a learning teacher's TD target needs it) fix every field."""
 
     obs_shape: tuple[int, ...]
     n_actions: int
+    obs_dtype: str = "float32"  # or "uint8": frames
+    next_obs: bool = True
+
+    @classmethod
+    def of(cls, info, *, next_obs: bool) -> Schema:
+        """The rows of an env (an actors.envs.EnvInfo)."""
+        return cls(tuple(info.obs_shape), info.n_actions, info.obs_dtype.name, next_obs)
+
+    @cached_property
+    def body(self) -> tuple[str, ...]:
+        return tuple(name for name in TransitionBatch.field_names()
+                     if name not in LABELS and (self.next_obs or name != "next_observations"))
 
     def _field(self, name: str) -> tuple:
-        obs = self.obs_shape
+        obs, dtype = self.obs_shape, np.dtype(self.obs_dtype)
         return {
-            "observations": (name, np.float32, obs), "actions": (name, np.int64), "rewards": (name, np.float32),
-            "next_observations": (name, np.float32, obs), "terminations": (name, np.bool_),
+            "observations": (name, dtype, obs), "actions": (name, np.int64), "rewards": (name, np.float32),
+            "next_observations": (name, dtype, obs), "terminations": (name, np.bool_),
             "truncations": (name, np.bool_), "behaviour": (name, np.int8), "actor_id": (name, np.int32),
             "teacher_q": (name, np.float32, (self.n_actions,)), "label_version": (name, np.int64),
         }[name]
@@ -56,7 +68,7 @@ class Schema:
 
     @cached_property
     def dtype(self) -> np.dtype:
-        return np.dtype([self._field(name) for name in BODY] + [("body_crc", "<u4")]
+        return np.dtype([self._field(name) for name in self.body] + [("body_crc", "<u4")]
                         + [self._field(name) for name in LABELS] + [("label_crc", "<u4")])
 
     @property
@@ -117,7 +129,7 @@ def pack_labels(teacher_q: np.ndarray, label_version: np.ndarray, schema: Schema
 
 def encode(batch: TransitionBatch, schema: Schema) -> bytes:
     records = np.empty(len(batch), dtype=schema.dtype)
-    for name in BODY:
+    for name in schema.body:
         records[name] = getattr(batch, name)
     records["body_crc"] = _crcs(memoryview(records.view(np.uint8)), schema.record_size, schema.offset("body_crc"),
                                 schema.start)
@@ -150,5 +162,6 @@ def decode(data: bytes, schema: Schema) -> Decoded:
     records = np.frombuffer(data, dtype=schema.dtype, count=len(intact))
     if not intact.all():
         records = records[intact]
-    batch = TransitionBatch(**{name: np.ascontiguousarray(records[name]) for name in TransitionBatch.field_names()})
+    batch = TransitionBatch.from_arrays({name: np.ascontiguousarray(records[name]) for name in schema.dtype.names
+                                         if not name.endswith("_crc")})
     return Decoded(batch, intact, int((~intact).sum()) + (len(data) % schema.record_size > 0))

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..actors.envs import as_float32, describe, make_vector_env
+from ..actors.envs import as_stored, describe, make_vector_env
 from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
@@ -80,12 +80,12 @@ def held_out_states(env_id: str, act, n: int, seed: int) -> np.ndarray:
     env = make_vector_env(env_id, 16)
     rng = np.random.default_rng(seed)
     try:
-        obs = as_float32(env.reset(seed=seed)[0])
+        obs = as_stored(env.reset(seed=seed)[0])
         states = []
         while sum(len(s) for s in states) < n:
             states.append(obs)
             random = rng.integers(0, env.single_action_space.n, len(obs))
-            obs = as_float32(env.step(np.where(rng.random(len(obs)) < EXPLORE, random, act(obs)))[0])
+            obs = as_stored(env.step(np.where(rng.random(len(obs)) < EXPLORE, random, act(obs)))[0])
     finally:
         env.close()
     return np.concatenate(states)[:n]

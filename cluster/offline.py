@@ -76,7 +76,7 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
 def _label(cfg: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint) -> tuple[TransitionBatch, int]:
     """1. `samples` teacher-visited states, labelled once with the teacher's Q-values; and how many
     transitions the rollout dropped for NaN or inf."""
-    rollout = Rollout(cfg.env, net=teacher.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
+    rollout = Rollout(cfg.env, net=teacher.net, obs_shape=info.obs_shape, n_actions=info.n_actions, next_obs=False,
                       num_envs=cfg.envs_per_actor, seed=cfg.seed)
     rollout.load_weights(teacher.version, teacher.weights)
     parts, have = [], 0

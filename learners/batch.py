@@ -15,10 +15,10 @@ BEHAVIOUR_STUDENT = 1
 class TransitionBatch:
     """B transitions, CleanRL field names; terminations and truncations kept apart."""
 
-    observations: np.ndarray  # [B, *obs_shape] float32
+    observations: np.ndarray  # [B, *obs_shape] in the env's stored dtype: float32 vectors, uint8 frames
     actions: np.ndarray  # [B] int64
     rewards: np.ndarray  # [B] float32
-    next_observations: np.ndarray  # [B, *obs_shape] float32
+    next_observations: np.ndarray | None  # like observations; None where no learning teacher needs them
     terminations: np.ndarray  # [B] bool
     truncations: np.ndarray  # [B] bool
     teacher_q: np.ndarray  # [B, A] float32: the teacher's Q-values for `observations` (the soft label)
@@ -34,22 +34,27 @@ class TransitionBatch:
         return tuple(f.name for f in fields(cls))
 
     def arrays(self) -> dict[str, np.ndarray]:
-        return {name: getattr(self, name) for name in self.field_names()}
+        """The fields that are there (next_observations may not be)."""
+        return {name: a for name in self.field_names() if (a := getattr(self, name)) is not None}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TransitionBatch:
+        return cls(**{name: arrays.get(name) for name in cls.field_names()})
 
     @classmethod
     def concat(cls, batches: list[TransitionBatch]) -> TransitionBatch:
-        return cls(**{n: np.concatenate([getattr(b, n) for b in batches]) for n in cls.field_names()})
+        return cls.from_arrays({n: np.concatenate([b.arrays()[n] for b in batches]) for n in batches[0].arrays()})
 
     def finite_rows(self) -> np.ndarray:
         """[B] bool: rows whose observations, reward and teacher Q-values are all finite."""
         def finite(a: np.ndarray) -> np.ndarray:
             return np.isfinite(a).reshape(len(self), -1).all(axis=1)
 
-        return finite(self.observations) & finite(self.next_observations) & finite(self.rewards) & \
-            finite(self.teacher_q)
+        rows = finite(self.observations) & finite(self.rewards) & finite(self.teacher_q)
+        return rows if self.next_observations is None else rows & finite(self.next_observations)
 
     def take(self, index: np.ndarray | slice) -> TransitionBatch:
-        return TransitionBatch(**{n: getattr(self, n)[index] for n in self.field_names()})
+        return TransitionBatch.from_arrays({n: a[index] for n, a in self.arrays().items()})
 
 
 @dataclass(frozen=True)

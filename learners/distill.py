@@ -10,7 +10,7 @@ import torch
 
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
-from .networks import QNetwork, count_params, parse_spec, to_numpy
+from .networks import QNetwork, as_input, count_params, parse_spec, to_numpy
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ class DistillLearner:
 
     def step(self, batch: TransitionBatch) -> Update:
         """One gradient step of every student towards the batch's teacher_q labels."""
-        obs = torch.as_tensor(batch.observations, dtype=torch.float32, device=self.device)
+        obs = as_input(batch.observations, self.device)
         target = torch.as_tensor(batch.teacher_q, dtype=torch.float32, device=self.device)
         metrics: dict[str, float] = {}
         for name, net in self.students.items():

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from .batch import TransitionBatch, Update
-from .networks import QNetwork, count_params, from_numpy, to_numpy
+from .networks import QNetwork, as_input, count_params, from_numpy, to_numpy
 from .td import double_dqn_target, td_loss
 
 
@@ -42,11 +42,13 @@ def as_tensors(batch: TransitionBatch, device: torch.device | str = "cpu") -> di
     def t(a: np.ndarray, dtype: torch.dtype) -> torch.Tensor:
         return torch.as_tensor(a, dtype=dtype, device=device)
 
-    return {
-        "observations": t(batch.observations, torch.float32),
+    if batch.next_observations is None:
+        raise ValueError("a DQN step needs rows with next observations: these were collected for a fixed teacher")
+    return {  # frames stay uint8 to the device: the network's first op scales them
+        "observations": as_input(batch.observations, device),
         "actions": t(batch.actions, torch.int64),
         "rewards": t(batch.rewards, torch.float32),
-        "next_observations": t(batch.next_observations, torch.float32),
+        "next_observations": as_input(batch.next_observations, device),
         "terminations": t(batch.terminations, torch.float32),
     }
 

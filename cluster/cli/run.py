@@ -43,7 +43,7 @@ def _place(config: RunConfig, learner_resources: dict[str, float], info: EnvInfo
 
     connect(config.address, min_cpus=config.actors * config.actor_cpus + learner_resources.get("CPU", 0))
     check_feasible(config, learner_resources)
-    check_memory(config, Schema(info.obs_shape, info.n_actions).record_size)
+    check_memory(config, Schema.of(info, next_obs=config.next_obs).record_size)
 
 
 def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
@@ -54,7 +54,7 @@ def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
     from ...actors.redis_connect import connect
     from ...actors.wire import Schema
 
-    schema = Schema(info.obs_shape, info.n_actions)
+    schema = Schema.of(info, next_obs=config.next_obs)
     capacity = config.capacity_for(schema.record_size)
     client = connect(config.buffer)  # reached and authenticated, or a one-line error
     try:

@@ -35,6 +35,26 @@ TEACHER_PRESETS: dict[str, dict[str, object]] = {
         "replay_ratio": 0.25,
         "eval_every": 20_000,
     },
+    # MinAtar (Young & Tian 2019): their conv16-128 network; one update per 4 env steps
+    "MinAtar/*": {
+        "steps": 1_000_000,
+        "buffer_capacity": 100_000,
+        "learning_starts": 5_000,
+        "dqn": {"net": "minatar", "lr": 2.5e-4, "batch_size": 64, "target_update": 1_000},
+        "exploration": {"end": 0.01, "steps": 100_000},
+        "replay_ratio": 0.25,
+        "eval_every": 25_000,
+    },
+    # Atari, for GPU machines (Mnih et al. 2015 with Adam): rows carry two 84x84x4 frames (56 KB)
+    "ALE/*": {
+        "steps": 10_000_000,
+        "buffer_capacity": 100_000,
+        "learning_starts": 20_000,
+        "dqn": {"net": "nature", "lr": 1e-4, "batch_size": 32, "target_update": 2_000},
+        "exploration": {"end": 0.01, "steps": 1_000_000},
+        "replay_ratio": 0.25,
+        "eval_every": 250_000,
+    },
 }
 DISTILL_DEFAULTS: dict[str, object] = {
     "steps": 500_000,
@@ -47,7 +67,15 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
     "CartPole-v1": {"distill": {"students": ("16x16",)}},
     "Acrobot-v1": {"distill": {"students": ("16x16",)}},
     "LunarLander-v3": {"distill": {"students": ("64x64",)}, "buffer_capacity": 200_000, "eval_every_s": 5.0},
+    "MinAtar/*": {"distill": {"students": ("c8k3s1-16",)}, "eval_every_s": 10.0},  # 6.5% of the teacher's parameters
+    "ALE/*": {"distill": {"students": ("c16k8s4-c32k4s2-256",)}, "buffer_capacity": 50_000, "eval_every_s": 30.0},
 }
+
+
+def preset(table: dict[str, dict[str, object]], env: str) -> dict[str, object]:
+    """The env's own preset, else its family's (`MinAtar/*`, `ALE/*`), else none."""
+    family = env.split("/")[0] + "/*" if "/" in env else None
+    return table.get(env) or table.get(family or "", {})
 _TEACHER_NESTED = {"dqn": DQNConfig, "exploration": ExplorationConfig}
 _DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig, "dqn": DQNConfig}
 # a teacher learning in the run learns as `train-teacher` would: its preset's network, optimiser,
@@ -60,15 +88,15 @@ def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
 
     Overrides of nested fields go in dicts: `dqn={...}`, `exploration={...}`.
     """
-    preset = TEACHER_PRESETS.get(env, {"steps": 500_000})
-    return _resolve(TeacherRunConfig, preset, _TEACHER_NESTED, env, out, overrides)
+    return _resolve(TeacherRunConfig, preset(TEACHER_PRESETS, env) or {"steps": 500_000}, _TEACHER_NESTED, env, out,
+                    overrides)
 
 
 def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
     """Like `teacher_config`; nested overrides in `distill={...}`, `exploration={...}`."""
-    preset = _merge(DISTILL_DEFAULTS, DISTILL_PRESETS.get(env, {}))
+    chosen = _merge(DISTILL_DEFAULTS, preset(DISTILL_PRESETS, env))
     if overrides.get("teacher_learns"):
-        teacher = TEACHER_PRESETS.get(env, {"steps": 500_000})
+        teacher = preset(TEACHER_PRESETS, env) or {"steps": 500_000}
         learning = {k: teacher[k] for k in _LEARNING_TEACHER_KEYS if k in teacher}
         learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
         if overrides.get("teacher"):  # a trained teacher learning on explores as at the end of its schedule
@@ -78,9 +106,9 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         # teacher and students at the target
         # the students step once per 256 rows (four of the teacher's minibatches): a small student's
         # step costs about the same at any batch size, and they keep up (benchmarks/online_teacher.py)
-        preset = _merge(preset, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
+        chosen = _merge(chosen, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
                                  "distill": {"batch_size": 256}, **learning})
-    return _resolve(DistillRunConfig, preset, _DISTILL_NESTED, env, out, overrides)
+    return _resolve(DistillRunConfig, chosen, _DISTILL_NESTED, env, out, overrides)
 
 
 def _merge(base: dict[str, object], top: dict[str, object]) -> dict[str, object]:

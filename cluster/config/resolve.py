@@ -15,6 +15,7 @@ from ...actors.envs import EnvInfo, describe
 from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
 from ...learners.distill import parse_students
+from ...learners.networks import check_fits
 from . import files
 from .presets import distill_config, teacher_config
 from .runs import DistillRunConfig, RunConfig, TeacherRunConfig
@@ -127,8 +128,19 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
         buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
         buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
         **{checkpoint_key: checkpoint.absolute(path) if path else None}, **own(path, file, info))
-    out = out or str(Path("runs") / f"{env}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return _tls(make(env, str(Path(out).absolute()), **_layered(file, flags)), args, file_tls), info
+    out = out or str(Path("runs") / f"{env.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
+    config = make(env, str(Path(out).absolute()), **_layered(file, flags))
+    check_networks(config, info)
+    return _tls(config, args, file_tls), info
+
+
+def check_networks(config: RunConfig, info: EnvInfo) -> None:
+    """Every network the run trains fits the env's observations (a conv net for frames, an MLP for vectors)."""
+    nets = [config.dqn.net] if isinstance(config, TeacherRunConfig) or config.teacher_learns else []
+    if isinstance(config, DistillRunConfig):
+        nets += list(config.distill.students)
+    for net in nets:
+        check_fits(net, info.obs_shape, pixels=info.pixels)
 
 
 def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:

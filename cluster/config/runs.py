@@ -135,6 +135,11 @@ class RunConfig:
         limit.check_sizes(insert, sample)
         return limit
 
+    @property
+    def next_obs(self) -> bool:
+        """Whether rows carry the next observation: only a learning teacher's TD target reads it."""
+        return True
+
     def capacity_for(self, record_size: int) -> int:
         """Transitions the buffer keeps, records of `record_size` bytes: `buffer_capacity`, or fewer
         when `buffer_bytes` caps it."""
@@ -232,6 +237,10 @@ class DistillRunConfig(RunConfig):
     @property
     def batch_rows(self) -> int:
         return max(self.distill.batch_size, self.dqn.batch_size if self.teacher_learns else 0)
+
+    @property
+    def next_obs(self) -> bool:
+        return self.teacher_learns
 
     @property
     def update_rows(self) -> int:

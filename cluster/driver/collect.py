@@ -18,7 +18,7 @@ from ..control import RunControl
 def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> BufferClient:
     """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards,
     and the rate limiter that keeps the replay ratio."""
-    schema = Schema(info.obs_shape, info.n_actions)
+    schema = Schema.of(info, next_obs=cfg.next_obs)
     return make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
                        prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema, seed=cfg.seed,
                        options=options, name=name, limit=cfg.rate_limit)

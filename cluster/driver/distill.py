@@ -141,7 +141,7 @@ class DistillDriver(Driver):
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
             params=f"{self.run_id}-teacher-params", sink=self.buffer.sink_for(i),
             student=acting, student_params=f"{self.run_id}-student-params" if acting else None,
-            run=self.run.name,
+            run=self.run.name, next_obs=cfg.next_obs,
         )
 
     def should_stop(self) -> str | None:

@@ -274,17 +274,36 @@ class _Pixels(gym.Env):
     action_space = gym.spaces.Discrete(2)
 
 
-def test_image_observations_are_refused(tmp_path, capsys):
-    gym.register("qdistill-test/Pixels-v0", entry_point=_Pixels)
+class _Sequences(gym.Env):
+    observation_space = gym.spaces.Sequence(gym.spaces.Discrete(3))
+    action_space = gym.spaces.Discrete(2)
+
+
+@pytest.mark.parametrize("env_class, flags, message", [
+    (_Pixels, ["--students", "16x16"], "network spec '16x16' is an MLP, but the env's observations are images of "
+     "shape (3, 8, 8): give a conv spec such as 'minatar', 'nature' or 'c16k3s1-128'"),
+    (_Pixels, ["--students", "c8k3s1-16,c4k9s1-8"], "network spec 'c4k9s1-8': convolution 1 has a 9x9 kernel but "
+     "its input is 8x8: use smaller kernels or strides for (3, 8, 8) frames"),
+    (_Sequences, [], "env 'qdistill-test/Obs-v0' has a Sequence(Discrete(3), stack=False) observation space: qdistill "
+     "takes Box observations (vectors, or uint8/bool images) and Discrete, MultiDiscrete, MultiBinary, Tuple and Dict "
+     "ones (flattened); wrap the env in a Gymnasium observation wrapper that gives one of those"),
+])
+def test_observations_the_networks_cannot_take_are_refused(tmp_path, capsys, env_class, flags, message):
+    gym.register("qdistill-test/Obs-v0", entry_point=env_class)
     out = tmp_path / "run"
     try:
-        assert main(["run", "--env", "qdistill-test/Pixels-v0", "--out", str(out)]) == 2
+        assert main(["run", "--env", "qdistill-test/Obs-v0", "--out", str(out), *flags]) == 2
     finally:
-        gym.registry.pop("qdistill-test/Pixels-v0")
-    assert capsys.readouterr().err == (
-        "qdistill: error: env 'qdistill-test/Pixels-v0' has image observations of shape (8, 8, 3): qdistill's "
-        "Q-networks are MLPs over vector observations; expected a 1-D observation space such as 'CartPole-v1' "
-        "(for Atari, an '-ram' id)\n")
+        gym.registry.pop("qdistill-test/Obs-v0")
+    assert capsys.readouterr().err == f"qdistill: error: {message}\n"
+    assert not out.exists()
+
+
+def test_a_conv_student_for_vectors_is_refused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--env", "CartPole-v1", "--students", "minatar", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("qdistill: error: network spec 'minatar' is convolutional, but the env's "
+                                       "observations are vectors of shape (4,): give an MLP spec such as '256x256'\n")
     assert not out.exists()
 
 
