@@ -12,8 +12,15 @@ def show(args: argparse.Namespace) -> int:
     import yaml
 
     teacher = args.config_command == "show-teacher"
-    config, _ = (teacher_run if teacher else distill_run)(args)
+    from ...actors.wire import Schema
+
+    config, info = (teacher_run if teacher else distill_run)(args)
     command = "train-teacher" if teacher else "run"
     print(f"# qdistill {command}: resolved config (the env's preset, then --config, then flags); usable as --config")
     print(yaml.safe_dump(json.loads(json.dumps(config.to_dict())), sort_keys=False), end="")
+    size = Schema.of(info, next_obs=config.next_obs).record_size
+    capacity = config.capacity_for(size)
+    print(f"# rows: {size:,} bytes each ({info.obs_dtype.name} observations {'x'.join(map(str, info.obs_shape))}, "
+          f"{'with' if config.next_obs else 'without'} the next observation); {capacity:,} rows in the buffer: "
+          f"{capacity * size / 2**20:,.1f} MiB")
     return 0

@@ -15,6 +15,7 @@ import torch
 
 from ...actors.envs import EnvInfo
 from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
+from ...actors.wire import Schema
 from ...learners import checkpoint
 from ...learners.batch import TransitionBatch
 from ...learners.distill import DistillLearner
@@ -317,7 +318,8 @@ class DistillDriver(Driver):
             "learner_steps": self.learner.steps, **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "dropped_nonfinite": self.collector.dropped_nonfinite,
             "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,
-                       "rejected": int(stats["buffer/rejected"])},
+                       "rejected": int(stats["buffer/rejected"]),
+                       "bytes_per_row": Schema.of(self.info, next_obs=self.config.next_obs).record_size},
             "evaluator": {"restarts": int(actor_states([self.evaluation.evaluator])[0].get("NumRestarts", 0)),
                           "evaluations_lost": self.evaluation.lost},
             "stop_reason": reason, "actors": self.placement, "labels": self.labels.summary(), **self.task.facts(),

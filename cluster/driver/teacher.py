@@ -14,6 +14,7 @@ import torch
 
 from ...actors.envs import EnvInfo
 from ...actors.remote import ParameterServerActor, RolloutActor
+from ...actors.wire import Schema
 from ...learners import checkpoint
 from ...learners.batch import TransitionBatch
 from ...learners.dqn import DQNLearner
@@ -181,7 +182,7 @@ class TeacherDriver(Driver):
             "env": cfg.env, "wall_s": round(time.monotonic() - self.started, 2),
             "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
             "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
-            "stop_reason": reason, "actors": self.placement, "target_return": cfg.target_return,
+            "bytes_per_row": Schema.of(self.info, next_obs=cfg.next_obs).record_size, "stop_reason": reason, "actors": self.placement, "target_return": cfg.target_return,
             "reached_target": cfg.target_return is not None and final.mean >= cfg.target_return,
             "teacher": {
                 "net": cfg.dqn.net, "params": self.learner.params, "eval_return_mean": final.mean,

@@ -82,6 +82,12 @@ def table(summary: dict[str, object]) -> str:
     return tables.table(rows, markdown=True)
 
 
+def rows(summary: dict[str, object]) -> str:
+    """", rows of N bytes in the buffer" (summaries written before it was counted have no figure)."""
+    size = summary.get("buffer", {}).get("bytes_per_row")
+    return f", rows of {size:,} bytes in the buffer" if size else ""
+
+
 def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
     """report.md, embedding every plot, and the plots themselves; the files written."""
     from .plots import PLOTS, render  # matplotlib: seconds to import, and only the report needs it
@@ -92,7 +98,8 @@ def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
     text = (f"# qdistill run: {summary['env']}\n\n"
             f"Mode `{summary['mode']}`, loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
-            f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. "
+            f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps"
+            f"{rows(summary)}. "
             f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
             f"{table(summary)}\n\n{images}\n")
     report = RunPaths(path).report

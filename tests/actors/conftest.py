@@ -24,7 +24,7 @@ class _Sync:
 def make_buffer(request):
     made = []
 
-    def make(capacity: int, seed: int = 0):
+    def make(capacity: int, seed: int = 0, schema: Schema = SCHEMA):
         if request.param == "ray":
             request.getfixturevalue("ray_session")
             actor = ShardedBuffer(1, capacity, seed=seed).shards[0]
@@ -32,7 +32,7 @@ def make_buffer(request):
             return _Sync(actor)
         server = request.getfixturevalue("redis_server")
         prefix = request.getfixturevalue("redis_prefix")
-        buf = RedisBuffer(RedisSpec(server.url, prefix, capacity, 1, SCHEMA), seed=seed)
+        buf = RedisBuffer(RedisSpec(server.url, prefix, capacity, 1, schema), seed=seed)
         made.append(buf.close)
         return buf
 

@@ -307,7 +307,7 @@ def test_a_conv_student_for_vectors_is_refused(tmp_path, capsys):
     assert not out.exists()
 
 
-RECORD = Schema((4,), 2).record_size  # bytes per CartPole transition in the buffer
+RECORD = Schema((4,), 2, next_obs=False).record_size  # bytes per CartPole row of a fixed teacher (no next observation)
 
 
 @pytest.mark.slow

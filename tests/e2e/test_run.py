@@ -38,10 +38,11 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
                  "--buffer-bytes", "512K"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    # the buffer kept as many transitions as 512 KiB hold (75 bytes each), no more
-    assert Schema((4,), 2).record_size == 75
+    # the buffer kept as many transitions as 512 KiB hold (59 bytes each: a fixed teacher's rows carry no next
+    # observation), no more
+    assert Schema((4,), 2, next_obs=False).record_size == summary["buffer"]["bytes_per_row"] == 59
     sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in _records(out) if "buffer/size" in r]
-    assert {c for _, c in sizes} == {512 * 1024 // 75} and max(n for n, _ in sizes) == 512 * 1024 // 75
+    assert {c for _, c in sizes} == {512 * 1024 // 59} and max(n for n, _ in sizes) == 512 * 1024 // 59
     assert summary["dropped_nonfinite"] == 0
     assert _within_the_rate_limit(out) >= 1
     assert summary["mode"] == "online" and summary["stop_reason"] == "steps" and summary["env_steps"] >= 15_000
@@ -102,7 +103,7 @@ def test_online_run_with_the_redis_buffer(small_teacher, redis_server, redis_pre
     from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
     from qdistill.actors.wire import Schema
 
-    buffer = RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 100_000, 256, Schema((4,), 2)))
+    buffer = RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 100_000, 256, Schema((4,), 2, next_obs=False)))
     stats = buffer.stats()
     assert stats["buffer/inserted"] == summary["env_steps"]  # the actors flushed their last rows
     assert stats["buffer/sampled"] >= summary["learner_steps"] * 256
