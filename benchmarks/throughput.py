@@ -23,8 +23,8 @@ RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-n
 alone, against the collection path, and training, against the full path.
 
 Each figure is the median of --repeats windows of --seconds after a warm-up window (the full path:
-between its metrics records, logged every 2 s, at least --seconds apart). The teacher is an untrained 256x256
-network (inference costs the same at any weights). Not part of the test suite.
+between its metrics records, logged every 2 s, at least --seconds apart). The teacher is the env's preset teacher
+network, untrained (inference costs the same at any weights). Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -44,6 +44,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 
+def teacher_net(env_id: str) -> str:
+    """The env's preset teacher network (256x256 for vector envs; MinAtar's and the Nature DQN for pixels)."""
+    from qdistill.cluster.config import teacher_config
+
+    return teacher_config(env_id, "unused").dqn.net
+
+
 def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, windows: int, seed: int, out) -> None:
     """The least work that yields labelled transitions: per vector step one batched teacher forward,
     its argmax and one env step, each step's observation, action, reward, end flags, next observation
@@ -52,9 +59,9 @@ def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, window
     from qdistill.actors.envs import describe, make_vector_env
     from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
-    info = describe(env_id)
-    teacher = GreedyPolicy("256x256", info.obs_shape, info.n_actions)
-    teacher.load(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict()))
+    info, net = describe(env_id), teacher_net(env_id)
+    teacher = GreedyPolicy(net, info.obs_shape, info.n_actions)
+    teacher.load(0, to_numpy(QNetwork(net, info.obs_shape, info.n_actions).state_dict()))
     env = make_vector_env(env_id, num_envs)
     first_obs = env.reset(seed=seed)[0]
     resetting = np.zeros(num_envs, dtype=bool)
@@ -62,7 +69,7 @@ def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, window
     for _ in range(windows + 1):  # the first window warms up
         transitions, start = 0, time.monotonic()
         while time.monotonic() - start < seconds:
-            obs = np.empty((steps + 1, num_envs, *info.obs_shape), dtype=np.float32)
+            obs = np.empty((steps + 1, num_envs, *info.obs_shape), dtype=info.obs_dtype)
             q_all = np.empty((steps, num_envs, info.n_actions), dtype=np.float32)
             actions_all = np.empty((steps, num_envs), dtype=np.int64)
             rewards_all = np.empty((steps, num_envs), dtype=np.float32)
@@ -109,10 +116,11 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
     ray.init(address="local", num_cpus=cpus or cores, include_dashboard=False, logging_level=logging.ERROR)
     try:
         params = ParameterServerActor.options(name="throughput-params").remote()
-        ray.get(params.publish.remote(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict())))
-        buffer = ShardedBuffer(1, 1_000_000, name="throughput")
+        net = teacher_net(env_id)
+        ray.get(params.publish.remote(0, to_numpy(QNetwork(net, info.obs_shape, info.n_actions).state_dict())))
+        buffer = ShardedBuffer(1, 1_000_000 if not info.pixels else 20_000, name="throughput")
         collector = Collector(lambda i: RolloutActor.options(num_cpus=1).remote(
-            env_id, net="256x256", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs,
+            env_id, net=net, obs_shape=info.obs_shape, next_obs=False, n_actions=info.n_actions, num_envs=num_envs,
             seed=i, actor_id=i, params="throughput-params", sink=buffer.sink_for(i)),
             cores, steps_per_call=steps_per_call, envs_per_actor=num_envs)
         rates = []
@@ -131,8 +139,9 @@ def _full_teacher(env_id: str, info, path: str) -> None:
     from qdistill.learners import checkpoint
     from qdistill.learners.networks import QNetwork, to_numpy
 
-    net = QNetwork("256x256", info.obs_shape, info.n_actions)
-    checkpoint.save(path, checkpoint.Checkpoint("256x256", info.obs_shape, info.n_actions, env_id, 0,
+    spec = teacher_net(env_id)
+    net = QNetwork(spec, info.obs_shape, info.n_actions)
+    checkpoint.save(path, checkpoint.Checkpoint(spec, info.obs_shape, info.n_actions, env_id, 0,
                                                 to_numpy(net.state_dict())))
 
 
@@ -175,15 +184,15 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
 
 
 def _distill_data(env_id: str, rows: int):
-    """Real rows to train on: collected in-process with the untrained 256x256 teacher."""
+    """Real rows to train on: collected in-process with the untrained teacher."""
     from qdistill.actors.envs import describe
     from qdistill.actors.rollout import Rollout
     from qdistill.learners.batch import TransitionBatch
     from qdistill.learners.networks import QNetwork, to_numpy
 
-    info = describe(env_id)
-    rollout = Rollout(env_id, net="256x256", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=32)
-    rollout.load_weights(0, to_numpy(QNetwork("256x256", info.obs_shape, info.n_actions).state_dict()))
+    info, net = describe(env_id), teacher_net(env_id)
+    rollout = Rollout(env_id, net=net, obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=32, next_obs=False)
+    rollout.load_weights(0, to_numpy(QNetwork(net, info.obs_shape, info.n_actions).state_dict()))
     parts = []
     while sum(len(p) for p in parts) < rows:
         parts.append(rollout.collect(256, 0.05)[0])
@@ -346,7 +355,7 @@ def main() -> None:
                                                args.repeats)
         sampling = {"rllib sampling": rllib_sampling, "collection": transitions["collection"],
                     "rllib training": rllib_training, "full": transitions["full"]}
-    print(f"{args.env}, 256x256 teacher, {args.cores} cores, {args.envs} envs per process/actor, "
+    print(f"{args.env}, {teacher_net(args.env)} teacher, {args.cores} cores, {args.envs} envs per process/actor, "
           f"{args.steps_per_call} steps per call; median of {args.repeats} windows of {args.seconds:g} s\n")
     med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
     print()

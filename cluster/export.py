@@ -17,7 +17,7 @@ from ..actors.envs import as_stored, describe, make_vector_env
 from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
-from ..learners.networks import GreedyPolicy, action_latency_us, count_params
+from ..learners.networks import GreedyPolicy, action_latency_us, count_params, input_dtype, is_conv
 from .rundir import RunPaths, tables
 
 EXPORT_SEED = 30_000  # held-out states and episodes: not the seeds training or evaluation use
@@ -93,8 +93,18 @@ def held_out_states(env_id: str, act, n: int, seed: int) -> np.ndarray:
 
 def _measure(label: str, ckpt: checkpoint.Checkpoint, path: Path, fmt: str) -> dict[str, object]:
     run = formats.runner(path, fmt)
+    us = action_latency_us(lambda obs: run(obs).argmax(axis=1), ckpt.obs_shape, dtype=input_dtype(ckpt.net))
     return {"policy": label, "params": count_params(ckpt.network()), "file_bytes": path.stat().st_size,
-            "us_per_action": round(action_latency_us(lambda obs: run(obs).argmax(axis=1), ckpt.obs_shape), 2)}
+            "us_per_action": round(us, 2)}
+
+
+def input_description(net: str, obs_shape: tuple[int, ...]) -> dict[str, object]:
+    """The sidecar's "input": what the file takes, as the run stored it. A conv net takes uint8
+    frames, channels first, and scales them itself; an MLP takes float32 vectors as they are."""
+    if is_conv(net):
+        return {"name": formats.INPUT, "shape": ["batch", *obs_shape], "dtype": "uint8",
+                "channel_order": "channels_first", "scaling": "x / 255 inside the model"}
+    return {"name": formats.INPUT, "shape": ["batch", *obs_shape], "dtype": "float32", "scaling": "none"}
 
 
 def _quiet(_text: str) -> None:
@@ -106,6 +116,8 @@ def export(req: Request, say: Callable[[str], None] = _quiet) -> dict[str, objec
     student picks the float student's action on fewer than `min_agreement` of the held-out states."""
     check(req)
     name, student, teacher = find_student(req.run, req.student)
+    if req.int8 and (refusal := formats.int8_refusal(student.network(), name)):
+        raise ExportError(refusal)
     info = describe(student.env_id)
     out = req.out or RunPaths(req.run).export
     created = not out.exists()
@@ -146,18 +158,20 @@ def _write_verified(req: Request, name: str, student: checkpoint.Checkpoint, tea
         float_eval = evaluate(student.env_id, float_student.act, episodes=req.episodes, seed=EXPORT_SEED)
         # the size and latency table: teacher, float student and int8 student in this format, the
         # exported file among them
-        say(f"measuring size and latency: teacher, float student, int8 student ({req.fmt})")
+        say(f"measuring size and latency: teacher, float student{', int8 student' if _int8_row(student) else ''} "
+            f"({req.fmt})")
         files = _sizes(req, name, student, teacher, written, Path(tmp))
         sidecar = {
             "file": target.name, "format": req.fmt, "int8": req.int8,
             **({"int8_calibration": {"states": req.states, "seed": CALIBRATION_SEED, **int8_choice}}
                if req.int8 else {}),
             **({"onnx_opset": formats.ONNX_OPSET} if req.fmt == "onnx" else {}),
-            "input": {"name": formats.INPUT, "shape": ["batch", *info.obs_shape], "dtype": "float32"},
+            "input": input_description(student.net, info.obs_shape),
             "output": {"name": formats.OUTPUT, "shape": ["batch", info.n_actions], "meaning": "Q-value per action; "
                        "act with argmax"},
-            "env_id": student.env_id, "obs_shape": list(student.obs_shape), "obs_dtype": "float32",
-            "n_actions": student.n_actions, "obs_normalisation": None,  # qdistill trains on raw observations
+            "env_id": student.env_id, "obs_shape": list(student.obs_shape),
+            "obs_dtype": str(input_dtype(student.net)), "n_actions": student.n_actions,
+            "obs_normalisation": None,  # raw observations, as stored: a conv net's / 255 is inside the file
             "student": {"net": student.net, "version": student.version},
             "teacher": {"net": teacher.net, "version": teacher.version},
             "evaluation": summary.get("students", {}).get(name),
@@ -185,11 +199,11 @@ def table(sidecar: dict[str, object]) -> str:
 
 def _sizes(req: Request, name: str, student: checkpoint.Checkpoint, teacher: checkpoint.Checkpoint,
            written: Path, tmp: Path) -> list[dict[str, object]]:
-    """The size and latency table: teacher, float student and int8 student in this format, the
-    exported file among them."""
+    """The size and latency table: teacher, float student and int8 student (MLP students only) in
+    this format, the exported file among them."""
     rows = []
-    for label, ckpt, int8 in (("teacher", teacher, False), (f"student {name}", student, False),
-                              (f"student {name} int8", student, True)):
+    policies = [("teacher", teacher, False), (f"student {name}", student, False)]
+    for label, ckpt, int8 in policies + ([(f"student {name} int8", student, True)] if _int8_row(student) else []):
         path = tmp / f"{len(rows)}{formats.SUFFIX[req.fmt]}"
         if ckpt is student and int8 == req.int8:
             path = written
@@ -197,3 +211,8 @@ def _sizes(req: Request, name: str, student: checkpoint.Checkpoint, teacher: che
             formats.write(ckpt.network(), path, req.fmt, int8=int8, obs_shape=ckpt.obs_shape)
         rows.append(_measure(label, ckpt, path, req.fmt))
     return rows
+
+
+def _int8_row(student: checkpoint.Checkpoint) -> bool:
+    """Whether the table has an int8 student: not for conv students, which int8 refuses."""
+    return not is_conv(student.net)

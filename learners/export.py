@@ -5,7 +5,11 @@ int8 is dynamic quantisation of the inner layers: their weights as int8 per outp
 inputs quantised on the fly; on calibration states, each layer's input units may first be rescaled
 so that one int8 step per call suits them all, and its weights are rounded to keep the greedy
 action's margin close (quantise.py). The first layer (raw observations) and the output layer stay
-float."""
+float. int8 is for MLP students only (`int8_refusal`).
+
+A file takes observations as the run stored them: float32 vectors for an MLP, uint8 frames
+[N, C, H, W] (0..255, channels first) for a conv net, whose first ops (Cast, then / 255) are in the
+file, as in the network."""
 
 from __future__ import annotations
 
@@ -17,6 +21,7 @@ import torch
 from torch import nn
 
 from . import quantise
+from .networks import Pixels
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -24,6 +29,28 @@ ONNX_OPSET = 17
 INPUT, OUTPUT = "obs", "q"
 
 Runner = Callable[[np.ndarray], np.ndarray]
+
+
+def input_dtype(net: nn.Module) -> np.dtype:
+    """What `net` takes: uint8 frames when its first op scales pixels (a conv net), float32 otherwise."""
+    return np.dtype(np.uint8) if any(isinstance(m, Pixels) for m in net.modules()) else np.dtype(np.float32)
+
+
+def int8_refusal(net: nn.Module, name: str | None = None) -> str | None:
+    """Why `net` (student `name`) cannot be written as int8, in one line; None when it can.
+
+    Conv students are refused, and go float. int8 as it stands quantises the Linear layers but the
+    first and the last, which for a conv net with one hidden dense layer (both presets) is none
+    (TorchScript would be float, while onnxruntime's quantiser would turn the convolutions into
+    ConvInteger). Quantising the dense layers behind the convolutions instead is not sound as
+    quantise.py does it: its input equalising scales the layer before per input unit, and a
+    convolution can scale its output per channel only, not per (channel, row, column)."""
+    if input_dtype(net) != np.uint8:
+        return None
+    spec = getattr(net, "spec", None)
+    who = f"network {spec}" if name is None else f"student {name}" + (f" ({spec})" if spec and spec != name else "")
+    return f"{who} is convolutional: --int8 is for MLP students (it quantises their inner dense layers); " \
+        "export it without --int8"
 
 
 def inner_linears(net: nn.Module) -> list[str]:
@@ -65,12 +92,14 @@ def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[
     equalising usually helps, not always: benchmarks/int8_rounding.py). Returns that choice:
     {"inputs_equalised": bool, "calibration_agreement": fraction}."""
     net = net.eval()
+    if int8 and (refusal := int8_refusal(net)):
+        raise ValueError(refusal)
     if not (int8 and calibration is not None):
         _write(net, path, fmt, int8=int8, obs_shape=obs_shape)
         return None
     inner = inner_linears(net)
     with torch.no_grad():
-        wanted = net(torch.as_tensor(np.asarray(calibration, dtype=np.float32))).argmax(dim=1).numpy()
+        wanted = net(torch.as_tensor(np.asarray(calibration, dtype=input_dtype(net)))).argmax(dim=1).numpy()
     chosen: dict[str, object] = {}
     for equalise in (False, True):
         prepared = (quantise.for_int8 if equalise else quantise.on_int8_grid)(net, inner, calibration)
@@ -86,12 +115,14 @@ def write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[
 
 
 def _write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple[int, ...]) -> None:
-    """The file itself; int8 weights already on their grid are kept as they are."""
+    """The file itself; int8 weights already on their grid are kept as they are. ONNX is traced on a
+    zero observation of the dtype `net` takes, so a conv net's file takes uint8 and casts inside."""
     if fmt == "torchscript":
         torch.jit.script(_quantised(net) if int8 else net).save(str(path))
         return
     float_path = path.with_name(path.stem + ".float.tmp") if int8 else path
-    torch.onnx.export(net, (torch.zeros((1, *obs_shape)),), str(float_path), dynamo=False, opset_version=ONNX_OPSET,
+    example = torch.zeros((1, *obs_shape), dtype=torch.uint8 if input_dtype(net) == np.uint8 else torch.float32)
+    torch.onnx.export(net, (example,), str(float_path), dynamo=False, opset_version=ONNX_OPSET,
                       input_names=[INPUT], output_names=[OUTPUT],
                       dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}})
     if int8:
@@ -122,18 +153,30 @@ def one_at_a_time(run: Runner) -> Callable[[np.ndarray], np.ndarray]:
     return lambda obs: np.array([run(o[None]).argmax() for o in obs], dtype=np.int64)
 
 
-def runner(path: Path, fmt: str) -> Runner:
-    """Observations [B, ...] float32 → Q-values [B, A], from the written file, on one CPU thread."""
+def runner(path: Path, fmt: str, dtype: np.dtype | None = None) -> Runner:
+    """Observations [B, ...] → Q-values [B, A], from the written file, on one CPU thread. The
+    observations are fed as `dtype`, by default what the file takes: the ONNX model's input type;
+    for TorchScript uint8 when the module's first op scales pixels (a conv net), float32 otherwise."""
     if fmt == "torchscript":
         module = torch.jit.load(str(path))
+        if dtype is None:
+            pixels = any(getattr(m, "original_name", "") == Pixels.__name__ for m in module.modules())
+            dtype = np.uint8 if pixels else np.float32
+        feed = torch.uint8 if np.dtype(dtype) == np.uint8 else torch.float32
 
         def run(obs: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                return module(torch.as_tensor(obs, dtype=torch.float32)).numpy()
+                return module(torch.as_tensor(np.asarray(obs), dtype=feed)).numpy()
         return run
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda obs: session.run(None, {INPUT: np.asarray(obs, dtype=np.float32)})[0]
+    if dtype is None:
+        dtype = _ONNX_TYPES[session.get_inputs()[0].type]
+    dtype = np.dtype(dtype)
+    return lambda obs: session.run(None, {INPUT: np.asarray(obs, dtype=dtype)})[0]
+
+
+_ONNX_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("path", metavar="RUN_DIR", help="a `qdistill run` directory")
     x.add_argument("--student", help="which student (default: the run's only one)")
     x.add_argument("--format", required=True, help="onnx (opset 17, run with onnxruntime) or torchscript")
-    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the inner layers (first and last stay float), inputs equalised and weights rounded on --states calibration states to keep the greedy action's margin")
+    x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the inner layers (first and last stay float; MLP students only), inputs equalised and weights rounded on --states calibration states to keep the greedy action's margin")
     x.add_argument("--out", help="directory to write into (default: RUN_DIR/export)")
     x.add_argument("--min-agreement", type=float, default=0.99,
                    help="refuse the export when it picks the float student's action on fewer held-out states "

@@ -1,5 +1,6 @@
 """`qdistill export`: each format round trips, the agreement gate refuses and writes nothing, bad
-input is refused. The students are made by hand, so what the exported file must do is known."""
+input is refused. The MLP students are made by hand, so what the exported file must do is known;
+the conv student (MinAtar Breakout, uint8 frames) is its initial network, checked against itself."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
 from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
-pytestmark = pytest.mark.slow  # each case runs `qdistill export` in a process of its own
+slow = pytest.mark.slow  # the cases that run `qdistill export` in a process of its own
 
 W = torch.tensor([0.1, 0.5, 1.0, 1.0])  # CartPole: push right when w.x > 0 (plays 500)
 
@@ -39,14 +40,15 @@ def _student(crushed: bool) -> QNetwork:
     return net
 
 
-def _run_dir(path, students: dict[str, QNetwork]):
+def _run_dir(path, students: dict[str, QNetwork], env_id: str = "CartPole-v1", teacher: str = "2"):
     (path / "checkpoints").mkdir(parents=True)
-    teacher = QNetwork("2", (4,), 2)
-    checkpoint.save(path / "checkpoints" / "teacher.pt",
-                    checkpoint.Checkpoint("2", (4,), 2, "CartPole-v1", 3, to_numpy(teacher.state_dict())))
+    obs_shape, n_actions = next(iter(students.values())).obs_shape, next(iter(students.values())).n_actions
+    teacher_net = QNetwork(teacher, obs_shape, n_actions)
+    checkpoint.save(path / "checkpoints" / "teacher.pt", checkpoint.Checkpoint(
+        teacher, obs_shape, n_actions, env_id, 3, to_numpy(teacher_net.state_dict())))
     for name, net in students.items():
-        checkpoint.save(path / "checkpoints" / f"student-{name}-best.pt",
-                        checkpoint.Checkpoint(net.spec, (4,), 2, "CartPole-v1", 7, to_numpy(net.state_dict())))
+        checkpoint.save(path / "checkpoints" / f"student-{name}-best.pt", checkpoint.Checkpoint(
+            net.spec, net.obs_shape, net.n_actions, env_id, 7, to_numpy(net.state_dict())))
     (path / "summary.json").write_text(json.dumps({"students": {n: {"eval_return_mean": 500.0} for n in students}}))
     return path
 
@@ -56,6 +58,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@slow
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("int8", [False, True], ids=["float", "int8"])
 def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
@@ -69,6 +72,7 @@ def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
         (fmt, int8, "CartPole-v1", [4], 2)
     assert sidecar.get("onnx_opset") == (formats.ONNX_OPSET if fmt == "onnx" else None)
     assert sidecar["obs_dtype"] == "float32" and sidecar["obs_normalisation"] is None
+    assert sidecar["input"] == {"name": "obs", "shape": ["batch", 4], "dtype": "float32", "scaling": "none"}
     assert sidecar["student"] == {"net": "16x16", "version": 7} and sidecar["teacher"] == {"net": "2", "version": 3}
     assert sidecar["evaluation"] == {"eval_return_mean": 500.0}
     check = sidecar["verification"]
@@ -103,6 +107,7 @@ def test_export_round_trips_and_verifies(tmp_path, fmt, int8):
         np.testing.assert_allclose(q, policy.q_values(obs), rtol=1e-5, atol=1e-6)
 
 
+@slow
 def test_an_export_below_the_agreement_threshold_is_refused_and_nothing_is_written(tmp_path):
     run = _run_dir(tmp_path / "run", {"16x16": _student(crushed=True)})
     float_export = _cli(str(run), "--format", "torchscript", "--states", "2000", "--episodes", "5")
@@ -122,6 +127,7 @@ def test_an_export_below_the_agreement_threshold_is_refused_and_nothing_is_writt
     assert not out.exists()
 
 
+@slow
 def test_bad_export_input_is_refused(tmp_path):
     run = _run_dir(tmp_path / "run", {"16x16": _student(crushed=False), "8x8": QNetwork("8x8", (4,), 2)})
     empty = tmp_path / "empty"
@@ -144,3 +150,79 @@ def test_bad_export_input_is_refused(tmp_path):
         result = _cli(*args)
         assert (result.returncode, result.stdout, result.stderr) == (2, "", f"qdistill: error: {message}\n"), args
     assert not (run / "export").exists() and list(empty.iterdir()) == []
+
+
+BREAKOUT, FRAME = "MinAtar/Breakout-v1", (4, 10, 10)
+
+
+def _conv_student() -> QNetwork:
+    torch.manual_seed(0)
+    return QNetwork("c8k3s1-16", FRAME, 3).eval()
+
+
+def _frames(n: int) -> np.ndarray:
+    """uint8 frames as MinAtar stores them (0 or 255), and some of every value 0..255."""
+    rng = np.random.default_rng(0)
+    frames = (rng.random((n, *FRAME)) < 0.2).astype(np.uint8) * 255
+    frames[: n // 2] = rng.integers(0, 256, (n // 2, *FRAME), dtype=np.uint8)
+    return frames
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_conv_file_takes_uint8_frames_and_scales_them_inside(tmp_path, fmt):
+    net = _conv_student()
+    path = tmp_path / f"student{formats.SUFFIX[fmt]}"
+    assert formats.write(net, path, fmt, int8=False, obs_shape=FRAME) is None
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        (given,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).get_inputs()
+        assert (given.name, given.type, given.shape) == ("obs", "tensor(uint8)", ["batch", *FRAME])
+    frames = _frames(64)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(frames)).numpy()  # QNetwork on uint8: its Pixels op scales
+    run = formats.runner(path, fmt)
+    np.testing.assert_allclose(run(frames), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(run(frames[:1]), expected[:1], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"^network c8k3s1-16 is convolutional: --int8 is for MLP students"):
+        formats.write(net, tmp_path / f"int8{formats.SUFFIX[fmt]}", fmt, int8=True, obs_shape=FRAME)
+    assert not (tmp_path / f"int8{formats.SUFFIX[fmt]}").exists()
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_a_conv_student_exports_through_the_gate(tmp_path, fmt):
+    net = _conv_student()
+    run = _run_dir(tmp_path / "run", {"cnn": net}, env_id=BREAKOUT, teacher="c4k3s1-8")
+    said = []
+    sidecar = ex.export(ex.Request(run, None, fmt, False, None, 0.99, 300, 2), say=said.append)
+    name = f"student-cnn{formats.SUFFIX[fmt]}"
+    assert sorted(p.name for p in (run / "export").iterdir()) == [name, f"{name}.json"]
+    assert json.loads((run / "export" / f"{name}.json").read_text()) == sidecar
+    assert sidecar["input"] == {"name": "obs", "shape": ["batch", 4, 10, 10], "dtype": "uint8",
+                                "channel_order": "channels_first", "scaling": "x / 255 inside the model"}
+    assert (sidecar["env_id"], sidecar["obs_shape"], sidecar["obs_dtype"], sidecar["n_actions"]) == \
+        (BREAKOUT, [4, 10, 10], "uint8", 3)
+    assert sidecar["student"] == {"net": "c8k3s1-16", "version": 7} and "int8_calibration" not in sidecar
+    check = sidecar["verification"]
+    assert check["held_out_states"] == 300 and check["agreement"] == 1.0
+    assert check["return_exported"] == check["return_float"]
+    # no int8 row: int8 refuses conv students
+    assert [r["policy"] for r in sidecar["size_and_latency"]] == ["teacher", "student cnn"]
+    assert said[-1] == f"measuring size and latency: teacher, float student ({fmt})"
+    # the file, on held-out frames as stored (uint8), gives the float QNetwork's Q-values
+    policy = GreedyPolicy("c8k3s1-16", FRAME, 3)
+    policy.load(7, to_numpy(net.state_dict()))
+    states = ex.held_out_states(BREAKOUT, policy.act, 200, ex.EXPORT_SEED)
+    assert states.dtype == np.uint8 and states.shape == (200, *FRAME)
+    with torch.no_grad():
+        expected = net(torch.as_tensor(states)).numpy()
+    np.testing.assert_allclose(formats.runner(run / "export" / name, fmt)(states), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_int8_is_refused_for_a_conv_student_and_nothing_is_written(tmp_path):
+    run = _run_dir(tmp_path / "run", {"cnn": _conv_student()}, env_id=BREAKOUT, teacher="c4k3s1-8")
+    with pytest.raises(ex.ExportError) as refused:
+        ex.export(ex.Request(run, None, "onnx", True, None, 0.99, 300, 2))
+    assert str(refused.value) == ("student cnn (c8k3s1-16) is convolutional: --int8 is for MLP students (it "
+                                  "quantises their inner dense layers); export it without --int8")
+    assert not (run / "export").exists()
