@@ -1,5 +1,6 @@
 """`--teacher sb3:PATH.zip`: Stable-Baselines3 DQN and QR-DQN models, trained here by SB3 itself
-(a few hundred steps: loading is under test, not quality), read as qdistill teachers."""
+(a few hundred steps: loading is under test, not quality), read as qdistill teachers: MlpPolicy on
+CartPole, CnnPolicy (NatureCNN) on Atari frames as qdistill's env preprocesses them."""
 
 import json
 import subprocess
@@ -12,12 +13,18 @@ import pytest
 import torch
 from sb3_contrib import QRDQN
 from stable_baselines3 import DQN, PPO
+from stable_baselines3.common.torch_layers import BaseFeaturesExtractor
+from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage
 
+from qdistill.actors import pixels
+from qdistill.actors.envs import describe
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
-from qdistill.learners.networks import GreedyPolicy
+from qdistill.learners.networks import BACKENDS, GreedyPolicy, QNetwork
 
 CARTPOLE = {"env_id": "CartPole-v1", "obs_shape": (4,), "n_actions": 2}
+PONG = {"env_id": "ALE/Pong-v5", "obs_shape": (4, 84, 84), "n_actions": 6}
+PONG_FRAMES = "84x84 greyscale, 4 stacked frames, channels first"
 
 
 @pytest.fixture(scope="module")
@@ -62,10 +69,11 @@ def _assert_same_greedy_policy(ckpt, sb3_q, model, obs):
     torch.testing.assert_close(ours, sb3_q, rtol=1e-5, atol=1e-6)
     sb3_actions, _ = model.predict(obs, deterministic=True)
     np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), sb3_actions)
-    actor = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)  # how rollout actors act with a teacher
-    actor.load(ckpt.version, ckpt.weights)
-    np.testing.assert_allclose(actor.q_values(obs), sb3_q.numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(actor.act(obs), sb3_actions)
+    for backend in (None, *BACKENDS):  # how rollout actors act with a teacher: its choice, and each
+        actor = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions, backend=backend)
+        actor.load(ckpt.version, ckpt.weights)
+        np.testing.assert_allclose(actor.q_values(obs), sb3_q.numpy(), rtol=1e-5, atol=1e-6)
+        np.testing.assert_array_equal(actor.act(obs), sb3_actions)
 
 
 def test_dqn_is_read_as_its_q_network(models):
@@ -121,8 +129,9 @@ def test_models_qdistill_cannot_use_are_refused(tmp_path):
     PPO("MlpPolicy", "CartPole-v1", n_steps=64, batch_size=32, device="cpu").save(ppo)
     assert _refusal(ppo, **CARTPOLE) == (
         f"Stable-Baselines3 model '{ppo}' has policy class stable_baselines3.common.policies.ActorCriticPolicy: "
-        "expected the MlpPolicy of a DQN or QR-DQN model (stable_baselines3.dqn.policies.DQNPolicy or "
-        "sb3_contrib.qrdqn.policies.QRDQNPolicy)")
+        "expected the MlpPolicy or CnnPolicy of a DQN or QR-DQN model (stable_baselines3.dqn.policies.DQNPolicy, "
+        "stable_baselines3.dqn.policies.CnnPolicy, sb3_contrib.qrdqn.policies.QRDQNPolicy or "
+        "sb3_contrib.qrdqn.policies.CnnPolicy)")
     tanh = tmp_path / "tanh.zip"
     DQN("MlpPolicy", "CartPole-v1", policy_kwargs={"net_arch": [8], "activation_fn": torch.nn.Tanh},
         device="cpu").save(tanh)
@@ -175,3 +184,150 @@ def test_run_distills_an_sb3_teacher(models, ray_session, tmp_path, monkeypatch)
         np.testing.assert_array_equal(kept.weights[key], value)
     student = checkpoint.load(summary["students"]["8"]["checkpoint"], env_id="CartPole-v1", net="8")
     assert student.version >= 1
+
+
+def _pong(frames=pixels.ATARI_STACK):
+    """ALE/Pong-v5 preprocessed as qdistill's Atari env (`pixels.atari_wrappers`: 84x84 greyscale,
+    4 stacked frames, channels first), or with another number of frames stacked."""
+    pixels.register(PONG["env_id"])
+    env = pixels.atari_wrappers(gym.make(PONG["env_id"], frameskip=1, repeat_action_probability=pixels.ATARI_STICKY))
+    return env if frames == pixels.ATARI_STACK else gym.wrappers.FrameStackObservation(env.env, frames)
+
+
+def _channels_last(env):
+    """The env's (C, H, W) frames as (H, W, C)."""
+    c, h, w = env.observation_space.shape
+    return gym.wrappers.TransformObservation(env, lambda obs: np.ascontiguousarray(obs.transpose(1, 2, 0)),
+                                             gym.spaces.Box(0, 255, (h, w, c), np.uint8))
+
+
+def _frames(env, n, seed=0):
+    """`n` observations of random play."""
+    rng = np.random.default_rng(seed)
+    obs, _ = env.reset(seed=seed)
+    frames = []
+    while len(frames) < n:
+        frames.append(obs)
+        obs, _, terminated, truncated, _ = env.step(int(rng.integers(env.action_space.n)))
+        if terminated or truncated:
+            obs, _ = env.reset()
+    return np.array(frames)
+
+
+@pytest.fixture(scope="module")
+def atari_models(tmp_path_factory):
+    """A DQN (NatureCNN, features_dim 512, net_arch []: the `nature` preset) and a QR-DQN (features_dim
+    256, net_arch [64]) with SB3's CnnPolicy, trained briefly by SB3 on Pong frames as qdistill's env
+    gives them, saved as SB3 saves them; with the frames each stored in its replay buffer."""
+    assert _pong().observation_space == gym.spaces.Box(0, 255, describe(PONG["env_id"]).obs_shape, np.uint8)
+    folder = tmp_path_factory.mktemp("sb3_atari")
+    common = dict(buffer_size=1_000, learning_starts=100, batch_size=8, train_freq=4, optimize_memory_usage=False,
+                  seed=0, device="cpu")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("SB3_LOGDIR", str(folder / "logs"))
+    try:
+        dqn = DQN("CnnPolicy", _pong(), **common).learn(200)
+        qrdqn = QRDQN("CnnPolicy", _pong(), policy_kwargs={"features_extractor_kwargs": {"features_dim": 256},
+                                                          "net_arch": [64], "n_quantiles": 5}, **common).learn(200)
+    finally:
+        torch.set_num_threads(threads)
+        patch.undo()
+    models = {}
+    for name, model in (("dqn", dqn), ("qrdqn", qrdqn)):
+        model.save(folder / f"{name}.zip")
+        buffer = model.replay_buffer
+        models[name] = (model, folder / f"{name}.zip", buffer.observations[:buffer.pos, 0].copy())
+    return models
+
+
+@pytest.mark.slow
+def test_cnn_dqn_is_read_as_the_nature_network(atari_models):
+    model, path, obs = atari_models["dqn"]
+    ckpt = checkpoint.load(f"sb3:{path}", **PONG)
+    assert (ckpt.net, ckpt.obs_shape, ckpt.n_actions, ckpt.env_id, ckpt.version) == \
+        ("nature", (4, 84, 84), 6, "ALE/Pong-v5", 0)
+    assert {k: v.shape for k, v in ckpt.weights.items()} == \
+        {k: tuple(v.shape) for k, v in QNetwork("nature", (4, 84, 84), 6).state_dict().items()}
+    assert obs.shape == (200, 4, 84, 84) and obs.dtype == np.uint8 and len(np.unique(obs[:, -1], axis=0)) > 10
+    with torch.no_grad():
+        sb3_q = model.q_net(torch.as_tensor(obs))  # SB3's own preprocessing: uint8 frames, divided by 255 inside
+    _assert_same_greedy_policy(ckpt, sb3_q, model, obs)
+    # the online network, not the target network SB3 keeps beside it (they differ after training)
+    assert not torch.equal(model.q_net.q_net[0].weight, model.q_net_target.q_net[0].weight)
+
+
+@pytest.mark.slow
+def test_cnn_qrdqn_q_values_are_the_mean_over_quantiles(atari_models):
+    model, path, obs = atari_models["qrdqn"]
+    ckpt = checkpoint.load(f"sb3:{path}", **PONG)
+    assert (ckpt.net, ckpt.obs_shape, ckpt.n_actions) == ("c32k8s4-c64k4s2-c64k3s1-256x64", (4, 84, 84), 6)
+    with torch.no_grad():
+        quantiles = model.quantile_net(torch.as_tensor(obs))
+    assert quantiles.shape == (len(obs), 5, 6)
+    _assert_same_greedy_policy(ckpt, quantiles.mean(dim=1), model, obs)
+
+
+def test_a_model_sb3_transposed_from_channels_last_frames_reads_channels_first_ones(tmp_path):
+    """SB3 wraps an env of (H, W, C) frames in VecTransposeImage: its network takes (C, H, W), as
+    qdistill's env gives them."""
+    path = tmp_path / "transposed.zip"
+    model = DQN("CnnPolicy", _channels_last(_pong()), buffer_size=100, seed=0, device="cpu")
+    model.save(path)
+    assert model.observation_space.shape == (4, 84, 84)  # what it saves
+    ckpt = checkpoint.load(f"sb3:{path}", **PONG)
+    assert ckpt.net == "nature"
+    obs = _frames(_pong(), 40)
+    with torch.no_grad():
+        ours = ckpt.network()(torch.as_tensor(obs))
+        torch.testing.assert_close(ours, model.q_net(torch.as_tensor(obs)), rtol=1e-5, atol=1e-6)
+    sb3_actions, _ = model.predict(obs.transpose(0, 2, 3, 1), deterministic=True)  # the frames it was made for
+    np.testing.assert_array_equal(ours.argmax(dim=1).numpy(), sb3_actions)
+
+
+class _Linear(BaseFeaturesExtractor):
+    """A features extractor other than NatureCNN."""
+
+    def __init__(self, observation_space, features_dim=8):
+        super().__init__(observation_space, features_dim)
+        self.linear = torch.nn.Sequential(torch.nn.Flatten(),
+                                          torch.nn.Linear(int(np.prod(observation_space.shape)), features_dim))
+
+    def forward(self, observations):
+        return self.linear(observations)
+
+
+def test_cnn_models_qdistill_cannot_use_are_refused(tmp_path):
+    def saved(name, env, **policy_kwargs):
+        DQN("CnnPolicy", env, buffer_size=100, policy_kwargs=policy_kwargs, device="cpu").save(tmp_path / name)
+        return tmp_path / name
+
+    one = saved("one_frame.zip", _pong(frames=1))
+    assert _refusal(one, **PONG) == (
+        f"Stable-Baselines3 model '{one}' has image observations of shape (1, 84, 84) (1 channel of 84x84): expected "
+        f"the env's frames as they are; qdistill's env 'ALE/Pong-v5' gives (4, 84, 84): {PONG_FRAMES}")
+    assert checkpoint.load(f"sb3:{one}").obs_shape == (1, 84, 84)  # no env to compare with: the model's own
+    unscaled = saved("unscaled.zip", _pong(), normalize_images=False)
+    assert _refusal(unscaled, **PONG) == (
+        f"Stable-Baselines3 model '{unscaled}' has normalize_images=False: qdistill's conv networks take uint8 frames "
+        "and divide them by 255 (expected normalize_images=True, the default)")
+    other = saved("other.zip", _pong(), features_extractor_class=_Linear)
+    assert _refusal(other, **PONG) == (
+        f"Stable-Baselines3 model '{other}' uses features extractor {_Linear.__module__}.{_Linear.__qualname__}: "
+        "expected stable_baselines3.common.torch_layers.FlattenExtractor (the MlpPolicy's, on vectors) or "
+        "stable_baselines3.common.torch_layers.NatureCNN (the CnnPolicy's, on images)")
+    # frames SB3 left channels-last (its VecTransposeImage told to skip them): NatureCNN convolves
+    # (84, 84, 36) as 84 channels of 84x36
+    last = tmp_path / "channels_last.zip"
+    env = VecTransposeImage(DummyVecEnv([lambda: _channels_last(_pong(frames=36))]), skip=True)
+    DQN("CnnPolicy", env, buffer_size=10, device="cpu").save(last)
+    channels_last = (f"Stable-Baselines3 model '{last}' has channels-last image observations of shape (84, 84, 36) "
+                     "(height, width, channels), which its network convolves as they are: expected channels first, as "
+                     "Stable-Baselines3 makes them when it wraps the env in VecTransposeImage")
+    assert _refusal(last, **PONG) == f"{channels_last}; qdistill's env 'ALE/Pong-v5' gives (4, 84, 84): {PONG_FRAMES}"
+    assert _refusal(last) == channels_last
+    pong = saved("pong.zip", _pong())
+    assert _refusal(pong, **CARTPOLE) == (
+        f"Stable-Baselines3 model '{pong}' has image observations of shape (4, 84, 84) (4 channels of 84x84): expected "
+        "the env's frames as they are; qdistill's env 'CartPole-v1' gives (4,): vectors of 4 values, for an MlpPolicy")
