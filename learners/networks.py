@@ -262,15 +262,16 @@ def numpy_forward(spec: str, obs_shape: tuple[int, ...], weights: dict[str, np.n
     return forward
 
 
-def action_latency_us(act, obs_shape: tuple[int, ...], *, dtype: np.dtype = np.float32, repeats: int = 2_000) -> float:
+def action_latency_us(act, obs_shape: tuple[int, ...], *, dtype: np.dtype | None = None, repeats: int = 2_000) -> float:
     """Median µs for one greedy action at batch 1, on the calling thread (set one torch thread).
-    `act`: a network (its greedy action is timed) or any function from observations to actions."""
-    if isinstance(act, nn.Module):
-        net = act
+    `act`: a QNetwork (its greedy action in torch is timed, on observations of the dtype it takes)
+    or any function from observations of `dtype` (default float32) to actions."""
+    if isinstance(act, QNetwork):
+        net, dtype = act, input_dtype(act.spec)
         act = lambda obs: greedy_actions(net, obs)  # noqa: E731
     import time
 
-    obs = np.zeros((1, *obs_shape), dtype=dtype)
+    obs = np.zeros((1, *obs_shape), dtype=dtype or np.float32)
     for _ in range(100):
         act(obs)
     samples = []

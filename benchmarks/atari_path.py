@@ -1,0 +1,95 @@
+"""Atari end to end on a CPU, on a small budget: Stable-Baselines3 trains a DQN `CnnPolicy`
+(NatureCNN) on ALE/Pong-v5 preprocessed as qdistill's Atari env (84x84 greyscale, 4 frames
+skipped with max pooling, 4 stacked, channels first), briefly; `qdistill run --teacher sb3:ZIP`
+then distills it into a small conv student on the Ray-shard buffer. The point is the path (frames
+as uint8 from the env through the buffer to the learner; the SB3 model's Q-values as labels), not
+the score: a Pong teacher trained this briefly loses every point.
+
+    python benchmarks/atari_path.py --sb3-steps 20000 --steps 20000 --json benchmarks/results/atari_path.json
+
+Prints SB3's training time, the run's wall time, env steps and frames per second (4 frames per
+agent step), and the bytes per buffer row (summary.json). Needs the atari and sb3 extras. Not part
+of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ENV = "ALE/Pong-v5"
+STUDENT = "c16k8s4-c32k4s2-256"  # Mnih et al. 2013's network: about a third of the Nature DQN's parameters
+
+
+def train_sb3(path: Path, steps: int, seed: int) -> float:
+    """An SB3 DQN CnnPolicy on qdistill's Pong frames, `steps` env steps; seconds taken."""
+    import gymnasium as gym
+    import torch
+    from stable_baselines3 import DQN
+
+    from qdistill.actors import pixels
+
+    torch.set_num_threads(1)
+    pixels.register(ENV)
+    env = pixels.atari_wrappers(gym.make(ENV, frameskip=1, repeat_action_probability=pixels.ATARI_STICKY))
+    start = time.monotonic()
+    model = DQN("CnnPolicy", env, buffer_size=min(steps, 50_000), learning_starts=min(5_000, steps // 4),
+                batch_size=32, train_freq=4, target_update_interval=1_000, exploration_fraction=0.5,
+                optimize_memory_usage=False, seed=seed, device="cpu", verbose=0)
+    model.learn(steps)
+    model.save(path)
+    return time.monotonic() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sb3-steps", type=int, default=20_000, help="SB3's env steps (agent steps)")
+    parser.add_argument("--steps", type=int, default=20_000, help="the run's env steps")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", help="also write the figures here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        zip_path = Path(tmp) / "pong_dqn.zip"
+        sb3_s = train_sb3(zip_path, args.sb3_steps, args.seed)
+        out = Path(tmp) / "run"
+        cmd = ["qdistill", "run", "--env", ENV, "--teacher", f"sb3:{zip_path}", "--students", STUDENT,
+               "--steps", str(args.steps), "--actors", "1", "--buffer-capacity", "20000", "--no-target",
+               "--seed", str(args.seed), "--quiet", "--out", str(out)]
+        start = time.monotonic()
+        subprocess.run(cmd, check=True, stdout=sys.stderr)
+        wall = time.monotonic() - start
+        summary = json.loads((out / "summary.json").read_text())
+    student = summary["students"][STUDENT]
+    figures = {
+        "sb3_steps": args.sb3_steps, "sb3_train_s": round(sb3_s, 1), "run_wall_s": round(wall, 1),
+        "distill_wall_s": summary["distill_wall_s"], "env_steps": summary["env_steps"],
+        "frames_per_s": round(4 * summary["env_steps"] / summary["distill_wall_s"], 1),
+        "learner_steps": summary["learner_steps"], "bytes_per_row": summary["buffer"]["bytes_per_row"],
+        "teacher": {k: summary["teacher"][k] for k in ("net", "params", "eval_return_mean")},
+        "student": {"net": STUDENT, "params": student["params"], "return": student["eval_return_mean"],
+                    "agreement": student["agreement"]},
+    }
+    rows = [("SB3 DQN CnnPolicy training", f"{args.sb3_steps:,} agent steps in {sb3_s:.0f} s"),
+            ("qdistill run (whole command)", f"{wall:.0f} s"),
+            ("distillation", f"{summary['distill_wall_s']:.0f} s, {summary['env_steps']:,} agent steps, "
+                             f"{figures['frames_per_s']:,.0f} frames/s, {summary['learner_steps']:,} learner steps"),
+            ("bytes per buffer row", f"{figures['bytes_per_row']:,} (one uint8 4x84x84 frame stack, no next one)"),
+            ("teacher", f"{summary['teacher']['net']}, {summary['teacher']['params']:,} params, "
+                        f"return {summary['teacher']['eval_return_mean']:.1f}"),
+            (f"student {STUDENT}", f"{student['params']:,} params, return {student['eval_return_mean']:.1f}, "
+                                   f"agreement {student['agreement']:.3f}")]
+    print("| what | figure |\n|---|---|")
+    print("\n".join(f"| {a} | {b} |" for a, b in rows))
+    print(f"\nreproduce: python benchmarks/atari_path.py --sb3-steps {args.sb3_steps} --steps {args.steps} "
+          f"--seed {args.seed}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
