@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from . import quantise
-from .networks import Pixels
+from .networks import Pixels, input_dtype
 
 FORMATS = ("onnx", "torchscript")
 SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript"}
@@ -29,11 +29,6 @@ ONNX_OPSET = 17
 INPUT, OUTPUT = "obs", "q"
 
 Runner = Callable[[np.ndarray], np.ndarray]
-
-
-def input_dtype(net: nn.Module) -> np.dtype:
-    """What `net` takes: uint8 frames when its first op scales pixels (a conv net), float32 otherwise."""
-    return np.dtype(np.uint8) if any(isinstance(m, Pixels) for m in net.modules()) else np.dtype(np.float32)
 
 
 def int8_refusal(net: nn.Module, name: str | None = None) -> str | None:

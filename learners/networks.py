@@ -62,9 +62,11 @@ def is_conv(spec: str) -> bool:
     return parse_spec(spec).is_conv
 
 
-def input_dtype(spec: str) -> np.dtype:
-    """The observations a network of `spec` takes: uint8 frames for conv nets, float32 vectors otherwise."""
-    return np.dtype(np.uint8) if is_conv(spec) else np.dtype(np.float32)
+def input_dtype(net: str | nn.Module) -> np.dtype:
+    """The observations a network takes (a spec, or a module whose first op may be `Pixels`): uint8
+    frames for conv nets, float32 vectors otherwise."""
+    conv = is_conv(net) if isinstance(net, str) else any(isinstance(m, Pixels) for m in net.modules())
+    return np.dtype(np.uint8) if conv else np.dtype(np.float32)
 
 
 def check_fits(spec: str, obs_shape: tuple[int, ...], *, pixels: bool) -> None:
