@@ -44,7 +44,7 @@ def main() -> None:
         start = time.monotonic()
         subprocess.run(["qdistill", "run", "--env", args.env, "--teacher", args.teacher, "--students", args.students,
                         "--steps", str(args.steps), "--config", str(config), "--no-target",
-                        "--seed", str(args.seed), "--quiet", "--out", str(out)], check=True, stdout=sys.stderr)
+                        "--seed", str(args.seed), "--out", str(out)], check=True, stdout=sys.stderr)
         wall = time.monotonic() - start
         summary = json.loads((out / "summary.json").read_text())
         subprocess.run(["qdistill", "export", str(out), "--student", args.export, "--format", "onnx"], check=True,
