@@ -10,7 +10,9 @@ is each runner's own final figure on the same 20 held-out episodes (seeds 1,000,
 for train-teacher the best of its periodic evaluations (every 25k env steps) re-played on them
 (summary.json), for the plain loop its final network; "final weights" plays train-teacher's last
 network (checkpoints/teacher-last.pt) on those episodes too, which is what the plain loop reports.
-Writes the table (.md) and every run (.json) under benchmarks/results/. Not part of the test suite.
+Writes the table (.md) and every run (.json) under benchmarks/results/, after each run; --resume
+keeps the runs already there (same steps) and runs only the missing ones, so a long table can be
+filled over several sittings. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -130,6 +132,29 @@ def table(rows: list[dict[str, object]], envs: list[str], steps: int) -> str:
     return "\n".join(lines)
 
 
+def write(prefix: Path, rows: list[dict[str, object]], args: argparse.Namespace) -> str:
+    """The table so far as PREFIX.md, every run as PREFIX.json; the table's text."""
+    command = (f"python benchmarks/minatar_teacher.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
+               f"--envs {' '.join(args.envs)}" + (f" --results {args.results}" if args.results else ""))
+    text = table(rows, args.envs, args.steps)
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.md").write_text(f"{text}\n\n```\n{command}\n```\n")
+    Path(f"{prefix}.json").write_text(json.dumps({"steps": args.steps, "seeds": args.seeds, "envs": args.envs,
+                                                  "reference": REFERENCE, "runs": rows}, indent=2) + "\n")
+    return f"{text}\n\nreproduce: {command}"
+
+
+def earlier_runs(prefix: Path, steps: int) -> list[dict[str, object]]:
+    """The runs PREFIX.json already holds, when they were made with the same env-step budget."""
+    path = Path(f"{prefix}.json")
+    if not path.exists():
+        return []
+    done = json.loads(path.read_text())
+    if done["steps"] != steps:
+        sys.exit(f"minatar_teacher: --resume: {path} holds runs of {done['steps']:,} env steps, not {steps:,}")
+    return done["runs"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps of every run (1000000)")
@@ -137,11 +162,14 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help=f"({' '.join(ENVS)})")
     parser.add_argument("--results", help="write PREFIX.md and PREFIX.json (default "
                                           "benchmarks/results/minatar_teacher_STEPS)")
+    parser.add_argument("--resume", action="store_true", help="keep the runs PREFIX.json holds, run the others")
     parser.add_argument("--keep", help="keep the run directories and logs here (default: a temporary folder)")
     args = parser.parse_args()
     prefix = Path(args.results or HERE / "results" / f"minatar_teacher_{args.steps}")
-    rows: list[dict[str, object]] = []
+    rows = earlier_runs(prefix, args.steps) if args.resume else []
+    done = {(r["env"], r["runner"], r["seed"]) for r in rows}
     runners = (run_teacher, run_plain)
+    names = {run_teacher: "train-teacher", run_plain: "plain DQN"}
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp).absolute()
         folder.mkdir(parents=True, exist_ok=True)
@@ -149,6 +177,9 @@ def main() -> None:
         for env in args.envs:
             for seed in args.seeds:
                 for runner in runners if pair % 2 == 0 else runners[::-1]:
+                    if (env, names[runner], seed) in done:
+                        print(f"== {env} seed {seed}: {runner.__name__} kept from {prefix}.json", file=sys.stderr)
+                        continue
                     print(f"== {env} seed {seed}: {runner.__name__} ({args.steps:,} env steps)", file=sys.stderr,
                           flush=True)
                     try:
@@ -156,15 +187,9 @@ def main() -> None:
                     except RunFailed as exc:
                         sys.exit(f"minatar_teacher: {runner.__name__} failed on {env} seed {seed}: {exc}")
                     print(f"== done: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)
+                    write(prefix, rows, args)
                 pair += 1
-    text = table(rows, args.envs, args.steps)
-    command = (f"python benchmarks/minatar_teacher.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
-               f"--envs {' '.join(args.envs)}" + (f" --results {args.results}" if args.results else ""))
-    print(f"\n{text}\n\nreproduce: {command}")
-    prefix.parent.mkdir(parents=True, exist_ok=True)
-    Path(f"{prefix}.md").write_text(f"{text}\n\n```\n{command}\n```\n")
-    Path(f"{prefix}.json").write_text(json.dumps({"steps": args.steps, "seeds": args.seeds, "envs": args.envs,
-                                                       "reference": REFERENCE, "runs": rows}, indent=2) + "\n")
+    print(f"\n{write(prefix, rows, args)}")
 
 
 if __name__ == "__main__":
