@@ -180,6 +180,9 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
             env_rates.append((b["env_steps"] - a["env_steps"]) / dt)
             trained_rates.append((b["learner/steps"] - a["learner/steps"]) * rows_per_step / dt)
             a = b
+    if not env_rates:
+        raise SystemExit(f"throughput: the full path logged no window of {seconds:g} s after its first {seconds:g} s "
+                         f"(records at {[r['distill_s'] for r in records]}): give more --repeats or longer --seconds")
     return env_rates, trained_rates
 
 
