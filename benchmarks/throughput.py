@@ -202,11 +202,11 @@ def _distill_data(env_id: str, rows: int):
     return info, TransitionBatch.concat(parts)
 
 
-def learner(env_id: str, cores: int, seconds: float, windows: int,
-            updates_per_sample: int | None) -> tuple[list[float], list[float], str]:
+def learner(env_id: str, cores: int, seconds: float, windows: int, updates_per_sample: int | None,
+            rows: int) -> tuple[list[float], list[float], str]:
     """Rows trained per second by the distillation learner (the env's preset students, batch size,
     torch threads and chunk): a plain torch loop over tensors in memory, against the learner taking
-    prefetched chunks from a Ray buffer shard, as `qdistill run` does."""
+    prefetched chunks from a Ray buffer shard, as `qdistill run` does; on `rows` rows collected first."""
     import ray
     import torch
 
@@ -217,7 +217,7 @@ def learner(env_id: str, cores: int, seconds: float, windows: int,
 
     cfg = distill_config(env_id, "unused", updates_per_sample=updates_per_sample)
     torch.set_num_threads(cfg.learner_threads)
-    info, data = _distill_data(env_id, 100_000)
+    info, data = _distill_data(env_id, rows)
     size = cfg.distill.batch_size
 
     def timed(step_rows) -> list[float]:
@@ -328,6 +328,8 @@ def main() -> None:
     parser.add_argument("--replay-ratio", type=float, help="the full path's (default: the env's preset)")
     parser.add_argument("--updates-per-sample", type=int, help="learner steps per sampled chunk, in the learner rows "
                                                                 "and the full path (default: the env's preset)")
+    parser.add_argument("--learner-rows", type=int, default=100_000,
+                        help="rows the learner rows train on, collected first (100000; fewer for Atari: 28 kB a row)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median)")
     parser.add_argument("--rllib", action="store_true",
@@ -351,7 +353,7 @@ def main() -> None:
         "full": full_env,
     }
     plain, from_buffer, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats,
-                                                args.updates_per_sample)
+                                                args.updates_per_sample, args.learner_rows)
     trained = {"plain loop": plain, "from buffer": from_buffer, "full": full_trained}
     if args.rllib:
         rllib_sampling, rllib_training = rllib(args.env, args.cores, args.envs, args.steps_per_call, args.seconds,
@@ -375,6 +377,7 @@ def main() -> None:
           f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}"
           + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else "")
           + (f" --updates-per-sample {args.updates_per_sample}" if args.updates_per_sample is not None else "")
+          + (f" --learner-rows {args.learner_rows}" if args.learner_rows != 100_000 else "")
           + (" --rllib" if args.rllib else ""))
     if args.json:
         with open(args.json, "w") as f:
