@@ -59,7 +59,7 @@ def main() -> None:
         out = Path(tmp) / "run"
         cmd = ["qdistill", "run", "--env", ENV, "--teacher", f"sb3:{zip_path}", "--students", STUDENT,
                "--steps", str(args.steps), "--actors", "1", "--buffer-capacity", "20000", "--no-target",
-               "--seed", str(args.seed), "--quiet", "--out", str(out)]
+               "--seed", str(args.seed), "--out", str(out)]
         start = time.monotonic()
         subprocess.run(cmd, check=True, stdout=sys.stderr)
         wall = time.monotonic() - start

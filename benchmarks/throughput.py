@@ -23,7 +23,7 @@ RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-n
 alone, against the collection path, and training, against the full path.
 
 Each figure is the median of --repeats windows of --seconds after a warm-up window (the full path:
-between its metrics records, logged every 2 s, at least --seconds apart). The teacher is the env's preset teacher
+between its metrics records, logged every 2 s, at least --seconds apart, a window after its first record). The teacher is the env's preset teacher
 network, untrained (inference costs the same at any weights). Not part of the test suite.
 """
 
@@ -56,9 +56,12 @@ def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, window
     its argmax and one env step, each step's observation, action, reward, end flags, next observation
     and Q-values written into arrays made once per `steps`; counts real transitions (not autoreset
     steps)."""
+    import torch
+
     from qdistill.actors.envs import describe, make_vector_env
     from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
 
+    torch.set_num_threads(1)  # one thread per process, as a rollout actor has (conv teachers infer in torch)
     info, net = describe(env_id), teacher_net(env_id)
     teacher = GreedyPolicy(net, info.obs_shape, info.n_actions)
     teacher.load(0, to_numpy(QNetwork(net, info.obs_shape, info.n_actions).state_dict()))
@@ -123,8 +126,11 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
             env_id, net=net, obs_shape=info.obs_shape, next_obs=False, n_actions=info.n_actions, num_envs=num_envs,
             seed=i, actor_id=i, params="throughput-params", sink=buffer.sink_for(i)),
             cores, steps_per_call=steps_per_call, envs_per_actor=num_envs)
+        while collector.env_steps == 0:  # the actors are up (Ray start, imports) once a collect came back
+            collector.launch(epsilon=0.0, versions=(0, 0))
+            collector.harvest(timeout=0.1)
         rates = []
-        for _ in range(windows + 1):  # the first window warms up (and waits for the actors to start)
+        for _ in range(windows + 1):  # the first window warms up
             start_steps, start = collector.env_steps, time.monotonic()
             while time.monotonic() - start < seconds:
                 collector.launch(epsilon=0.0, versions=(0, 0))
@@ -133,6 +139,10 @@ def collection(env_id: str, cores: int, num_envs: int, steps_per_call: int, seco
         return rates[1:]
     finally:
         ray.shutdown()
+
+
+STARTUP_S = 30  # the full path's run is given this long beyond its windows: the first records of a pixel env
+               # come once its buffer holds the learner's first batches
 
 
 def _full_teacher(env_id: str, info, path: str) -> None:
@@ -164,14 +174,16 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
         _full_teacher(env_id, info, f"{tmp}/teacher.pt")
         cmd = [sys.executable, "-m", "qdistill.cluster.cli", "run", "--env", env_id, "--teacher", f"{tmp}/teacher.pt",
                "--actors", str(cores), "--envs-per-actor", str(num_envs), "--steps-per-call", str(steps_per_call),
-               "--time", str(seconds * (windows + 2) + 1), "--no-target", "--quiet", "--out", f"{tmp}/run"]
+               "--time", str(seconds * (windows + 2) + STARTUP_S), "--no-target", "--quiet", "--out", f"{tmp}/run"]
         if replay_ratio is not None:
             cmd += ["--replay-ratio", str(replay_ratio)]
         if updates_per_sample is not None:
             cmd += ["--updates-per-sample", str(updates_per_sample)]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
-    logged = [r for r in records if "rollout/steps_per_s" in r and r["distill_s"] >= seconds][:-1]  # not the closing one
+    rated = [r for r in records if "rollout/steps_per_s" in r]
+    first = rated[0]["distill_s"] if rated else 0.0  # the learner's first record (pixel envs fill the buffer first)
+    logged = [r for r in rated if r["distill_s"] >= first + seconds][:-1]  # not the closing one
     env_rates, trained_rates = [], []
     a = logged[0] if logged else None
     for b in logged[1:]:  # windows of at least `seconds` between records
@@ -181,7 +193,7 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
             trained_rates.append((b["learner/steps"] - a["learner/steps"]) * rows_per_step / dt)
             a = b
     if not env_rates:
-        raise SystemExit(f"throughput: the full path logged no window of {seconds:g} s after its first {seconds:g} s "
+        raise SystemExit(f"throughput: the full path logged no window of {seconds:g} s after its first record's {seconds:g} s "
                          f"(records at {[r['distill_s'] for r in records]}): give more --repeats or longer --seconds")
     return env_rates, trained_rates
 

@@ -156,7 +156,7 @@ class GreedyPolicy:
     Each forward pass runs in numpy or torch, whichever is faster for the network and the batch
     (`benchmarks/inference.py`): numpy for MLPs (≈ 8 µs against torch's 25 µs per call at batch 1
     for 256x256 here, and no slower at batch 32+) and for small conv nets on small batches (a
-    rollout actor's 8 frames), torch for large conv nets and large batches (relabelling).
+    rollout actor's 8 frames) and at batch 1, torch for large conv nets and large batches (relabelling).
     Loaded weights must have the names and shapes of the spec's `QNetwork`; until the first load it
     acts with that network's initial ones. `backend` fixes one of BACKENDS.
     """
@@ -172,7 +172,7 @@ class GreedyPolicy:
         conv = is_conv(spec)
         self.backend = backend
         self.torch_from = 0 if backend == "torch" else (1 << 62) if backend == "numpy" or not conv else \
-            1 if macs(spec, obs_shape) >= TORCH_MACS else TORCH_BATCH  # batch sizes that run in torch
+            max(2, -(-TORCH_BATCH_MACS // macs(spec, obs_shape)))  # batch sizes that run in torch
         self.net = net if self.torch_from < (1 << 62) else None
         self.numpy = numpy_forward(spec, self.obs_shape, to_numpy(net.state_dict())) if backend != "torch" else None
 
@@ -198,9 +198,9 @@ class GreedyPolicy:
 
 
 BACKENDS = ("numpy", "torch")
-# conv nets run in torch from this many multiply-adds per frame, or from this batch size (benchmarks/inference.py)
-TORCH_MACS = 2_000_000
-TORCH_BATCH = 32
+# a conv net's batch runs in torch from this many multiply-adds (frames x MACs per frame), and from two frames:
+# numpy won up to 1.3M a batch and at batch 1, torch from 5.4M (benchmarks/inference.py)
+TORCH_BATCH_MACS = 3_000_000
 
 
 def macs(spec: str, obs_shape: tuple[int, ...]) -> int:
