@@ -3,6 +3,12 @@ buffer shard, the learner) against a plain single-process DQN with the same sett
 (`benchmarks/plain_dqn.py`), for each env and seed, both for the same env-step budget.
 
     python benchmarks/minatar_teacher.py --steps 1000000 --seeds 0 1 2
+    python benchmarks/minatar_teacher.py --steps 1000000 --seeds 0 1 2 --to-reference
+
+With --to-reference both stop once their greedy return reaches the published DQN's figure (REFERENCE
+below), judged the same way (train-teacher's target rule, which plain_dqn.py --target-return
+copies: a new best over 20 evaluation episodes every 25k env steps, then 20 held-out episodes), so
+the table gives the env steps and wall time each took to beat it, within the step budget.
 
 Each run is its own process started cold (Python, torch and, for train-teacher, Ray start-up in
 its wall time), one after the other, who goes first alternating from pair to pair. "greedy return"
@@ -78,10 +84,10 @@ def last_weights_return(checkpoint_path: Path, env: str, seed: int) -> float:
     return evaluate(env, policy.act, episodes=20, seed=FINAL_SEED + 1000 * seed).mean
 
 
-def run_teacher(env: str, seed: int, steps: int, folder: Path) -> dict[str, object]:
+def run_teacher(env: str, seed: int, steps: int, folder: Path, target: float | None) -> dict[str, object]:
     out = folder / f"teacher-{env.split('/')[-1]}-{seed}"
     cmd = [*_qdistill(), "train-teacher", "--env", env, "--seed", str(seed), "--steps", str(steps),
-           "--no-target", "--quiet", "--out", str(out)]
+           *(["--no-target"] if target is None else ["--target-return", f"{target:g}"]), "--quiet", "--out", str(out)]
     wall = _stream(cmd, folder / f"{out.name}.log")
     if not (out / "summary.json").exists():
         raise RunFailed(f"{' '.join(cmd)} exited 0 but wrote no {out / 'summary.json'}")
@@ -91,67 +97,78 @@ def run_teacher(env: str, seed: int, steps: int, folder: Path) -> dict[str, obje
             "own_wall_s": summary["wall_s"], "env_steps": summary["env_steps"], "updates": summary["learner_steps"],
             "return_mean": teacher["eval_return_mean"], "return_std": teacher["eval_return_std"],
             "final_weights_return": last_weights_return(Path(teacher["last_checkpoint"]), env, seed),
-            "stop_reason": summary["stop_reason"]}
+            "stop_reason": summary["stop_reason"], "reached": summary["stop_reason"] == "target"}
 
 
-def run_plain(env: str, seed: int, steps: int, folder: Path) -> dict[str, object]:
+def run_plain(env: str, seed: int, steps: int, folder: Path, target: float | None) -> dict[str, object]:
     result = folder / f"plain-{env.split('/')[-1]}-{seed}.json"
     cmd = [sys.executable, str(HERE / "plain_dqn.py"), "--env", env, "--seed", str(seed), "--steps", str(steps),
-           "--json", str(result)]
+           "--json", str(result), *([] if target is None else ["--target-return", f"{target:g}"])]
     wall = _stream(cmd, result.with_suffix(".log"))
     r = json.loads(result.read_text())
     return {"env": env, "runner": "plain DQN", "seed": seed, "wall_s": round(wall, 1), "own_wall_s": r["wall_s"],
             "env_steps": r["env_steps"], "updates": r["updates"], "return_mean": r["return_mean"],
-            "return_std": r["return_std"], "final_weights_return": r["return_mean"]}
+            "return_std": r["return_std"], "final_weights_return": r["return_mean"], "reached": r["reached"]}
 
 
 def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
 
 
-def table(rows: list[dict[str, object]], envs: list[str], steps: int) -> str:
-    lines = [f"MinAtar teachers, {steps:,} env steps each: wall of the whole command (cold start), greedy return "
-             "on the same 20 held-out episodes\n",
-             "| env | runner | median wall s [min–max] | env steps (median) | updates (median) | "
-             "greedy return, median [min–max] | final weights' return, median [min–max] | seeds |",
-             "|---|---|---|---:|---:|---|---|---|"]
+def beaten(rs: list[dict[str, object]], env: str) -> str:
+    """How many runs' held-out greedy return beats the published figure."""
+    return f"{sum(r['return_mean'] >= REFERENCE[env] for r in rs)} of {len(rs)}" if env in REFERENCE else "—"
+
+
+def table(rows: list[dict[str, object]], envs: list[str], steps: int, to_reference: bool) -> str:
+    head = (f"MinAtar teachers, each until its greedy return beats the published DQN's (judged as train-teacher "
+            f"judges a target) or {steps:,} env steps" if to_reference else f"MinAtar teachers, {steps:,} env steps each")
+    lines = [f"{head}: wall of the whole command (cold start), greedy return on the same 20 held-out episodes\n",
+             "| env | runner | median wall s [min–max] | env steps, median [min–max] | updates (median) | "
+             "greedy return, median [min–max] | final weights' return, median [min–max] | beat the reference | seeds |",
+             "|---|---|---|---|---:|---|---|---|---|"]
     for env in envs:
         for runner in ("train-teacher", "plain DQN"):
             rs = [r for r in rows if r["env"] == env and r["runner"] == runner]
             if not rs:
                 continue
             lines.append(f"| {env} | {runner} | {spread([r['wall_s'] for r in rs], '.1f')} | "
-                         f"{statistics.median(r['env_steps'] for r in rs):,.0f} | "
+                         f"{spread([r['env_steps'] for r in rs], ',.0f')} | "
                          f"{statistics.median(r['updates'] for r in rs):,.0f} | "
                          f"{spread([r['return_mean'] for r in rs], '.2f')} | "
                          f"{spread([r['final_weights_return'] for r in rs], '.2f')} | "
+                         f"{beaten(rs, env)} | "
                          f"{' '.join(str(r['seed']) for r in rs)} |")
         if env in REFERENCE:
             lines.append(f"| {env} | {REFERENCE_LABEL} | — | 5,000,000 (frames) | — | ≈ {REFERENCE[env]:g} | — "
-                         "| — |")
+                         "| — | — |")
     return "\n".join(lines)
 
 
 def write(prefix: Path, rows: list[dict[str, object]], args: argparse.Namespace) -> str:
     """The table so far as PREFIX.md, every run as PREFIX.json; the table's text."""
     command = (f"python benchmarks/minatar_teacher.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
-               f"--envs {' '.join(args.envs)}" + (f" --results {args.results}" if args.results else ""))
-    text = table(rows, args.envs, args.steps)
+               f"--envs {' '.join(args.envs)}" + (" --to-reference" if args.to_reference else "")
+               + (f" --results {args.results}" if args.results else ""))
+    text = table(rows, args.envs, args.steps, args.to_reference)
     prefix.parent.mkdir(parents=True, exist_ok=True)
     Path(f"{prefix}.md").write_text(f"{text}\n\n```\n{command}\n```\n")
     Path(f"{prefix}.json").write_text(json.dumps({"steps": args.steps, "seeds": args.seeds, "envs": args.envs,
-                                                  "reference": REFERENCE, "runs": rows}, indent=2) + "\n")
+                                                  "to_reference": args.to_reference, "reference": REFERENCE,
+                                                  "runs": rows}, indent=2) + "\n")
     return f"{text}\n\nreproduce: {command}"
 
 
-def earlier_runs(prefix: Path, steps: int) -> list[dict[str, object]]:
-    """The runs PREFIX.json already holds, when they were made with the same env-step budget."""
+def earlier_runs(prefix: Path, steps: int, to_reference: bool) -> list[dict[str, object]]:
+    """The runs PREFIX.json already holds, when they were made with the same budget and stop rule."""
     path = Path(f"{prefix}.json")
     if not path.exists():
         return []
     done = json.loads(path.read_text())
-    if done["steps"] != steps:
-        sys.exit(f"minatar_teacher: --resume: {path} holds runs of {done['steps']:,} env steps, not {steps:,}")
+    if done["steps"] != steps or done.get("to_reference", False) != to_reference:
+        sys.exit(f"minatar_teacher: --resume: {path} holds runs of {done['steps']:,} env steps"
+                 f"{' to the reference' if done.get('to_reference') else ''}, not {steps:,}"
+                 f"{' to the reference' if to_reference else ''}")
     return done["runs"]
 
 
@@ -162,11 +179,17 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=list(ENVS), help=f"({' '.join(ENVS)})")
     parser.add_argument("--results", help="write PREFIX.md and PREFIX.json (default "
                                           "benchmarks/results/minatar_teacher_STEPS)")
+    parser.add_argument("--to-reference", action="store_true", help="stop each run once it beats the published "
+                                                                    "DQN's return (REFERENCE), within --steps")
     parser.add_argument("--resume", action="store_true", help="keep the runs PREFIX.json holds, run the others")
     parser.add_argument("--keep", help="keep the run directories and logs here (default: a temporary folder)")
     args = parser.parse_args()
-    prefix = Path(args.results or HERE / "results" / f"minatar_teacher_{args.steps}")
-    rows = earlier_runs(prefix, args.steps) if args.resume else []
+    if args.to_reference and (unknown := [e for e in args.envs if e not in REFERENCE]):
+        sys.exit(f"minatar_teacher: --to-reference: no published figure for {', '.join(unknown)}; "
+                 f"expected envs among {', '.join(REFERENCE)}")
+    prefix = Path(args.results or HERE / "results" /
+                  f"minatar_teacher_{args.steps}{'_to_reference' if args.to_reference else ''}")
+    rows = earlier_runs(prefix, args.steps, args.to_reference) if args.resume else []
     done = {(r["env"], r["runner"], r["seed"]) for r in rows}
     runners = (run_teacher, run_plain)
     names = {run_teacher: "train-teacher", run_plain: "plain DQN"}
@@ -180,10 +203,12 @@ def main() -> None:
                     if (env, names[runner], seed) in done:
                         print(f"== {env} seed {seed}: {runner.__name__} kept from {prefix}.json", file=sys.stderr)
                         continue
-                    print(f"== {env} seed {seed}: {runner.__name__} ({args.steps:,} env steps)", file=sys.stderr,
+                    print(f"== {env} seed {seed}: {runner.__name__} ({args.steps:,} env steps"
+                          f"{', to the reference' if args.to_reference else ''})", file=sys.stderr,
                           flush=True)
                     try:
-                        rows.append(runner(env, seed, args.steps, folder))
+                        rows.append(runner(env, seed, args.steps, folder,
+                                           REFERENCE[env] if args.to_reference else None))
                     except RunFailed as exc:
                         sys.exit(f"minatar_teacher: {runner.__name__} failed on {env} seed {seed}: {exc}")
                     print(f"== done: {json.dumps(rows[-1])}", file=sys.stderr, flush=True)

@@ -10,7 +10,10 @@ gradient norm clipped at 10 (DQNConfig's default), batch 64, one update per 4 tr
 are stored, the target network copied every 1,000 updates, epsilon 1 -> 0.01 over the first 100k
 env steps. Env steps count transitions (the autoreset step after an episode's end is none), as
 train-teacher counts them. At the end: 20 greedy episodes of the final network on train-teacher's
-held-out seeds (1,000,000 + 1000 * seed). Not part of the test suite.
+held-out seeds (1,000,000 + 1000 * seed). With --target-return R it also judges a target as
+train-teacher does (cluster/driver/evaluation.py), in its own process and wall time: every 25k env
+steps 20 greedy episodes (seeds 100,003 * seed + env steps); once their mean reaches R, the held-out
+episodes, and it stops when those reach R too. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -34,10 +37,13 @@ from qdistill.learners.networks import QNetwork, greedy_actions
 N_ENVS, CAPACITY, LEARNING_STARTS, BATCH, LR, GAMMA, MAX_GRAD_NORM = 8, 100_000, 5_000, 64, 2.5e-4, 0.99, 10.0
 EPS_START, EPS_END, EPS_STEPS, TARGET_UPDATE, UPDATES_PER_TRANSITION = 1.0, 0.01, 100_000, 1_000, 0.25
 FINAL_SEED = 1_000_000  # train-teacher's final evaluation seeds (cluster/driver/evaluation.py)
+EVAL_EVERY, EVAL_EPISODES = 25_000, 20  # train-teacher's MinAtar preset and default
 
 
-def train(env_id: str, steps: int, seed: int, *, log_every: int = 50_000) -> dict[str, object]:
-    """Train for `steps` env steps (transitions); the wall time, steps, updates and greedy return."""
+def train(env_id: str, steps: int, seed: int, *, target_return: float | None = None,
+          log_every: int = 50_000) -> dict[str, object]:
+    """Train for `steps` env steps (transitions), or until the greedy return reaches `target_return` as
+    train-teacher judges it; the wall time, steps, updates and greedy return."""
     t0 = time.monotonic()
     torch.set_num_threads(1)
     torch.manual_seed(seed)
@@ -54,8 +60,8 @@ def train(env_id: str, steps: int, seed: int, *, log_every: int = 50_000) -> dic
     owed, losses, returns = 0.0, deque(maxlen=100), deque(maxlen=20)
     running, resetting = np.zeros(N_ENVS), np.zeros(N_ENVS, bool)
     obs, _ = env.reset(seed=seed)
-    next_log = log_every
-    while env_steps < steps:
+    next_log, next_eval, best_return, reached = log_every, max(EVAL_EVERY, LEARNING_STARTS), -np.inf, False
+    while env_steps < steps and not reached:
         eps = max(EPS_END, EPS_START - (EPS_START - EPS_END) * env_steps / EPS_STEPS)
         actions = greedy_actions(q, obs)
         explore = rng.random(N_ENVS) < eps
@@ -97,12 +103,22 @@ def train(env_id: str, steps: int, seed: int, *, log_every: int = 50_000) -> dic
                   f"return (last 20) {np.mean(returns) if returns else float('nan'):.2f}, "
                   f"loss {np.mean(losses) if losses else float('nan'):.4f}, "
                   f"{env_steps / (time.monotonic() - t0):,.0f} steps/s", file=sys.stderr, flush=True)
+        if target_return is not None and env_steps >= next_eval:  # a new best at the target, then held out
+            next_eval += EVAL_EVERY
+            mean = evaluate(env_id, lambda o: greedy_actions(q, o), episodes=EVAL_EPISODES,
+                            seed=seed * 100_003 + env_steps).mean
+            reached = mean > best_return and mean >= target_return and evaluate(
+                env_id, lambda o: greedy_actions(q, o), episodes=EVAL_EPISODES,
+                seed=FINAL_SEED + 1000 * seed).mean >= target_return
+            best_return = max(best_return, mean)
+            print(f"[plain_dqn {env_id} seed {seed}] {env_steps:,} env steps: greedy return {mean:.2f}"
+                  + (" — target reached" if reached else ""), file=sys.stderr, flush=True)
     env.close()
     train_s = time.monotonic() - t0
     result = evaluate(env_id, lambda o: greedy_actions(q, o), episodes=20, seed=FINAL_SEED + 1000 * seed)
     return {"env": env_id, "seed": seed, "wall_s": round(time.monotonic() - t0, 2), "train_s": round(train_s, 2),
             "env_steps": env_steps, "updates": updates, "return_mean": result.mean, "return_std": result.std,
-            "eval_episodes": result.episodes}
+            "eval_episodes": result.episodes, "target_return": target_return, "reached": reached}
 
 
 def main() -> None:
@@ -110,13 +126,16 @@ def main() -> None:
     parser.add_argument("--env", default="MinAtar/Breakout-v1", help="a MinAtar env id (MinAtar/Breakout-v1)")
     parser.add_argument("--steps", type=int, default=1_000_000, help="env steps, transitions (1000000)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--target-return", type=float, help="stop once the greedy return reaches this, judged as "
+                                                              "train-teacher judges it")
     parser.add_argument("--json", help="also write the result here")
     args = parser.parse_args()
-    r = train(args.env, args.steps, args.seed)
+    r = train(args.env, args.steps, args.seed, target_return=args.target_return)
     print(f"{r['env']} seed {r['seed']}: {r['wall_s']:.1f} s wall ({r['train_s']:.1f} s training), "
           f"{r['env_steps']:,} env steps, {r['updates']:,} updates, greedy return {r['return_mean']:.2f} ± "
           f"{r['return_std']:.2f} ({r['eval_episodes']} episodes)")
-    print(f"reproduce: python benchmarks/plain_dqn.py --env {args.env} --steps {args.steps} --seed {args.seed}")
+    print(f"reproduce: python benchmarks/plain_dqn.py --env {args.env} --steps {args.steps} --seed {args.seed}"
+          + (f" --target-return {args.target_return:g}" if args.target_return is not None else ""))
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
 
