@@ -8,8 +8,11 @@ the score: a Pong teacher trained this briefly loses every point.
     python benchmarks/atari_path.py --sb3-steps 20000 --steps 20000 --json benchmarks/results/atari_path.json
 
 Prints SB3's training time, the run's wall time, env steps and frames per second (4 frames per
-agent step), and the bytes per buffer row (summary.json). Needs the atari and sb3 extras. Not part
-of the test suite.
+agent step), and the bytes per buffer row (summary.json); then what the agreement rests on: on
+2,000 states the teacher visits playing greedily, how often it picks its most frequent action, the
+gap between its best and second-best Q-values, and the student's choices beside them (a teacher
+this brief is nearly indifferent between actions, and its argmax nearly constant). Needs the atari
+and sb3 extras. Not part of the test suite.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ENV = "ALE/Pong-v5"
 STUDENT = "c16k8s4-c32k4s2-256"  # Mnih et al. 2013's network: about a third of the Nature DQN's parameters
@@ -46,17 +51,50 @@ def train_sb3(path: Path, steps: int, seed: int) -> float:
     return time.monotonic() - start
 
 
+def argmax_facts(run: Path, env: str, student: str, seed: int, num_states: int = 2_000) -> dict[str, float]:
+    """Teacher and student greedy actions on states the teacher visits, and the teacher's margins."""
+    from qdistill.actors.evaluate import visited_states
+    from qdistill.learners import checkpoint
+    from qdistill.learners.networks import GreedyPolicy
+
+    def policy(path: Path) -> GreedyPolicy:
+        ckpt = checkpoint.load(path)
+        p = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
+        p.load(ckpt.version, ckpt.weights)
+        return p
+
+    teacher, pupil = policy(run / "checkpoints" / "teacher.pt"), policy(run / "checkpoints" / f"student-{student}-best.pt")
+    states = visited_states(env, teacher.act, num_states=num_states, seed=3_000_000 + seed)
+    tq, sq = teacher.q_values(states), pupil.q_values(states)
+    ta, sa = tq.argmax(1), sq.argmax(1)
+    top2 = np.sort(tq, axis=1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    spread = tq.max(1) - tq.min(1)
+    wide = gap > np.median(gap)
+    return {"states": num_states, "teacher_top_action": int(np.bincount(ta).argmax()),
+            "teacher_top_action_share": float(np.bincount(ta).max() / num_states),
+            "student_top_action": int(np.bincount(sa).argmax()),
+            "student_top_action_share": float(np.bincount(sa).max() / num_states),
+            "teacher_gap_median": float(np.median(gap)), "teacher_spread_median": float(np.median(spread)),
+            "teacher_q_abs_median": float(np.median(np.abs(tq))), "agreement": float((ta == sa).mean()),
+            "agreement_wide_gap": float((ta[wide] == sa[wide]).mean()) if wide.any() else float("nan"),
+            "student_picks_teacher_second": float((sa == np.argsort(tq, axis=1)[:, -2]).mean())}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sb3-steps", type=int, default=20_000, help="SB3's env steps (agent steps)")
     parser.add_argument("--steps", type=int, default=20_000, help="the run's env steps")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--keep", help="keep the SB3 model and the run directory here (default: a temporary folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        zip_path = Path(tmp) / "pong_dqn.zip"
+        folder = Path(args.keep or tmp).absolute()
+        folder.mkdir(parents=True, exist_ok=True)
+        zip_path = folder / "pong_dqn.zip"
         sb3_s = train_sb3(zip_path, args.sb3_steps, args.seed)
-        out = Path(tmp) / "run"
+        out = folder / "run"
         cmd = ["qdistill", "run", "--env", ENV, "--teacher", f"sb3:{zip_path}", "--students", STUDENT,
                "--steps", str(args.steps), "--actors", "1", "--buffer-capacity", "20000", "--no-target",
                "--seed", str(args.seed), "--out", str(out)]
@@ -64,6 +102,7 @@ def main() -> None:
         subprocess.run(cmd, check=True, stdout=sys.stderr)
         wall = time.monotonic() - start
         summary = json.loads((out / "summary.json").read_text())
+        facts = argmax_facts(out, ENV, STUDENT, args.seed)
     student = summary["students"][STUDENT]
     figures = {
         "sb3_steps": args.sb3_steps, "sb3_train_s": round(sb3_s, 1), "run_wall_s": round(wall, 1),
@@ -73,6 +112,7 @@ def main() -> None:
         "teacher": {k: summary["teacher"][k] for k in ("net", "params", "eval_return_mean")},
         "student": {"net": STUDENT, "params": student["params"], "return": student["eval_return_mean"],
                     "agreement": student["agreement"]},
+        "argmax": facts,
     }
     rows = [("SB3 DQN CnnPolicy training", f"{args.sb3_steps:,} agent steps in {sb3_s:.0f} s"),
             ("qdistill run (whole command)", f"{wall:.0f} s"),
@@ -82,11 +122,22 @@ def main() -> None:
             ("teacher", f"{summary['teacher']['net']}, {summary['teacher']['params']:,} params, "
                         f"return {summary['teacher']['eval_return_mean']:.1f}"),
             (f"student {STUDENT}", f"{student['params']:,} params, return {student['eval_return_mean']:.1f}, "
-                                   f"agreement {student['agreement']:.3f}")]
+                                   f"agreement {student['agreement']:.3f}"),
+            ("on states the teacher visits", f"{facts['states']:,}: the teacher picks action "
+                                             f"{facts['teacher_top_action']} on {facts['teacher_top_action_share']:.0%}, "
+                                             f"the student action {facts['student_top_action']} on "
+                                             f"{facts['student_top_action_share']:.0%}; agreement {facts['agreement']:.3f}"),
+            ("teacher's Q-values there", f"median gap best - second {facts['teacher_gap_median']:.2g}, median "
+                                         f"spread {facts['teacher_spread_median']:.2g}, median |Q| "
+                                         f"{facts['teacher_q_abs_median']:.2g}; the student picks the teacher's "
+                                         f"second choice on {facts['student_picks_teacher_second']:.0%}; agreement "
+                                         f"where the gap is above its median {facts['agreement_wide_gap']:.3f}")]
     print("| what | figure |\n|---|---|")
     print("\n".join(f"| {a} | {b} |" for a, b in rows))
     print(f"\nreproduce: python benchmarks/atari_path.py --sb3-steps {args.sb3_steps} --steps {args.steps} "
           f"--seed {args.seed}")
+    if args.keep:
+        print(f"kept: {zip_path} and {out}")
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=1) + "\n")
 
