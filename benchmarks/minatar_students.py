@@ -119,10 +119,10 @@ def main() -> None:
               f"{v['return_exported']['mean']:.1f} exported vs {v['return_float']['mean']:.1f} float over "
               f"{v['episodes']} episodes; input {sidecar['input']['dtype']} {sidecar['input']['shape']}, "
               f"{sidecar['input']['scaling']}")
-    source = f"--evaluate {args.evaluate}" if args.evaluate else (
-        f"--teacher {args.teacher} --students {args.students} --steps {args.steps} --replay-ratio {args.replay_ratio:g} "
-        f"--behaviour {args.behaviour} --eval-every-s {args.eval_every_s:g}"
-        + (f" --export {args.export}" if args.export else ""))
+    source = (f"--evaluate {args.evaluate}" if args.evaluate else
+              f"--teacher {args.teacher} --students {args.students} --steps {args.steps} --replay-ratio "
+              f"{args.replay_ratio:g} --behaviour {args.behaviour} --eval-every-s {args.eval_every_s:g}") + (
+        f" --export {args.export}" if args.export else "")
     print(f"\nreproduce: python benchmarks/minatar_students.py {source} --env {args.env} --episodes {args.episodes} "
           f"--seed {args.seed}")
     if args.json:
