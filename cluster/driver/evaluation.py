@@ -38,7 +38,8 @@ class StudentEvaluation:
         self.target = target
         self.save_best = save_best
         self.evaluator: ray.actor.ActorHandle | None = None  # set when the run is wired
-        self.best: dict[str, tuple[float, int, Weights]] = {}  # name → (return, version, weights)
+        # name → ((return, agreement), version, weights)
+        self.best: dict[str, tuple[tuple[float, float], int, Weights]] = {}
         self.best_teacher: tuple[float, int, Weights] | None = None
         self.last: dict[str, float] = {}  # the newest evaluation's figures
         self.lost = 0  # evaluations lost with a failed evaluator
@@ -88,14 +89,17 @@ class StudentEvaluation:
         raise RuntimeError(f"the evaluator failed three times in a row, or was not up again within {UP_TIMEOUT_S:.0f} s")
 
     def judge(self, result: dict[str, float], snapshot: Snapshot, teacher: Teacher) -> None:
-        """Keep each student's best weights (by greedy return), and the teacher's best version."""
+        """Keep each student's best weights, and the teacher's best version. A student's best has the
+        highest greedy return, and among equal returns the highest agreement with the teacher: a
+        teacher that scores the same whatever it does (a briefly trained Pong teacher loses every
+        point) would otherwise leave the first, untrained student as the best."""
         if self.best_teacher is None or result["eval/return/teacher"] > self.best_teacher[0]:
             self.best_teacher = (result["eval/return/teacher"], *teacher)
         version, weights = snapshot
         for name in self.students:
-            ret = result[f"eval/return/{name}"]
-            if name not in self.best or ret > self.best[name][0]:
-                self.best[name] = (ret, version, weights[name])
+            score = (result[f"eval/return/{name}"], result[f"eval/agreement/{name}"])
+            if name not in self.best or score > self.best[name][0]:
+                self.best[name] = (score, version, weights[name])
                 self.save_best(name, version, weights[name])
 
     def reached(self, result: dict[str, float], *, teacher_learns: bool) -> bool:

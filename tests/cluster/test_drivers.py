@@ -8,6 +8,7 @@ from qdistill.actors.envs import describe
 from qdistill.cluster.config import distill_config, teacher_config
 from qdistill.cluster.control import RunControl
 from qdistill.cluster.driver.distill import DistillDriver
+from qdistill.cluster.driver.evaluation import StudentEvaluation
 from qdistill.cluster.driver.teacher import TeacherDriver
 from qdistill.cluster.rundir import RunDir
 from qdistill.learners import checkpoint
@@ -48,3 +49,16 @@ def test_the_teacher_driver_answers_before_its_loop_ran(tmp_path):
         assert driver.evaluation.next_at == max(cfg.eval_every, cfg.learning_starts, 4_001)
     finally:
         driver.run.close()
+
+
+def test_a_students_best_is_its_highest_return_then_its_highest_agreement():
+    saved = []
+    evaluation = StudentEvaluation(("s",), every_s=1.0, target=None,
+                                   save_best=lambda name, version, weights: saved.append(version))
+    teacher = (0, {})
+    for version, ret, agr in ((1, -21.0, 0.02), (2, -21.0, 0.90), (3, -21.0, 0.50), (4, -20.0, 0.10),
+                              (5, -21.0, 1.00), (6, -20.0, 0.10)):
+        evaluation.judge({"eval/return/teacher": -21.0, "eval/return/s": ret, "eval/agreement/s": agr},
+                         (version, {"s": {}}), teacher)
+    assert saved == [1, 2, 4]
+    assert evaluation.best["s"][:2] == ((-20.0, 0.10), 4)
