@@ -88,12 +88,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--keep", help="keep the SB3 model and the run directory here (default: a temporary folder)")
+    parser.add_argument("--sb3-model", help="a model an earlier --keep kept: no SB3 training this time")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp).absolute()
         folder.mkdir(parents=True, exist_ok=True)
-        zip_path = folder / "pong_dqn.zip"
-        sb3_s = train_sb3(zip_path, args.sb3_steps, args.seed)
+        zip_path = Path(args.sb3_model).absolute() if args.sb3_model else folder / "pong_dqn.zip"
+        sb3_s = None if args.sb3_model else train_sb3(zip_path, args.sb3_steps, args.seed)
         out = folder / "run"
         cmd = ["qdistill", "run", "--env", ENV, "--teacher", f"sb3:{zip_path}", "--students", STUDENT,
                "--steps", str(args.steps), "--actors", "1", "--buffer-capacity", "20000", "--no-target",
@@ -105,7 +106,7 @@ def main() -> None:
         facts = argmax_facts(out, ENV, STUDENT, args.seed)
     student = summary["students"][STUDENT]
     figures = {
-        "sb3_steps": args.sb3_steps, "sb3_train_s": round(sb3_s, 1), "run_wall_s": round(wall, 1),
+        "sb3_steps": args.sb3_steps, "sb3_train_s": sb3_s and round(sb3_s, 1), "run_wall_s": round(wall, 1),
         "distill_wall_s": summary["distill_wall_s"], "env_steps": summary["env_steps"],
         "frames_per_s": round(4 * summary["env_steps"] / summary["distill_wall_s"], 1),
         "learner_steps": summary["learner_steps"], "bytes_per_row": summary["buffer"]["bytes_per_row"],
@@ -114,7 +115,8 @@ def main() -> None:
                     "agreement": student["agreement"]},
         "argmax": facts,
     }
-    rows = [("SB3 DQN CnnPolicy training", f"{args.sb3_steps:,} agent steps in {sb3_s:.0f} s"),
+    rows = [("SB3 DQN CnnPolicy training", f"{args.sb3_steps:,} agent steps in {sb3_s:.0f} s" if sb3_s else
+             f"none: {zip_path}"),
             ("qdistill run (whole command)", f"{wall:.0f} s"),
             ("distillation", f"{summary['distill_wall_s']:.0f} s, {summary['env_steps']:,} agent steps, "
                              f"{figures['frames_per_s']:,.0f} frames/s, {summary['learner_steps']:,} learner steps"),
@@ -135,7 +137,7 @@ def main() -> None:
     print("| what | figure |\n|---|---|")
     print("\n".join(f"| {a} | {b} |" for a, b in rows))
     print(f"\nreproduce: python benchmarks/atari_path.py --sb3-steps {args.sb3_steps} --steps {args.steps} "
-          f"--seed {args.seed}")
+          f"--seed {args.seed}" + (f" --sb3-model {args.sb3_model}" if args.sb3_model else ""))
     if args.keep:
         print(f"kept: {zip_path} and {out}")
     if args.json:
