@@ -72,8 +72,8 @@ class DistillDriver(Driver):
             "env_steps": self.collector.env_steps,
             "distill_s": time.monotonic() - self.distill_started,
             "student_version": self.student_version,
-            "best": {name: {"return": ret, "version": version, "weights": from_numpy(weights)}
-                     for name, (ret, version, weights) in self.evaluation.best.items()},
+            "best": {name: {"return": ret, "agreement": agr, "version": version, "weights": from_numpy(weights)}
+                     for name, ((ret, agr), version, weights) in self.evaluation.best.items()},
             "dqn": self.dqn.state_dict() if self.dqn is not None else {},
             "changed_at": self.task.changed_at,
             **self.labels.state(),
@@ -85,8 +85,8 @@ class DistillDriver(Driver):
         self.distill_started = time.monotonic() - float(state["distill_s"])
         self.telemetry.started = self.distill_started
         self.student_version = int(state["student_version"])
-        self.evaluation.best = {name: (float(b["return"]), int(b["version"]), to_numpy(b["weights"]))
-                                for name, b in state["best"].items()}
+        self.evaluation.best = {name: ((float(b["return"]), float(b.get("agreement", -np.inf))), int(b["version"]),
+                                       to_numpy(b["weights"])) for name, b in state["best"].items()}
         if self.dqn is not None:
             self.dqn.load_state_dict(state["dqn"])
         self.labels.restore(state)
