@@ -55,15 +55,9 @@ def argmax_facts(run: Path, env: str, student: str, seed: int, num_states: int =
     """Teacher and student greedy actions on states the teacher visits, and the teacher's margins."""
     from qdistill.actors.evaluate import visited_states
     from qdistill.learners import checkpoint
-    from qdistill.learners.networks import GreedyPolicy
 
-    def policy(path: Path) -> GreedyPolicy:
-        ckpt = checkpoint.load(path)
-        p = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
-        p.load(ckpt.version, ckpt.weights)
-        return p
-
-    teacher, pupil = policy(run / "checkpoints" / "teacher.pt"), policy(run / "checkpoints" / f"student-{student}-best.pt")
+    teacher = checkpoint.load(run / "checkpoints" / "teacher.pt").policy()
+    pupil = checkpoint.load(run / "checkpoints" / f"student-{student}-best.pt").policy()
     states = visited_states(env, teacher.act, num_states=num_states, seed=3_000_000 + seed)
     tq, sq = teacher.q_values(states), pupil.q_values(states)
     ta, sa = tq.argmax(1), sq.argmax(1)

@@ -32,11 +32,9 @@ def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[st
     from qdistill.cluster import export as ex
     from qdistill.learners import export as formats
     from qdistill.learners import quantise
-    from qdistill.learners.networks import GreedyPolicy
 
     name, ckpt, _ = ex.find_student(run, student)
-    float_student = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
-    float_student.load(ckpt.version, ckpt.weights)
+    float_student = ckpt.policy()
     held_out = ex.held_out_states(ckpt.env_id, float_student.act, states, ex.EXPORT_SEED)
     calibration = ex.held_out_states(ckpt.env_id, float_student.act, states, ex.CALIBRATION_SEED)
     wanted = float_student.act(held_out)

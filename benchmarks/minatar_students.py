@@ -36,12 +36,8 @@ def held_out(checkpoint_path: str, env: str, episodes: int, seed: int) -> tuple[
     """A checkpoint's greedy return on the benchmark's held-out episodes: (mean, standard error)."""
     from qdistill.actors.evaluate import evaluate
     from qdistill.learners import checkpoint
-    from qdistill.learners.networks import GreedyPolicy
 
-    ckpt = checkpoint.load(checkpoint_path)
-    policy = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
-    policy.load(ckpt.version, ckpt.weights)
-    result = evaluate(env, policy.act, episodes=episodes, seed=HELD_OUT_SEED + 1000 * seed)
+    result = evaluate(env, checkpoint.load(checkpoint_path).policy().act, episodes=episodes, seed=HELD_OUT_SEED + 1000 * seed)
     return result.mean, result.std / math.sqrt(episodes)
 
 

@@ -76,12 +76,8 @@ def last_weights_return(checkpoint_path: Path, env: str, seed: int) -> float:
     """train-teacher's last network, greedy on the plain loop's held-out episodes."""
     from qdistill.actors.evaluate import evaluate
     from qdistill.learners import checkpoint
-    from qdistill.learners.networks import GreedyPolicy
 
-    ckpt = checkpoint.load(checkpoint_path)
-    policy = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
-    policy.load(ckpt.version, ckpt.weights)
-    return evaluate(env, policy.act, episodes=20, seed=FINAL_SEED + 1000 * seed).mean
+    return evaluate(env, checkpoint.load(checkpoint_path).policy().act, episodes=20, seed=FINAL_SEED + 1000 * seed).mean
 
 
 def run_teacher(env: str, seed: int, steps: int, folder: Path, target: float | None) -> dict[str, object]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .networks import QNetwork, from_numpy, to_numpy
+from .networks import GreedyPolicy, QNetwork, from_numpy, to_numpy
 
 SCHEMA_VERSION = 2
 READS = (1, SCHEMA_VERSION)  # schema 1: the same, without a digest
@@ -93,6 +93,12 @@ class Checkpoint:
         q = QNetwork(self.net, self.obs_shape, self.n_actions)
         q.load_state_dict(from_numpy(self.weights))
         return q
+
+    def policy(self) -> GreedyPolicy:
+        """The checkpoint's greedy policy, its weights loaded (numpy or torch, whichever is faster)."""
+        policy = GreedyPolicy(self.net, self.obs_shape, self.n_actions)
+        policy.load(self.version, self.weights)
+        return policy
 
 
 def _atomic_save(path: Path, payload: dict) -> None:

@@ -15,16 +15,13 @@ def evaluate(args: argparse.Namespace) -> int:
     """`qdistill eval`: a checkpoint file's greedy return, or a run directory's teacher and students."""
     from ...actors.evaluate import evaluate
     from ...actors.evaluator import Evaluator
-    from ...learners.networks import GreedyPolicy
     from ..rundir.report import policy_summary, table
 
     path = Path(args.path)
     if path.is_file():
         ckpt = checkpoint.load(path)
         describe(ckpt.env_id)
-        policy = GreedyPolicy(ckpt.net, ckpt.obs_shape, ckpt.n_actions)
-        policy.load(ckpt.version, ckpt.weights)
-        result = evaluate(ckpt.env_id, policy.act, episodes=args.episodes, seed=args.seed)
+        result = evaluate(ckpt.env_id, ckpt.policy().act, episodes=args.episodes, seed=args.seed)
         print(f"{ckpt.env_id}  {ckpt.net}  greedy return {result.mean:.1f} ± {result.std:.1f} over {result.episodes} episodes")
         return 0
     paths = RunPaths(path)
