@@ -28,6 +28,7 @@ class Rollout:
         num_envs: int = 8,
         seed: int = 0,
         actor_id: int = 0,
+        task: int = 0,
         student: str | None = None,
         next_obs: bool = True,
     ) -> None:
@@ -40,6 +41,7 @@ class Rollout:
         self.n_actions = n_actions
         self.num_envs = num_envs
         self.actor_id = actor_id
+        self.task = task
         self.rng = np.random.default_rng(seed)
         self.obs, info = self.env.reset(seed=seed)
         self.obs = as_stored(self.obs)
@@ -137,7 +139,7 @@ class Rollout:
             truncations=rows(truncs_all),
             teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
             behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
-            actor_id=np.full(n, self.actor_id, dtype=np.int32),
+            actor_id=np.full(n, self.actor_id, dtype=np.int32), task=np.full(n, self.task, dtype=np.int16),
         )
         finite = batch.finite_rows()
         if not finite.all():  # NaN or inf in an observation, reward or teacher label: never trained on

@@ -23,7 +23,7 @@ import numpy as np
 
 from ..learners.batch import TransitionBatch
 
-WIRE_VERSION = 2
+WIRE_VERSION = 3  # 3: rows carry their task
 LABELS = ("teacher_q", "label_version")  # what relabelling rewrites
 RESIDUE = zlib.crc32(bytes(4))  # the CRC state after any bytes followed by their own CRC (little-endian)
 
@@ -58,6 +58,7 @@ class Schema:
             "observations": (name, dtype, obs), "actions": (name, np.int64), "rewards": (name, np.float32),
             "next_observations": (name, dtype, obs), "terminations": (name, np.bool_),
             "truncations": (name, np.bool_), "behaviour": (name, np.int8), "actor_id": (name, np.int32),
+            "task": (name, np.int16),
             "teacher_q": (name, np.float32, (self.n_actions,)), "label_version": (name, np.int64),
         }[name]
 

@@ -39,7 +39,7 @@ def cartpole_batch(n: int, seed: int) -> TransitionBatch:
         rewards=np.ones(n, np.float32), next_observations=rng.normal(size=(n, 4)).astype(np.float32),
         terminations=np.zeros(n, bool), truncations=np.zeros(n, bool),
         teacher_q=rng.normal(size=(n, 2)).astype(np.float32), label_version=np.zeros(n, np.int64),
-        behaviour=np.zeros(n, np.int8), actor_id=np.zeros(n, np.int32))
+        behaviour=np.zeros(n, np.int8), actor_id=np.zeros(n, np.int32), task=np.zeros(n, np.int16))
 
 
 @ray.remote(num_cpus=0)

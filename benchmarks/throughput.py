@@ -241,7 +241,7 @@ def learner(env_id: str, cores: int, seconds: float, windows: int, updates_per_s
             rates.append(rows / (time.monotonic() - start))
         return rates[1:]
 
-    plain_learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions)
+    plain_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
     rng = np.random.default_rng(0)
     drawn = [data.take(rng.integers(len(data), size=size)) for _ in range(256)]  # before the clock: the step alone
     turn = itertools.count()
@@ -255,7 +255,7 @@ def learner(env_id: str, cores: int, seconds: float, windows: int, updates_per_s
     try:
         buffer = ShardedBuffer(cfg.shards, len(data), name="throughput-learner")
         ray.get([shard.add.remote(data.take(np.arange(i, len(data), cfg.shards))) for i, shard in enumerate(buffer.shards)])
-        buffer_learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions)
+        buffer_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
         prefetch = Prefetcher(buffer, cfg.chunk_rows)
 
         def buffer_step() -> int:

@@ -27,7 +27,7 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     labelled, dropped_nonfinite = _label(cfg, info, teacher)
     observations = labelled.observations
     # 2. fit each student for E epochs, evaluating after each (the same early stopping as online)
-    learner = DistillLearner(cfg.distill, info.obs_shape, info.n_actions, seed=cfg.seed)
+    learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed)
     evaluator = Evaluator(cfg.env, teacher_net=teacher.net, students=cfg.distill.students,
                           obs_shape=info.obs_shape, n_actions=info.n_actions, episodes=cfg.eval_episodes,
                           seed=cfg.seed, tau=cfg.distill.tau)

@@ -25,6 +25,7 @@ class TransitionBatch:
     label_version: np.ndarray  # [B] int64: the teacher version that produced `teacher_q`
     behaviour: np.ndarray  # [B] int8, BEHAVIOUR_*
     actor_id: np.ndarray  # [B] int32
+    task: np.ndarray  # [B] int16: the row's task, an index into the run's task list (0 in a one-task run)
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])

@@ -10,6 +10,7 @@ import torch
 
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
+from .multitask import MultiTaskQNetwork
 from .networks import QNetwork, as_input, count_params, parse_spec, to_numpy
 
 
@@ -49,14 +50,26 @@ def parse_students(text: str) -> tuple[str, ...]:
 
 
 class DistillLearner:
-    """One QNetwork and one Adam per student; `step` is one gradient step for each."""
+    """One network and one Adam per student; `step` is one gradient step for each.
 
-    def __init__(self, config: DistillConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0,
-                 device: str = "cpu") -> None:
+    `tasks`: (observation shape, action count) of each task; with two or more, every student is
+    one MultiTaskQNetwork (a shared trunk, a head per task; `inputs` as there) and a step may take
+    rows of several tasks, one batch per task."""
+
+    def __init__(self, config: DistillConfig, tasks: list[tuple[tuple[int, ...], int]], *, seed: int = 0,
+                 device: str = "cpu", inputs: str = "per-task") -> None:
         torch.manual_seed(seed)
         self.config = config
         self.device = torch.device(device)
-        self.students = {spec: QNetwork(spec, obs_shape, n_actions).to(self.device) for spec in config.students}
+        self.n_tasks = len(tasks)
+        shapes, actions = [s for s, _ in tasks], [a for _, a in tasks]
+
+        def student(spec: str) -> torch.nn.Module:
+            if self.n_tasks == 1:
+                return QNetwork(spec, shapes[0], actions[0])
+            return MultiTaskQNetwork(spec, shapes, actions, inputs=inputs)
+
+        self.students = {spec: student(spec).to(self.device) for spec in config.students}
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
         }
@@ -65,25 +78,45 @@ class DistillLearner:
     def params(self) -> dict[str, int]:
         return {name: count_params(net) for name, net in self.students.items()}
 
-    def step(self, batch: TransitionBatch) -> Update:
-        """One gradient step of every student towards the batch's teacher_q labels."""
-        obs = as_input(batch.observations, self.device)
-        target = torch.as_tensor(batch.teacher_q, dtype=torch.float32, device=self.device)
+    def step(self, batch: TransitionBatch | list[TransitionBatch]) -> Update:
+        """One gradient step of every student towards the teacher_q labels of `batch`: one task's
+        rows, or a list of batches of one task each whose losses are averaged over all their rows."""
+        parts = [self._inputs(b) for b in (batch if isinstance(batch, list) else [batch])]
+        rows = sum(len(obs) for _, obs, _ in parts)
         metrics: dict[str, float] = {}
         for name, net in self.students.items():
-            q = net(obs)
-            loss = distill_loss(self.config.loss, q, target, tau=self.config.tau)
+            loss = torch.zeros((), device=self.device)
+            agree = 0.0
+            for task, obs, target in parts:
+                q = net(obs) if self.n_tasks == 1 else net(obs, task)
+                loss = loss + distill_loss(self.config.loss, q, target, tau=self.config.tau) * (len(obs) / rows)
+                agree += agreement(q.detach(), target) * len(obs) / rows
             opt = self.optimizers[name]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             metrics[f"learner/distill_loss/{name}"] = float(loss.detach())
-            metrics[f"learner/agreement/{name}"] = agreement(q.detach(), target)
+            metrics[f"learner/agreement/{name}"] = agree
         self.steps += 1
         return Update(metrics)
 
-    def weights(self) -> dict[str, dict[str, np.ndarray]]:
-        return {name: to_numpy(net.state_dict()) for name, net in self.students.items()}
+    def _inputs(self, batch: TransitionBatch) -> tuple[int, torch.Tensor, torch.Tensor]:
+        """(task, observations, teacher Q-values) of one task's rows, on the learner's device."""
+        tasks = np.unique(batch.task)
+        if len(tasks) != 1 or not 0 <= tasks[0] < self.n_tasks:
+            raise ValueError(f"a distillation batch holds rows of tasks {tasks.tolist()}: expected the rows of one "
+                             f"task among 0..{self.n_tasks - 1}")
+        return (int(tasks[0]), as_input(batch.observations, self.device),
+                torch.as_tensor(batch.teacher_q, dtype=torch.float32, device=self.device))
+
+    def task_network(self, name: str, task: int = 0) -> QNetwork:
+        """Student `name` on one task, as a plain QNetwork."""
+        net = self.students[name]
+        return net if self.n_tasks == 1 else net.task_network(task)
+
+    def weights(self, task: int = 0) -> dict[str, dict[str, np.ndarray]]:
+        """Every student's weights for one task (a plain QNetwork's)."""
+        return {name: to_numpy(self.task_network(name, task).state_dict()) for name in self.students}
 
     def state_dict(self) -> dict[str, object]:
         """Everything a resumed run needs to carry on: students, optimiser states, step count."""

@@ -18,6 +18,8 @@ def _check_aligned(batch: TransitionBatch) -> None:
     np.testing.assert_array_equal(batch.terminations, seq % 3 == 0)
     np.testing.assert_array_equal(batch.truncations, seq % 5 == 0)
     np.testing.assert_array_equal(batch.teacher_q[:, 0], seq)
+    np.testing.assert_array_equal(batch.task, seq % 7)
+    assert batch.task.dtype == np.int16
 
 
 def test_fifo_wrap_around_keeps_the_newest(make_buffer):

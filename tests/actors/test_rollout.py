@@ -17,7 +17,8 @@ CARTPOLE = describe("CartPole-v1")
 
 def _rollout(env_id="CartPole-v1", num_envs=1, seed=0):
     info = describe(env_id)
-    r = Rollout(env_id, net="8", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs, seed=seed, actor_id=3)
+    r = Rollout(env_id, net="8", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs, seed=seed, actor_id=3,
+                task=2)
     r.load_weights(0, to_numpy(QNetwork("8", info.obs_shape, info.n_actions).state_dict()))
     return r
 
@@ -31,7 +32,7 @@ def test_batch_shapes_and_dtypes():
     assert batch.actions.dtype == np.int64 and set(np.unique(batch.actions)) <= {0, 1}
     assert batch.rewards.dtype == np.float32 and batch.rewards.shape == (n,)
     assert batch.terminations.dtype == bool and batch.truncations.dtype == bool
-    assert (batch.actor_id == 3).all() and (batch.behaviour == 0).all()
+    assert (batch.actor_id == 3).all() and (batch.behaviour == 0).all() and (batch.task == 2).all()
 
 
 def test_episode_boundaries_on_cartpole():

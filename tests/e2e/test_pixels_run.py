@@ -30,7 +30,7 @@ def test_train_teacher_on_minatar(minatar_teacher):
     # the MinAtar preset: its DQN network, learning from 5,000 rows at one update per 4 env steps
     assert summary["teacher"]["net"] == "minatar" and summary["teacher"]["params"] == 132_179
     assert summary["learner_steps"] > 0
-    assert summary["bytes_per_row"] == 847  # two uint8 4x10x10 frames: a learning teacher needs the next one
+    assert summary["bytes_per_row"] == 849  # two uint8 4x10x10 frames: a learning teacher needs the next one
     ckpt = checkpoint.load(summary["teacher"]["checkpoint"], env_id=ENV)
     assert ckpt.obs_shape == (4, 10, 10) and ckpt.net == "minatar"
 
@@ -42,8 +42,8 @@ def test_run_distills_minatar_into_conv_students(minatar_teacher, tmp_path):
                  "--steps", "6000", "--no-target", "--out", str(out), "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stop_reason"] == "steps" and summary["env_steps"] >= 6_000 and summary["learner_steps"] > 50
-    assert summary["buffer"]["bytes_per_row"] == 447 and summary["buffer"]["lost"] == 0  # one frame: fixed teacher
-    assert "rows of 447 bytes in the buffer" in (out / "report.md").read_text()
+    assert summary["buffer"]["bytes_per_row"] == 449 and summary["buffer"]["lost"] == 0  # one frame: fixed teacher
+    assert "rows of 449 bytes in the buffer" in (out / "report.md").read_text()
     assert {name: s["params"] for name, s in summary["students"].items()} == {"c8k3s1-16": 8_555, "c4k3s1-8": 2_231}
     # a student checkpoint rebuilds a conv net that acts on the env's uint8 frames as stored
     name = "c8k3s1-16"

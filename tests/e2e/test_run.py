@@ -38,11 +38,11 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
                  "--buffer-bytes", "512K"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    # the buffer kept as many transitions as 512 KiB hold (59 bytes each: a fixed teacher's rows carry no next
+    # the buffer kept as many transitions as 512 KiB hold (61 bytes each: a fixed teacher's rows carry no next
     # observation), no more
-    assert Schema((4,), 2, next_obs=False).record_size == summary["buffer"]["bytes_per_row"] == 59
+    assert Schema((4,), 2, next_obs=False).record_size == summary["buffer"]["bytes_per_row"] == 61
     sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in _records(out) if "buffer/size" in r]
-    assert {c for _, c in sizes} == {512 * 1024 // 59} and max(n for n, _ in sizes) == 512 * 1024 // 59
+    assert {c for _, c in sizes} == {512 * 1024 // 61} and max(n for n, _ in sizes) == 512 * 1024 // 61
     assert summary["dropped_nonfinite"] == 0
     assert _within_the_rate_limit(out) >= 1
     assert summary["mode"] == "online" and summary["stop_reason"] == "steps" and summary["env_steps"] >= 15_000

@@ -65,5 +65,5 @@ def test_actors_spread_over_nodes_and_come_back_after_a_node_dies(steady_teacher
     # as good as the undisturbed run's student: greedy return on the same held-out episodes, within 5%
     student, calm = summary["students"]["16x16"], undisturbed["students"]["16x16"]
     assert undisturbed["actors"]["actor_failures"] == 0 and undisturbed["env_steps"] >= STEPS
-    assert undisturbed["buffer"] == {"inserted": undisturbed["env_steps"], "lost": 0, "rejected": 0, "bytes_per_row": 59}
+    assert undisturbed["buffer"] == {"inserted": undisturbed["env_steps"], "lost": 0, "rejected": 0, "bytes_per_row": 61}
     assert student["eval_return_mean"] >= 0.95 * calm["eval_return_mean"], (kill_after, student, calm)

@@ -85,7 +85,7 @@ ADVICE = {"checkpoint": "use another checkpoint or --resume from an earlier one"
 
 def _state() -> dict:
     """A small run state: a learner one step in (its students and Adam moments) and plain counters."""
-    learner = DistillLearner(DistillConfig(students=("4",)), (4,), 2)
+    learner = DistillLearner(DistillConfig(students=("4",)), [((4,), 2)])
     learner.step(labelled_batch(np.ones((8, 4), np.float32), np.ones((8, 2), np.float32)))
     return {"learner": learner.state_dict(), "env_steps": 1_000, "epsilon": 0.25, "env": "CartPole-v1", "best": None}
 

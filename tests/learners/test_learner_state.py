@@ -21,11 +21,11 @@ def _same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 def test_distill_learner_resumes_where_it_stopped(tmp_path):
     cfg = DistillConfig(students=("16x16", "8"))
-    original = DistillLearner(cfg, (4,), 2, seed=0)
+    original = DistillLearner(cfg, [((4,), 2)], seed=0)
     for _ in range(5):
         _distill_step(original, np.random.default_rng(1))
     checkpoint.save_state(tmp_path / "state.pt", {"learner": original.state_dict()})
-    resumed = DistillLearner(cfg, (4,), 2, seed=123)  # other initial weights, fresh optimisers
+    resumed = DistillLearner(cfg, [((4,), 2)], seed=123)  # other initial weights, fresh optimisers
     resumed.load_state_dict(checkpoint.load_state(tmp_path / "state.pt")["learner"])
     assert resumed.steps == 5
     # the next step, Adam moments included, is the same to the bit

@@ -89,7 +89,7 @@ def test_parse_students():
 
 
 def test_every_student_trains_on_the_same_batch():
-    learner = DistillLearner(DistillConfig(students=("8", "4x4"), loss="mse", lr=1e-2), (3,), 2)
+    learner = DistillLearner(DistillConfig(students=("8", "4x4"), loss="mse", lr=1e-2), [((3,), 2)])
     gen = torch.Generator().manual_seed(0)
     obs = torch.randn(64, 3, generator=gen)
     target = (obs @ torch.randn(3, 2, generator=gen)).numpy()  # a target the students can fit

@@ -44,6 +44,7 @@ def _batch(n=4, seed=0):
         label_version=np.zeros(n, np.int64),
         behaviour=np.zeros(n, np.int8),
         actor_id=np.zeros(n, np.int32),
+        task=np.zeros(n, np.int16),
     )
 
 

@@ -1,0 +1,100 @@
+"""A multi-task Q-network: one spec, a trunk shared by every task, one head per task (action
+counts may differ) and, where observation shapes differ, one input layer per task or inputs
+zero-padded to the widest task (Rusu et al. 2016: a shared trunk, a head per game).
+
+Each task's path through the network is an ordinary `QNetwork` of that task's observation shape
+and action count (`task_network`), so evaluation, rollout actors, checkpoints and export handle
+one task's student exactly as they handle a single-task one. With input layers per task the
+task networks share their middle modules; with padding they share the input layer too, and a
+task network's input layer holds the shared weights for that task's own channels (a zero-padded
+channel adds nothing, so the two compute the same Q-values)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .networks import QNetwork, parse_spec
+
+INPUTS = ("per-task", "pad")  # an input layer per task, or observations zero-padded to the widest task
+
+
+def padded_shape(obs_shapes: list[tuple[int, ...]], *, spec: str) -> tuple[int, ...]:
+    """The shape every task's observations are padded to: the most channels (frames) or the
+    longest vector; frames of different heights or widths are refused in one line."""
+    shapes = [tuple(int(d) for d in s) for s in obs_shapes]
+    if parse_spec(spec).is_conv:
+        if len({s[1:] for s in shapes}) > 1:
+            raise ValueError(f"network spec {spec!r}: the tasks' frames are {', '.join(map(str, shapes))}; a shared "
+                             "trunk needs one height and width: resize them to one size (gymnasium's ResizeObservation)")
+        return (max(s[0] for s in shapes), *shapes[0][1:])
+    return (max(int(np.prod(s)) for s in shapes),)
+
+
+class MultiTaskQNetwork(nn.Module):
+    """`forward(obs, task)`: Q-values [B, n_actions[task]] for a batch of one task's observations."""
+
+    def __init__(self, spec: str, obs_shapes: list[tuple[int, ...]], n_actions: list[int], *,
+                 inputs: str = "per-task") -> None:
+        super().__init__()
+        if inputs not in INPUTS:
+            raise ValueError(f"multi-task inputs {inputs!r} are not known: expected one of {', '.join(INPUTS)}")
+        if len(obs_shapes) != len(n_actions) or len(obs_shapes) < 2:
+            raise ValueError(f"a multi-task network needs two tasks or more, each with an observation shape and an "
+                             f"action count: got {len(obs_shapes)} shapes and {len(n_actions)} action counts")
+        self.spec = spec.strip()
+        self.inputs = inputs
+        self.obs_shapes = [tuple(int(d) for d in s) for s in obs_shapes]
+        self.n_actions = [int(a) for a in n_actions]
+        self.padded = padded_shape(self.obs_shapes, spec=spec) if inputs == "pad" else None
+        shapes = [self.padded] * len(obs_shapes) if self.padded else self.obs_shapes
+        self.tasks = nn.ModuleList(QNetwork(spec, s, a) for s, a in zip(shapes, self.n_actions))
+        layers = self.tasks[0].layers
+        weighted = [i for i, m in enumerate(layers) if isinstance(m, (nn.Linear, nn.Conv2d))]
+        self.input_index = weighted[0]  # the first weighted layer: per task, or shared over padded inputs
+        shared = [i for i in range(len(layers)) if weighted[0] < i < weighted[-1]] if inputs == "per-task" else \
+            [i for i in range(len(layers)) if i < weighted[-1]]
+        if not any(i in weighted for i in shared):
+            raise ValueError(f"network spec {spec!r} has one hidden layer: with an input layer per task and a head per "
+                             "task nothing is left to share; give two layers or more (e.g. '64x64'), or pad the inputs")
+        for net in self.tasks[1:]:
+            for i in shared:
+                net.layers[i] = layers[i]
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    def forward(self, obs: torch.Tensor, task: int) -> torch.Tensor:
+        if self.padded is not None:
+            obs = pad(obs, self.padded)
+        return self.tasks[task](obs)
+
+    def task_network(self, task: int) -> QNetwork:
+        """Task `task`'s path as a plain QNetwork of its own observation shape: the same Q-values."""
+        if self.padded is None:
+            return self.tasks[task]
+        net = QNetwork(self.spec, self.obs_shapes[task], self.n_actions[task])
+        state = self.tasks[task].state_dict()
+        key = f"layers.{self.input_index}.weight"
+        state[key] = input_weights(state[key], self.obs_shapes[task], self.padded)
+        net.load_state_dict(state)
+        return net
+
+
+def pad(obs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Observations [B, *own shape] zero-padded to [B, *shape]: more channels, or a longer vector."""
+    obs = obs.reshape(len(obs), -1) if len(shape) == 1 else obs
+    missing = shape[0] - obs.shape[1]
+    if missing == 0:
+        return obs
+    zeros = torch.zeros((len(obs), missing, *obs.shape[2:]), dtype=obs.dtype, device=obs.device)
+    return torch.cat([obs, zeros], dim=1)
+
+
+def input_weights(weight: torch.Tensor, obs_shape: tuple[int, ...], padded: tuple[int, ...]) -> torch.Tensor:
+    """The padded input layer's weights that a task's own observations meet: its channels (a
+    conv's [F, C, k, k]) or its vector's entries (a linear's [W, D])."""
+    keep = obs_shape[0] if len(padded) == 3 else int(np.prod(obs_shape))
+    return weight[:, :keep].clone()
