@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .multitask import MultiTaskQNetwork
 from .networks import GreedyPolicy, QNetwork, from_numpy, to_numpy
 
 SCHEMA_VERSION = 2
@@ -101,6 +102,33 @@ class Checkpoint:
         return policy
 
 
+@dataclass(frozen=True)
+class MultiTaskCheckpoint:
+    """A multi-task network (learners/multitask.py): one spec, per task an env, observation shape
+    and action count. `task(env_id)` is that task's path as an ordinary Checkpoint."""
+
+    net: str
+    env_ids: tuple[str, ...]
+    obs_shapes: tuple[tuple[int, ...], ...]
+    n_actions: tuple[int, ...]
+    inputs: str
+    version: int
+    weights: dict[str, np.ndarray]
+
+    def network(self) -> MultiTaskQNetwork:
+        q = MultiTaskQNetwork(self.net, list(self.obs_shapes), list(self.n_actions), inputs=self.inputs)
+        q.load_state_dict(from_numpy(self.weights))
+        return q
+
+    def task(self, env_id: str) -> Checkpoint:
+        if env_id not in self.env_ids:
+            raise CheckpointError(f"multi-task network {self.net!r} was made for {', '.join(self.env_ids)}, "
+                                  f"not {env_id!r}")
+        t = self.env_ids.index(env_id)
+        weights = to_numpy(self.network().task_network(t).state_dict())
+        return Checkpoint(self.net, self.obs_shapes[t], self.n_actions[t], env_id, self.version, weights)
+
+
 def _atomic_save(path: Path, payload: dict) -> None:
     """Sealed with its digest, then a temporary file in the same folder, fsync, rename: a kill
     never leaves a torn file."""
@@ -148,6 +176,15 @@ def save(path: str | Path, ckpt: Checkpoint) -> Path:
         "state_dict": from_numpy(ckpt.weights),
     }
     _atomic_save(path, payload)
+    return path
+
+
+def save_multitask(path: str | Path, ckpt: MultiTaskCheckpoint) -> Path:
+    path = Path(path)
+    _atomic_save(path, {"schema": SCHEMA_VERSION, "net": ckpt.net, "inputs": ckpt.inputs, "version": ckpt.version,
+                        "tasks": [{"env_id": e, "obs_shape": list(s), "n_actions": a}
+                                  for e, s, a in zip(ckpt.env_ids, ckpt.obs_shapes, ckpt.n_actions)],
+                        "state_dict": from_numpy(ckpt.weights)})
     return path
 
 
@@ -200,13 +237,27 @@ def load(
             f"Stable-Baselines3 model {zip_path!r}"
     else:
         ckpt, what = _read(Path(path)), f"checkpoint {str(path)!r}"
+        if isinstance(ckpt, MultiTaskCheckpoint):  # the path of the task asked for
+            if env_id not in ckpt.env_ids:
+                raise CheckpointError(f"{what} is a multi-task network of {', '.join(ckpt.env_ids)}, "
+                                      + (f"none of them {env_id!r}" if env_id else "so the task's env is needed"))
+            ckpt = ckpt.task(env_id)
     problems = _mismatches(ckpt, env_id=env_id, net=net, obs_shape=obs_shape, n_actions=n_actions)
     if problems:
         raise CheckpointError(f"{what} was made for " + "; ".join(problems))
     return ckpt
 
 
-def _read(path: Path) -> Checkpoint:
+def load_multitask(path: str | Path) -> MultiTaskCheckpoint:
+    """A whole multi-task network's checkpoint."""
+    ckpt = _read(Path(path))
+    if not isinstance(ckpt, MultiTaskCheckpoint):
+        raise CheckpointError(f"checkpoint {str(path)!r} is a single-task network of {ckpt.env_id!r}, not a "
+                              "multi-task one")
+    return ckpt
+
+
+def _read(path: Path) -> Checkpoint | MultiTaskCheckpoint:
     """A qdistill checkpoint file, its schema checked."""
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
@@ -225,6 +276,12 @@ def _read(path: Path) -> Checkpoint:
                               f"reads {' and '.join(map(str, READS))}")
     _check_digest(payload, f"checkpoint {str(path)!r}", "checkpoint")
     try:
+        if "tasks" in payload:
+            tasks = payload["tasks"]
+            return MultiTaskCheckpoint(
+                net=payload["net"], env_ids=tuple(t["env_id"] for t in tasks),
+                obs_shapes=tuple(tuple(t["obs_shape"]) for t in tasks), n_actions=tuple(int(t["n_actions"]) for t in tasks),
+                inputs=payload["inputs"], version=int(payload["version"]), weights=to_numpy(payload["state_dict"]))
         return Checkpoint(
             net=payload["net"],
             obs_shape=tuple(payload["obs_shape"]),

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
+from qdistill.learners import checkpoint
 from qdistill.learners.distill import DistillConfig, DistillLearner
 from qdistill.learners.multitask import MultiTaskQNetwork
-from qdistill.learners.networks import QNetwork, count_params
+from qdistill.learners.networks import QNetwork, count_params, to_numpy
 from tests.support.batches import labelled_batch
 
 CLASSIC = [((4,), 2), ((6,), 3), ((8,), 4)]  # CartPole, Acrobot, LunarLander
@@ -104,3 +105,29 @@ def test_refusals_name_the_value():
     with pytest.raises(ValueError, match=r"^a distillation batch holds rows of tasks \[0, 1\]: expected the rows of "
                                          r"one task among 0\.\.2$"):
         learner.step(batch)
+
+
+@pytest.mark.parametrize("inputs", ["per-task", "pad"])
+def test_a_multi_task_checkpoint_round_trips_and_gives_each_tasks_part_as_a_checkpoint(tmp_path, inputs):
+    net = _net("c8k3s1-16", MINATAR, inputs)
+    envs = ("MinAtar/Breakout-v1", "MinAtar/SpaceInvaders-v1", "MinAtar/Freeway-v1")
+    path = checkpoint.save_multitask(tmp_path / "mt.pt", checkpoint.MultiTaskCheckpoint(
+        "c8k3s1-16", envs, tuple(s for s, _ in MINATAR), tuple(a for _, a in MINATAR), inputs, 7,
+        to_numpy(net.state_dict())))
+    whole = checkpoint.load_multitask(path)
+    assert (whole.env_ids, whole.inputs, whole.version) == (envs, inputs, 7)
+    for task, env in enumerate(envs):
+        part = checkpoint.load(path, env_id=env, obs_shape=MINATAR[task][0], n_actions=MINATAR[task][1])
+        obs = _obs(MINATAR[task][0], 6, task)
+        torch.testing.assert_close(part.network()(obs), net(obs, task), rtol=0, atol=1e-6)
+        torch.testing.assert_close(whole.network()(obs, task), net(obs, task), rtol=0, atol=0)
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^checkpoint '{path}' is a multi-task network of "
+                                                         r"MinAtar/Breakout-v1, MinAtar/SpaceInvaders-v1, "
+                                                         r"MinAtar/Freeway-v1, none of them 'MinAtar/Asterix-v1'$"):
+        checkpoint.load(path, env_id="MinAtar/Asterix-v1")
+    with pytest.raises(checkpoint.CheckpointError, match=r"multi-task network of .*, so the task's env is needed$"):
+        checkpoint.load(path)
+    single = checkpoint.save(tmp_path / "one.pt", checkpoint.load(path, env_id=envs[0]))
+    with pytest.raises(checkpoint.CheckpointError, match=rf"^checkpoint '{single}' is a single-task network of "
+                                                         r"'MinAtar/Breakout-v1', not a multi-task one$"):
+        checkpoint.load_multitask(single)
