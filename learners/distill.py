@@ -10,7 +10,7 @@ import torch
 
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
-from .multitask import MultiTaskQNetwork
+from .multitask import build, forward, task_network, task_of
 from .networks import QNetwork, as_input, count_params, parse_spec, to_numpy
 
 
@@ -62,14 +62,7 @@ class DistillLearner:
         self.config = config
         self.device = torch.device(device)
         self.n_tasks = len(tasks)
-        shapes, actions = [s for s, _ in tasks], [a for _, a in tasks]
-
-        def student(spec: str) -> torch.nn.Module:
-            if self.n_tasks == 1:
-                return QNetwork(spec, shapes[0], actions[0])
-            return MultiTaskQNetwork(spec, shapes, actions, inputs=inputs)
-
-        self.students = {spec: student(spec).to(self.device) for spec in config.students}
+        self.students = {spec: build(spec, tasks, inputs=inputs).to(self.device) for spec in config.students}
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
         }
@@ -88,7 +81,7 @@ class DistillLearner:
             loss = torch.zeros((), device=self.device)
             agree = 0.0
             for task, obs, target in parts:
-                q = net(obs) if self.n_tasks == 1 else net(obs, task)
+                q = forward(net, obs, task)
                 loss = loss + distill_loss(self.config.loss, q, target, tau=self.config.tau) * (len(obs) / rows)
                 agree += agreement(q.detach(), target) * len(obs) / rows
             opt = self.optimizers[name]
@@ -102,17 +95,12 @@ class DistillLearner:
 
     def _inputs(self, batch: TransitionBatch) -> tuple[int, torch.Tensor, torch.Tensor]:
         """(task, observations, teacher Q-values) of one task's rows, on the learner's device."""
-        tasks = np.unique(batch.task)
-        if len(tasks) != 1 or not 0 <= tasks[0] < self.n_tasks:
-            raise ValueError(f"a distillation batch holds rows of tasks {tasks.tolist()}: expected the rows of one "
-                             f"task among 0..{self.n_tasks - 1}")
-        return (int(tasks[0]), as_input(batch.observations, self.device),
+        return (task_of(batch.task, self.n_tasks), as_input(batch.observations, self.device),
                 torch.as_tensor(batch.teacher_q, dtype=torch.float32, device=self.device))
 
     def task_network(self, name: str, task: int = 0) -> QNetwork:
         """Student `name` on one task, as a plain QNetwork."""
-        net = self.students[name]
-        return net if self.n_tasks == 1 else net.task_network(task)
+        return task_network(self.students[name], task)
 
     def weights(self, task: int = 0) -> dict[str, dict[str, np.ndarray]]:
         """Every student's weights for one task (a plain QNetwork's)."""

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from .batch import TransitionBatch, Update
-from .networks import QNetwork, as_input, count_params, from_numpy, to_numpy
+from .multitask import build, forward, task_network, task_of
+from .networks import as_input, count_params, from_numpy, to_numpy
 from .td import double_dqn_target, td_loss
 
 
@@ -54,15 +55,19 @@ def as_tensors(batch: TransitionBatch, device: torch.device | str = "cpu") -> di
 
 
 class DQNLearner:
-    """Holds the online and target networks and the optimiser; `step` is one gradient step."""
+    """Holds the online and target networks and the optimiser; `step` is one gradient step.
 
-    def __init__(self, config: DQNConfig, obs_shape: tuple[int, ...], n_actions: int, *, seed: int = 0,
-                 device: str = "cpu") -> None:
+    `tasks`: (observation shape, action count) of each task; with two or more the network is one
+    MultiTaskQNetwork (a shared trunk, a head per task) and a step may take one batch per task."""
+
+    def __init__(self, config: DQNConfig, tasks: list[tuple[tuple[int, ...], int]], *, seed: int = 0,
+                 device: str = "cpu", inputs: str = "per-task") -> None:
         torch.manual_seed(seed)
         self.config = config
         self.device = torch.device(device)
-        self.q = QNetwork(config.net, obs_shape, n_actions).to(self.device)
-        self.q_target = QNetwork(config.net, obs_shape, n_actions).to(self.device)
+        self.n_tasks = len(tasks)
+        self.q = build(config.net, tasks, inputs=inputs).to(self.device)
+        self.q_target = build(config.net, tasks, inputs=inputs).to(self.device)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
@@ -72,17 +77,27 @@ class DQNLearner:
     def params(self) -> int:
         return count_params(self.q)
 
-    def step(self, batch: TransitionBatch) -> Update:
-        """One double-DQN step; returns its metrics and the online network's Q-values for the
-        batch's observations from this step's own forward pass (before the update)."""
-        t = as_tensors(batch, self.device)
-        q_all = self.q(t["observations"])
-        q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
-        with torch.no_grad():
-            next_online = self.q(t["next_observations"])
-            next_target = self.q_target(t["next_observations"])
-            target = double_dqn_target(t["rewards"], next_online, next_target, t["terminations"], self.config.gamma)
-        loss = td_loss(q_taken, target)
+    def step(self, batch: TransitionBatch | list[TransitionBatch]) -> Update:
+        """One double-DQN step on one task's rows, or on a list of batches of one task each (their
+        losses averaged over all their rows); returns its metrics and the online network's Q-values
+        for the observations from this step's own forward pass (before the update): an array, or
+        one per batch of the list."""
+        parts = batch if isinstance(batch, list) else [batch]
+        rows = sum(len(b) for b in parts)
+        loss = torch.zeros((), device=self.device)
+        q_values, q_taken_sum = [], 0.0
+        for part in parts:
+            task, t = task_of(part.task, self.n_tasks), as_tensors(part, self.device)
+            q_all = forward(self.q, t["observations"], task)
+            q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
+            with torch.no_grad():
+                next_online = forward(self.q, t["next_observations"], task)
+                next_target = forward(self.q_target, t["next_observations"], task)
+                target = double_dqn_target(t["rewards"], next_online, next_target, t["terminations"],
+                                           self.config.gamma)
+            loss = loss + td_loss(q_taken, target) * (len(part) / rows)
+            q_values.append(q_all.detach().cpu().numpy())
+            q_taken_sum += float(q_taken.detach().sum())
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.q.parameters(), self.config.max_grad_norm)
@@ -92,15 +107,21 @@ class DQNLearner:
             self.q_target.load_state_dict(self.q.state_dict())
         return Update({
             "learner/td_loss": float(loss.detach()),
-            "learner/q_mean": float(q_taken.detach().mean()),
+            "learner/q_mean": q_taken_sum / rows,
             "learner/grad_norm": float(grad_norm),
-        }, q_all.detach().cpu().numpy())
+        }, q_values if isinstance(batch, list) else q_values[0])
 
-    def weights(self) -> dict[str, np.ndarray]:
+    def weights(self, task: int = 0) -> dict[str, np.ndarray]:
+        """The online network's weights for one task (a plain QNetwork's)."""
+        return to_numpy(task_network(self.q, task).state_dict())
+
+    def network_weights(self) -> dict[str, np.ndarray]:
+        """The whole online network's weights (every task's, a multi-task network's)."""
         return to_numpy(self.q.state_dict())
 
     def load_weights(self, weights: dict[str, np.ndarray]) -> None:
-        """Start from these Q-network weights (a checkpoint's, or a swapped-in teacher's): online and target."""
+        """Start from these weights of the whole network (a checkpoint's, or a swapped-in
+        teacher's): online and target."""
         state = {k: v.to(self.device) for k, v in from_numpy(weights).items()}
         self.q.load_state_dict(state)
         self.q_target.load_state_dict(state)

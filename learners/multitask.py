@@ -83,6 +83,31 @@ class MultiTaskQNetwork(nn.Module):
         return net
 
 
+def task_of(rows: np.ndarray, n_tasks: int) -> int:
+    """The one task a learner batch's rows (their `task` column) belong to; mixed rows are refused."""
+    tasks = np.unique(rows)
+    if len(tasks) != 1 or not 0 <= tasks[0] < n_tasks:
+        raise ValueError(f"a learner batch holds rows of tasks {tasks.tolist()}: expected the rows of one task among "
+                         f"0..{n_tasks - 1}")
+    return int(tasks[0])
+
+
+def build(spec: str, tasks: list[tuple[tuple[int, ...], int]], *, inputs: str = "per-task") -> nn.Module:
+    """A QNetwork for one task, a MultiTaskQNetwork for several: (observation shape, action count) each."""
+    if len(tasks) == 1:
+        return QNetwork(spec, *tasks[0])
+    return MultiTaskQNetwork(spec, [s for s, _ in tasks], [a for _, a in tasks], inputs=inputs)
+
+
+def forward(net: nn.Module, obs: torch.Tensor, task: int) -> torch.Tensor:
+    """Q-values of one task's observations, from a single- or multi-task network."""
+    return net(obs, task) if isinstance(net, MultiTaskQNetwork) else net(obs)
+
+
+def task_network(net: nn.Module, task: int) -> QNetwork:
+    return net.task_network(task) if isinstance(net, MultiTaskQNetwork) else net
+
+
 def pad(obs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Observations [B, *own shape] zero-padded to [B, *shape]: more channels, or a longer vector."""
     obs = obs.reshape(len(obs), -1) if len(shape) == 1 else obs

@@ -47,7 +47,7 @@ class DistillDriver(Driver):
         self.learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device)
         # a learning teacher: DQN on the same minibatches the students distill from; it labels the
         # rows it trains on itself, so the buffer does not relabel in the background then
-        self.dqn = DQNLearner(cfg.dqn, info.obs_shape, info.n_actions, seed=cfg.seed, device=device) \
+        self.dqn = DQNLearner(cfg.dqn, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device) \
             if cfg.teacher_learns else None
         if self.dqn is not None:
             self.dqn.load_weights(teacher.weights)

@@ -43,7 +43,7 @@ class TeacherDriver(Driver):
         self.run = RunDir(config.out, name=name)
         self.run.write_config(config.to_dict())
         torch.set_num_threads(config.learner_threads)
-        self.learner = DQNLearner(config.dqn, info.obs_shape, info.n_actions, seed=config.seed, device=device)
+        self.learner = DQNLearner(config.dqn, [(info.obs_shape, info.n_actions)], seed=config.seed, device=device)
         self.version = 0
         if init is not None:
             self.learner.load_weights(init.weights)

@@ -36,13 +36,13 @@ def test_distill_learner_resumes_where_it_stopped(tmp_path):
 
 def test_dqn_learner_resumes_where_it_stopped(tmp_path):
     cfg = DQNConfig(net="32", batch_size=8, target_update=3)
-    original = DQNLearner(cfg, (2,), 2, seed=0)
-    batch = sequence_batch(0, 8)
+    original = DQNLearner(cfg, [((2,), 2)], seed=0)
+    batch = sequence_batch(0, 8, task=0)
     batch.actions %= 2
     for _ in range(4):
         original.step(batch)
     checkpoint.save_state(tmp_path / "state.pt", {"learner": original.state_dict()})
-    resumed = DQNLearner(cfg, (2,), 2, seed=7)
+    resumed = DQNLearner(cfg, [((2,), 2)], seed=7)
     resumed.load_state_dict(checkpoint.load_state(tmp_path / "state.pt")["learner"])
     assert resumed.steps == 4
     mine, theirs = resumed.step(batch), original.step(batch)

@@ -6,8 +6,10 @@ import torch
 
 from qdistill.learners import checkpoint
 from qdistill.learners.distill import DistillConfig, DistillLearner
+from qdistill.learners.dqn import DQNConfig, DQNLearner
 from qdistill.learners.multitask import MultiTaskQNetwork
 from qdistill.learners.networks import QNetwork, count_params, to_numpy
+from qdistill.learners.td import double_dqn_target, td_loss
 from tests.support.batches import labelled_batch
 
 CLASSIC = [((4,), 2), ((6,), 3), ((8,), 4)]  # CartPole, Acrobot, LunarLander
@@ -102,7 +104,7 @@ def test_refusals_name_the_value():
     learner = DistillLearner(DistillConfig(students=("32x16",)), CLASSIC)
     batch = labelled_batch(np.zeros((4, 4), np.float32), np.zeros((4, 2), np.float32))
     batch.task[:] = [0, 0, 1, 1]
-    with pytest.raises(ValueError, match=r"^a distillation batch holds rows of tasks \[0, 1\]: expected the rows of "
+    with pytest.raises(ValueError, match=r"^a learner batch holds rows of tasks \[0, 1\]: expected the rows of "
                                          r"one task among 0\.\.2$"):
         learner.step(batch)
 
@@ -131,3 +133,35 @@ def test_a_multi_task_checkpoint_round_trips_and_gives_each_tasks_part_as_a_chec
     with pytest.raises(checkpoint.CheckpointError, match=rf"^checkpoint '{single}' is a single-task network of "
                                                          r"'MinAtar/Breakout-v1', not a multi-task one$"):
         checkpoint.load_multitask(single)
+
+
+def _transitions(task, shape, actions, n, seed):
+    rng = np.random.default_rng(seed)
+    b = labelled_batch(rng.normal(size=(n, *shape)).astype(np.float32), np.zeros((n, actions), np.float32))
+    b.next_observations = rng.normal(size=(n, *shape)).astype(np.float32)
+    b.actions, b.rewards = rng.integers(0, actions, n), rng.normal(size=n).astype(np.float32)
+    b.terminations, b.task[:] = rng.random(n) < 0.3, task
+    return b
+
+
+def test_a_multi_task_dqn_step_averages_the_tasks_td_losses_over_their_rows_and_returns_q_values_per_task():
+    learner = DQNLearner(DQNConfig(net="32x16", gamma=0.9), CLASSIC, seed=0)
+    parts = [_transitions(0, (4,), 2, 8, 1), _transitions(2, (8,), 4, 24, 2)]
+    expected, before = 0.0, []
+    with torch.no_grad():
+        for b in parts:
+            t = int(b.task[0])
+            obs, nxt = torch.as_tensor(b.observations), torch.as_tensor(b.next_observations)
+            q = learner.q(obs, t)
+            target = double_dqn_target(torch.as_tensor(b.rewards), learner.q(nxt, t), learner.q_target(nxt, t),
+                                       torch.as_tensor(b.terminations, dtype=torch.float32), 0.9)
+            expected += float(td_loss(q.gather(1, torch.as_tensor(b.actions)[:, None]).squeeze(1), target)) * len(b) / 32
+            before.append(q.numpy())
+        head1 = learner.q.tasks[1].layers[-1].weight.clone()
+    update = learner.step(parts)
+    assert update.metrics["learner/td_loss"] == pytest.approx(expected, rel=1e-6)
+    assert [q.shape for q in update.q_values] == [(8, 2), (24, 4)]
+    assert all((q == b).all() for q, b in zip(update.q_values, before))
+    assert torch.equal(learner.q.tasks[1].layers[-1].weight, head1)  # no rows of task 1: its head kept
+    assert set(learner.weights(2)) == {f"layers.{i}.{p}" for i in (1, 3, 5) for p in ("weight", "bias")}
+    assert learner.weights(2)["layers.1.weight"].shape == (32, 8)

@@ -49,7 +49,7 @@ def _batch(n=4, seed=0):
 
 
 def test_learner_step_loss_matches_the_pure_functions():
-    learner = DQNLearner(DQNConfig(net="8", gamma=0.9), (4,), 2, seed=3)
+    learner = DQNLearner(DQNConfig(net="8", gamma=0.9), [((4,), 2)], seed=3)
     batch = _batch()
     obs, nxt = torch.from_numpy(batch.observations), torch.from_numpy(batch.next_observations)
     with torch.no_grad():
@@ -68,7 +68,7 @@ def test_learner_step_loss_matches_the_pure_functions():
 
 
 def test_target_network_copies_every_target_update_steps():
-    learner = DQNLearner(DQNConfig(net="8", target_update=3), (4,), 2)
+    learner = DQNLearner(DQNConfig(net="8", target_update=3), [((4,), 2)])
     first = [p.clone() for p in learner.q_target.parameters()]
     for _ in range(2):
         learner.step(_batch())
@@ -78,7 +78,7 @@ def test_target_network_copies_every_target_update_steps():
 
 
 def test_learning_reduces_td_loss_on_a_fixed_batch():
-    learner = DQNLearner(DQNConfig(net="32", lr=1e-2, target_update=10_000), (4,), 2)
+    learner = DQNLearner(DQNConfig(net="32", lr=1e-2, target_update=10_000), [((4,), 2)])
     batch = _batch(32)
     first = learner.step(batch).metrics["learner/td_loss"]
     for _ in range(200):
