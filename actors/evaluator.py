@@ -10,6 +10,7 @@ import torch
 from ..learners.losses import DEFAULT_TAU, agreement, kl_loss
 from ..learners.networks import GreedyPolicy
 from .evaluate import EvalResult, evaluate, visited_states
+from .intervals import percent_of
 
 HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
 FINAL_OFFSET = 100_000  # the final evaluation's episodes differ from the periodic ones
@@ -84,10 +85,3 @@ class Evaluator:
             metrics[f"eval/student_version/{name}"] = float(student.version)
         metrics["eval/wall_s"] = time.monotonic() - start
         return metrics
-
-
-def percent_of(value: float, reference: float) -> float:
-    """value as % of reference; for negative returns (Acrobot) the ratio flips so closer is higher."""
-    if reference == 0:
-        return float("nan")
-    return 100.0 * (value / reference if reference > 0 else reference / value if value != 0 else float("inf"))
