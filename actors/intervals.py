@@ -67,6 +67,13 @@ def percent_ci(student, teacher, **kw) -> Interval:
                      **kw)
 
 
+def geometric_mean(values) -> float:
+    """Of positive values (a multi-task student's % of each task's teacher, Rusu et al. 2016); 0
+    once any is 0 or below (a task the student fails)."""
+    values = np.asarray(values, dtype=np.float64)
+    return float(np.exp(np.log(values).mean())) if (values > 0).all() else 0.0
+
+
 def iqm(x: np.ndarray) -> np.ndarray:
     """Interquartile mean of each row: the mean of the middle 50% of its values (a quarter cut at
     each end, fractional cuts weighted, as scipy's trim_mean does for whole ones)."""

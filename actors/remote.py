@@ -96,6 +96,7 @@ class RolloutActor:
         seed: int,
         actor_id: int,
         params: str,
+        task: int = 0,
         sink: str | RedisSpec,
         student: str | None = None,
         student_params: str | None = None,
@@ -110,7 +111,7 @@ class RolloutActor:
 
         torch.set_num_threads(1)
         self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
-                               num_envs=num_envs, seed=seed, actor_id=actor_id, student=student,
+                               num_envs=num_envs, seed=seed, actor_id=actor_id, task=task, student=student,
                                next_obs=next_obs)
         self.params = ray.get_actor(params)
         self.student_name = student

@@ -90,6 +90,8 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
     cfg: DistillRunConfig = job.config  # type: ignore[assignment]
     run = RunDir(cfg.out)
     run.write_config(cfg.to_dict())
+    if cfg.tasks:
+        return _run_tasks(job, run, control, started)
     teacher = _teacher(job, info, control, started)
     if teacher is None:
         run.close()
@@ -105,6 +107,23 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
         driver.restore(checkpoint.load_state(state))
         run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_env_steps),
                  "buffer/lost": _last_buffer_size(run.metrics) if cfg.buffer == "ray" else 0})
+    return driver.train()
+
+
+def _run_tasks(job: Job, run: RunDir, control: RunControl, started: float) -> dict[str, object]:
+    """A multi-task run: each task's teacher (its own checkpoint, or its part of a multi-task one)."""
+    from .driver.multitask import MultiTaskDistillDriver
+
+    cfg: DistillRunConfig = job.config  # type: ignore[assignment]
+    infos = [describe(env) for env in cfg.tasks]
+    teachers = [checkpoint.load(cfg.teachers.get(i.env_id, cfg.teacher), env_id=i.env_id, obs_shape=i.obs_shape,
+                                n_actions=i.n_actions) for i in infos]
+    control.publish(phase="distill", progress=None)
+    driver = MultiTaskDistillDriver(cfg, infos, teachers, run=run, started=started, control=control,
+                                    device=job.device)
+    if job.resume and run.state.is_file():
+        driver.restore(checkpoint.load_state(run.state))
+        run.log({"event": "resumed", **driver.counts(env_steps=driver.resumed_env_steps)})
     return driver.train()
 
 

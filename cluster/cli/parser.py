@@ -46,8 +46,9 @@ def _size(text: str) -> int:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1 (required "
-                                 "unless --resume)")
+    p.add_argument("--env", action="append",
+                   help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1 (required unless --resume); "
+                        "`run`: give it once per task for a multi-task student")
     p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty. "
                                  "Its name is the run's name on the cluster")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -115,8 +116,15 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     """`qdistill run`'s flags (and `config show`'s, which resolves the same config)."""
     _common(r)
     _config_flag(r, "run", "deploy/configs/cartpole.toml")
-    r.add_argument("--teacher", help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model "
-                                      "(default: train one first, into RUN/teacher)")
+    r.add_argument("--teacher", action="append", metavar="[ENV=]PATH",
+                   help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model (default: train "
+                        "one first, into RUN/teacher); several tasks: ENV=PATH once per task, or one multi-task network")
+    r.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
+                                          "weights per task joined by ':', e.g. 2:1:1")
+    r.add_argument("--task-batches", help="several tasks: each minibatch holds rows of every task ('mixed', "
+                                          "default) or of one task ('one', tasks taking turns)")
+    r.add_argument("--task-inputs", help="several tasks: the student's input layer, one per task ('per-task', "
+                                         "default) or one over observations zero-padded to the widest task ('pad')")
     r.add_argument("--teacher-learns", action="store_true",
                    help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "
                         "the students distill from it")

@@ -87,9 +87,10 @@ def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]
 
 def _print_summary(summary: dict[str, object], out: str) -> None:
     if "students" in summary:  # a distillation run
+        from ..rundir.multitask import task_tables
         from ..rundir.report import table
 
-        print(table(summary))
+        print(task_tables(summary) if "per_task" in summary else table(summary))
         print_rows([
             ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
                         f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),

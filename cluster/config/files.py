@@ -111,8 +111,9 @@ def _convert(value: object, hint: object, origin: object, args: tuple) -> tuple[
         return _number(value), float(value) if _number(value) else value
     if hint is str:
         return isinstance(value, str), value
-    if origin is dict:  # dict[str, float]: resources, dynamics changes
-        ok = isinstance(value, dict) and all(isinstance(k, str) and _number(v) for k, v in value.items())
+    if origin is dict:  # dict[str, float]: resources, dynamics changes; dict[str, str]: teachers per task
+        item = (lambda v: isinstance(v, str)) if args[1] is str else _number
+        ok = isinstance(value, dict) and all(isinstance(k, str) and item(v) for k, v in value.items())
         return ok, value
     if origin is tuple:  # tuple[str, ...]: student specs
         ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
@@ -122,7 +123,7 @@ def _convert(value: object, hint: object, origin: object, args: tuple) -> tuple[
 
 def _kind(hint: object, origin: object) -> str:
     if origin is dict:
-        return "a table of names with numbers"
+        return "a table of names with strings" if typing.get_args(hint)[1] is str else "a table of names with numbers"
     if origin is tuple:
         return "a list of strings"
     return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}[hint]

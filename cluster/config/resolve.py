@@ -28,6 +28,9 @@ RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", *TLS_FLAGS, "det
 
 def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
     """`qdistill train-teacher`'s config."""
+    if args.env and len(args.env) > 1:
+        raise ValueError(f"train-teacher takes one --env, not {len(args.env)}: a teacher of several tasks in one "
+                         "network is not built yet; train one teacher per task")
     def own(init_path: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
         net = args.net or file.get("dqn", {}).get("net")
         init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
@@ -39,10 +42,15 @@ def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
 
 def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
     """`qdistill run`'s config."""
-    def own(teacher: str | None, _file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+    def own(teacher: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
+        tasks = _envs(args.env) if args.env and len(args.env) > 1 else file.get("tasks")
         teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
-                                      n_actions=info.n_actions).net if teacher else None
+                                      n_actions=info.n_actions).net if teacher and not tasks else None
         return dict(
+            tasks=tuple(tasks) if tasks else None, teachers=_teachers(args.teacher, tasks) or None,
+            task_balance=args.task_balance, task_batches=args.task_batches, task_inputs=args.task_inputs,
+            # one rollout actor per task unless told otherwise (actors are spread evenly over the tasks)
+            actors=args.actors or file.get("actors") or len(tasks) if tasks else args.actors,
             mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
             samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
             max_label_staleness=args.max_label_staleness, change_at=args.change_at,
@@ -64,7 +72,7 @@ def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvI
         saved = config_from_dict(TeacherRunConfig, json.loads((teacher_dir / "config.json").read_text()),
                                  source=str(teacher_dir / "config.json"))
         return _tls(with_overrides(saved, address=args.address, buffer=args.buffer), args)
-    if config.teacher is not None or config.teacher_learns:
+    if config.teacher is not None or config.teachers or config.teacher_learns:
         return None
     return teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
                           target_return=info.reward_threshold, buffer=config.buffer,
@@ -113,7 +121,11 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
     file = files.read(args.config) if args.config else {}
     file_tls = files.take(file, TLS_FLAGS, source=args.config)  # not fields: they go into the buffer URL
     file = files.checked(cls, file, source=args.config) if args.config else {}
-    env, out, path = (getattr(args, k) or file.get(k) for k in ("env", "out", checkpoint_key))
+    given = {"env": _envs(args.env)[0] if args.env else None, "out": args.out,
+             checkpoint_key: _plain_path(getattr(args, checkpoint_key))}
+    env, out, path = (given[k] or file.get(k) for k in ("env", "out", checkpoint_key))
+    if env is None and file.get("tasks"):
+        env = file["tasks"][0]
     file = {k: v for k, v in file.items() if k not in ("env", "out", checkpoint_key)}
     if env is None:
         raise ValueError("no env: give --env (a Gymnasium id such as 'CartPole-v1'), or --resume RUN_DIR")
@@ -127,7 +139,8 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
         actor_resources=args.actor_resources, replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance,
         buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
         buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
-        **{checkpoint_key: checkpoint.absolute(path) if path else None}, **own(path, file, info))
+        **{checkpoint_key: checkpoint.absolute(path) if path else None})
+    flags.update(own(path, file, info))
     out = out or str(Path("runs") / f"{env.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = make(env, str(Path(out).absolute()), **_layered(file, flags))
     check_networks(config, info)
@@ -135,12 +148,47 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
 
 
 def check_networks(config: RunConfig, info: EnvInfo) -> None:
-    """Every network the run trains fits the env's observations (a conv net for frames, an MLP for vectors)."""
+    """Every network the run trains fits the env's observations (a conv net for frames, an MLP for
+    vectors); a multi-task student, every task's."""
     nets = [config.dqn.net] if isinstance(config, TeacherRunConfig) or config.teacher_learns else []
+    infos = [info]
     if isinstance(config, DistillRunConfig):
         nets += list(config.distill.students)
+        infos = [describe(env) for env in config.envs]
     for net in nets:
-        check_fits(net, info.obs_shape, pixels=info.pixels)
+        for task in infos:
+            try:
+                check_fits(net, task.obs_shape, pixels=task.pixels)
+            except ValueError as exc:
+                raise ValueError(f"{exc} ({task.env_id})" if len(infos) > 1 else str(exc)) from None
+
+
+def _envs(given: list[str]) -> list[str]:
+    return [e.strip() for e in given]
+
+
+def _plain_path(given: list[str] | str | None) -> str | None:
+    """The one checkpoint given without an ENV= in front (a one-task run's, or a multi-task network's)."""
+    if not isinstance(given, list):
+        return given
+    plain = [g for g in given if "=" not in g]
+    if len(plain) > 1:
+        raise ValueError(f"--teacher is given {len(plain)} times without ENV=: give one checkpoint, or ENV=PATH "
+                         "once per task")
+    return plain[0] if plain else None
+
+
+def _teachers(given: list[str] | None, tasks: list[str] | None) -> dict[str, str]:
+    """--teacher ENV=PATH, once per task: env → absolute path."""
+    pairs = [g.split("=", 1) for g in given or [] if "=" in g]
+    if pairs and not tasks:
+        raise ValueError(f"--teacher {given[0]} names an env, but the run has one task: give --teacher PATH")
+    out: dict[str, str] = {}
+    for env, path in pairs:
+        if env in out:
+            raise ValueError(f"--teacher gives {env!r} twice: give each task's teacher once")
+        out[env] = checkpoint.absolute(path)
+    return out
 
 
 def _layered(file: dict[str, object], flags: dict[str, object]) -> dict[str, object]:
@@ -161,8 +209,9 @@ def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
         raise ValueError(f"run directory {str(path)!r} has no config.json: expected a directory made by "
                          f"`qdistill {args.command}`")
     config = config_from_dict(cls, json.loads((path / "config.json").read_text()), source=str(path / "config.json"))
-    if args.env is not None and args.env != config.env:
-        raise ValueError(f"run directory {str(path)!r} was made for {config.env}, not {args.env}")
+    if args.env is not None and tuple(_envs(args.env)) != config.envs:
+        raise ValueError(f"run directory {str(path)!r} was made for {', '.join(config.envs)}, "
+                         f"not {', '.join(_envs(args.env))}")
     allowed = {"command", "config_command", "resume", "env", "out", *RESUME_FLAGS}
     given = sorted(k for k, v in vars(args).items() if k not in allowed and v not in (None, False))
     if given:

@@ -10,18 +10,21 @@ import ray
 
 from ...actors.buffer_client import BufferClient, make_buffer
 from ...actors.envs import EnvInfo
+from ...actors.ratelimit import SampleToInsertRatio
 from ...actors.wire import Schema
 from ..config import RunConfig
 from ..control import RunControl
 
 
-def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str) -> BufferClient:
-    """The run's buffer, as the config asks: backend, capacity (capped by buffer_bytes), shards,
-    and the rate limiter that keeps the replay ratio."""
+def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str,
+               limit: SampleToInsertRatio | None = None) -> BufferClient:
+    """The run's buffer (a multi-task run's: one task's), as the config asks: backend, capacity
+    (capped by buffer_bytes), shards, and the rate limiter that keeps the replay ratio (`limit`
+    where a task's share of samples and inserts sets another)."""
     schema = Schema.of(info, next_obs=cfg.next_obs)
     return make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
                        prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema, seed=cfg.seed,
-                       options=options, name=name, limit=cfg.rate_limit)
+                       options=options, name=name, limit=limit or cfg.rate_limit)
 
 
 def hand_over(buffer: BufferClient, collector: Collector, timeout: float = 10.0) -> None:

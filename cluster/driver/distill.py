@@ -166,10 +166,10 @@ class DistillDriver(Driver):
         for result in results:
             self.recent = (self.recent + [ret for ret, _ in result["episodes"]])[-20:]
 
-    def learn(self, ids: np.ndarray, batch: TransitionBatch) -> None:
+    def learn(self, sample: tuple[np.ndarray, TransitionBatch]) -> None:
         """Each minibatch of the chunk: a learning teacher's step first (its Q-values label the rows),
         stale labels relabelled, then every student's step; new labels written back once."""
-        cfg = self.config
+        cfg, (ids, batch) = self.config, sample
         self.metrics.update(self.labels.sampled(batch))
         relabelled, lag_used = [], 0  # the most any trained-on label of this chunk lagged
         for mb_ids, mb in minibatches(ids, batch, self._student_batch()):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Protocol
 
-import numpy as np
 
 from ...actors.buffer_client import BufferClient
 from ...learners.batch import TransitionBatch
@@ -28,8 +27,9 @@ class Run(Protocol):
         """The collect's (ε, β, dynamics, newest versions)."""
     def collected(self, results: list[dict[str, object]]) -> None:
         """Take in what the finished collects report (episodes, versions)."""
-    def learn(self, ids: np.ndarray, batch: TransitionBatch) -> None:
-        """Learner steps on a sampled chunk, publishing new weights as they come."""
+    def learn(self, sample) -> None:
+        """Learner steps on a sampled chunk (what the run's buffer's `gather` gives: (ids, rows),
+        or a multi-task run's TaskSample), publishing new weights as they come."""
     def evaluate(self, stop: str | None) -> str | None:
         """Start, take in and judge evaluations; "target" once it is reached."""
     def record(self, stop: str | None) -> None:
@@ -48,7 +48,7 @@ def run_loop(run: Run) -> str:
         ready, results = wait_for_work(run.prefetch, run.collector, stop)
         run.collected(results)
         if ready:
-            run.learn(*run.prefetch.take())
+            run.learn(run.prefetch.take())
         stop = run.evaluate(stop) or stop
         run.record(stop)
         run.checkpoint(stop)

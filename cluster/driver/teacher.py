@@ -119,9 +119,9 @@ class TeacherDriver(Driver):
             self.weights_staleness = result["latest_version"] - result["weights_version"]
             self.actor_version = result["weights_version"]
 
-    def learn(self, ids: np.ndarray, batch: TransitionBatch) -> None:
+    def learn(self, sample: tuple[np.ndarray, TransitionBatch]) -> None:
         """A chunk of updates_per_sample minibatches (the next chunk is already asked for)."""
-        for _, mb in minibatches(ids, batch, self.config.dqn.batch_size):
+        for _, mb in minibatches(*sample, self.config.dqn.batch_size):
             self.metrics = self.learner.step(mb).metrics
             if self.learner.steps % self.config.publish_every == 0:
                 self.version += 1

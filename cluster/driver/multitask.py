@@ -1,0 +1,351 @@
+"""The multi-task distillation run: one teacher per task, rollout actors per task, one buffer per
+task sampled in the run's task balance, one multi-task student (a shared trunk, a head per task).
+
+collect (each task's actors, its teacher's labels) → its task's buffer → a balanced sample →
+[relabel stale labels, per task] → learner.step over the tasks' minibatches → publish each task's
+student weights → evaluate every task (one evaluator per task), on the one run loop (driver/loop.py).
+
+A student's best version is judged on all tasks at once: the geometric mean over tasks of its %
+of each task's teacher (Rusu et al. 2016), then its mean agreement."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import ray
+import torch
+
+from ...actors.balance import TaskBalance, parse_balance
+from ...actors.envs import EnvInfo
+from ...actors.intervals import geometric_mean
+from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
+from ...actors.task_buffers import TaskBuffers, TaskSample
+from ...actors.wire import Schema
+from ...learners import checkpoint
+from ...learners.distill import DistillLearner
+from ...learners.networks import from_numpy, to_numpy
+from ...learners.schedule import LinearSchedule
+from ..config import DistillRunConfig
+from ..control import RunControl
+from ..placement import actor_states, on_head, rollout_options
+from ..rundir import RunDir
+from ..rundir.multitask import summarize_tasks, task_dir
+from .base import Driver
+from .collect import run_buffer, stop_actors
+from .evaluation import StudentEvaluation
+from .labels import Labels
+from .telemetry import Telemetry
+
+
+@dataclass
+class Task:
+    """One task of the run: its env, teacher, labels and evaluation."""
+
+    index: int
+    info: EnvInfo
+    teacher: checkpoint.Checkpoint
+    labels: Labels
+    evaluation: StudentEvaluation
+    result: dict[str, float] | None = None  # its part of the evaluation in flight, once back
+
+    @property
+    def env(self) -> str:
+        return self.info.env_id
+
+
+class MultiTaskDistillDriver(Driver):
+    def __init__(self, config: DistillRunConfig, infos: list[EnvInfo], teachers: list[checkpoint.Checkpoint], *,
+                 run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
+        self.distill_started = time.monotonic()
+        super().__init__(config, control, started=self.distill_started)
+        cfg = config
+        self.run, self.started = run, started
+        torch.set_num_threads(cfg.learner_threads)
+        self.learner = DistillLearner(cfg.distill, [(i.obs_shape, i.n_actions) for i in infos], seed=cfg.seed,
+                                      device=device, inputs=cfg.task_inputs)
+        bound = {"on-sample": 0, "periodic": cfg.max_label_staleness}.get(cfg.refresh)
+        self.tasks = [Task(t, info, teacher, Labels(teacher, bound),
+                           StudentEvaluation(cfg.distill.students, every_s=cfg.eval_every_s, target=None,
+                                             save_best=lambda *_: None))
+                      for t, (info, teacher) in enumerate(zip(infos, teachers))]
+        self.weights = parse_balance(cfg.task_balance, len(infos))
+        self.balance = TaskBalance(self.weights)
+        self.refresh_in_buffer = cfg.refresh == "periodic"
+        self.epsilon = LinearSchedule(cfg.exploration.start, cfg.exploration.end, cfg.exploration.steps)
+        self.student_version = 0  # the students' weights version, counted as single-task runs count it
+        self.metrics: dict[str, float] = {}
+        self.best: dict[str, tuple[tuple[float, float], int, dict[str, np.ndarray]]] = {}  # name → (score, v, whole net)
+        self.pending: tuple[int, dict[str, dict[str, np.ndarray]]] | None = None  # the snapshot being evaluated
+        self.last: dict[str, float] = {}  # the newest evaluation's figures, every task's
+        self.inserted_at_start = 0
+
+    # -- resumable state ------------------------------------------------------------------------
+
+    def state(self) -> dict[str, object]:
+        return {"learner": self.learner.state_dict(), "env_steps": self.collector.env_steps,
+                "distill_s": time.monotonic() - self.distill_started, "student_version": self.student_version,
+                "balance": self.balance.state(),
+                "best": {name: {"return": s, "agreement": a, "version": v, "weights": from_numpy(w)}
+                         for name, ((s, a), v, w) in self.best.items()},
+                "tasks": [task.labels.state() for task in self.tasks]}
+
+    def restore(self, state: dict[str, object]) -> None:
+        self.learner.load_state_dict(state["learner"])
+        self.distill_started = time.monotonic() - float(state["distill_s"])
+        self.telemetry.started = self.distill_started
+        self.student_version = int(state["student_version"])
+        self.balance.load(state["balance"])
+        self.best = {name: ((float(b["return"]), float(b["agreement"])), int(b["version"]), to_numpy(b["weights"]))
+                     for name, b in state["best"].items()}
+        for task, saved in zip(self.tasks, state["tasks"]):
+            task.labels.restore(saved)
+        self._resumed_at(int(state["env_steps"]))
+
+    def counts(self, env_steps: int | None = None) -> dict[str, int]:
+        return {"env_steps": self.collector.env_steps if env_steps is None else env_steps,
+                "learner/steps": self.learner.steps}
+
+    def save_state(self) -> None:
+        self.run.save_state(self.state())
+
+    # -- wiring and the loop ----------------------------------------------------------------------
+
+    def train(self) -> dict[str, object]:
+        try:
+            self._wire()
+            reason = self._loop()
+            return self._finish(reason, time.monotonic() - self.distill_started)
+        finally:
+            stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []),
+                         *(t.labels.params for t in self.tasks), *(t.evaluation.evaluator for t in self.tasks)])
+
+    def _wire(self) -> None:
+        """Per task: a teacher parameter server, a buffer and an evaluator, on the head node."""
+        cfg, local, n = self.config, on_head(), len(self.tasks)
+        buffers = []
+        for task in self.tasks:
+            name = f"{self.run_id}-task{task.index}"
+            task.labels.params = ParameterServerActor.options(name=f"{name}-teacher-params", **local).remote()
+            ray.get(task.labels.params.publish.remote(task.labels.version, task.labels.weights))
+            # each task's buffer takes its share of the samples from its share (1/n) of the actors
+            limit = cfg.rate_limit
+            limit = replace(limit, samples_per_insert=limit.samples_per_insert * self.weights[task.index] * n)
+            buffer = run_buffer(replace(cfg, buffer_prefix=f"{cfg.redis_prefix}:task{task.index}"), task.info,
+                                options=local, name=name, limit=limit)
+            if self.refresh_in_buffer:
+                buffer.attach_teacher(task.labels.params, task.teacher.net, task.info.obs_shape, task.info.n_actions)
+            buffers.append(buffer)
+            task.evaluation.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
+                                                               **local).remote(
+                task.env, teacher_net=task.teacher.net, students=cfg.distill.students,
+                obs_shape=task.info.obs_shape, n_actions=task.info.n_actions, episodes=cfg.eval_episodes,
+                seed=cfg.seed, tau=cfg.distill.tau, teacher_params=f"{name}-teacher-params")
+        unit = cfg.distill.batch_size if cfg.task_batches == "one" else 1
+        self.buffer = TaskBuffers(buffers, self.balance, unit=unit)
+        self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])
+
+    def _make_actor(self, i: int) -> ray.actor.ActorHandle:
+        cfg, task = self.config, self.tasks[i % len(self.tasks)]
+        return RolloutActor.options(**rollout_options(cfg)).remote(
+            task.env, net=task.teacher.net, obs_shape=task.info.obs_shape, n_actions=task.info.n_actions,
+            num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i, task=task.index,
+            params=f"{self.run_id}-task{task.index}-teacher-params", sink=self.buffer.sink_for(i, task.index),
+            run=self.run.name, next_obs=False)
+
+    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int] | None]:
+        return self.epsilon(self.collector.env_steps), 1.0, None, None
+
+    def collected(self, results: list[dict[str, object]]) -> None:
+        pass
+
+    def learn(self, sample: TaskSample) -> None:
+        """The chunk's minibatches, each a list of one task's rows per task it holds: stale labels
+        relabelled per task, then every student's step; new labels written back once per task."""
+        cfg = self.config
+        relabelled: dict[int, list] = {t.index: [] for t in self.tasks}
+        lag_used = 0
+        for task, _, rows in sample:
+            self.metrics.update({f"{k}/{self.tasks[task].env}": v for k, v in self.tasks[task].labels.sampled(rows).items()})
+        for step in task_minibatches(sample, cfg.distill.batch_size, mixed=cfg.task_batches == "mixed"):
+            parts = []
+            for task, ids, mb in step:
+                writes, most = self.tasks[task].labels.within_bound(ids, mb)
+                relabelled[task] += writes
+                lag_used = max(lag_used, most)
+                parts.append(mb)
+            self.metrics.update(self.learner.step(parts).metrics)
+            if self.learner.steps % cfg.publish_every == 0:
+                self.student_version += 1
+        for task in self.tasks:
+            task.labels.write_back(_TaskBuffer(self.buffer, task.index), relabelled[task.index])
+            if self.refresh_in_buffer:
+                task.labels.refresh(self.buffer.buffers[task.index], self.learner.steps, every=cfg.refresh_every,
+                                    chunk=cfg.refresh_chunk)
+        self.metrics["buffer/label_staleness_used_max"] = lag_used
+
+    def _snapshot(self) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        """The students' version and each student's whole network's weights."""
+        return self.student_version, {name: to_numpy(net.state_dict()) for name, net in self.learner.students.items()}
+
+    def _task_weights(self, weights: dict[str, np.ndarray], name: str, task: int) -> dict[str, np.ndarray]:
+        """Task `task`'s part of a student's whole-network weights."""
+        net = self.learner.students[name]
+        holder = type(net)(net.spec, net.obs_shapes, net.n_actions, inputs=net.inputs)
+        holder.load_state_dict(from_numpy(weights))
+        return to_numpy(holder.task_network(task).state_dict())
+
+    def _task_snapshot(self, snapshot, task: int) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
+        version, whole = snapshot
+        return version, {name: self._task_weights(w, name, task) for name, w in whole.items()}
+
+    def evaluate(self, stop: str | None) -> str | None:
+        """Every task's evaluation of one snapshot starts together; judged once all are back."""
+        for task in self.tasks:
+            if task.evaluation.pending is not None:
+                done = task.evaluation.finished()
+                if done is not None:
+                    task.result = done[0]
+        if self.pending is not None:
+            if any(t.evaluation.pending is None and t.result is None for t in self.tasks):  # lost: all start again
+                self.pending = None
+            elif all(t.result is not None for t in self.tasks):
+                self._judge(self.pending, [t.result for t in self.tasks])
+                self.pending = None
+        if stop or self.pending is not None or self.learner.steps == 0:
+            return None
+        now = time.monotonic()
+        if all(t.evaluation.due(now) for t in self.tasks):
+            self.pending = self._snapshot()
+            for task in self.tasks:
+                task.result = None
+                task.evaluation.start(self._task_snapshot(self.pending, task.index),
+                                      (task.labels.version, task.labels.weights), task=None, dynamics=None)
+        return None
+
+    def _judge(self, snapshot, results: list[dict[str, float]]) -> dict[str, float]:
+        """Log the evaluation (every task's figures under eval/ENV/…, and each student's geometric
+        mean) and keep each student's best version."""
+        merged: dict[str, float] = {}
+        for task, result in zip(self.tasks, results):
+            merged.update({key.replace("eval/", f"eval/{task.env}/", 1): v for key, v in result.items()})
+        version, whole = snapshot
+        for name in self.config.distill.students:
+            pcts = [r[f"eval/pct_of_teacher/{name}"] for r in results]
+            score = (geometric_mean(pcts), float(np.mean([r[f"eval/agreement/{name}"] for r in results])))
+            merged[f"eval/geomean_pct_of_teacher/{name}"] = score[0]
+            if name not in self.best or score > self.best[name][0]:
+                self.best[name] = (score, version, whole[name])
+                self._save_student(name, "best", version, whole[name])
+        self.last = merged
+        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3), **merged})
+        return merged
+
+    def _save_student(self, name: str, which: str, version: int, weights: dict[str, np.ndarray]) -> dict[str, str]:
+        """The whole network, and each task's part as an ordinary checkpoint (what `export` takes)."""
+        net = self.learner.students[name]
+        whole = checkpoint.save_multitask(self.run.student_checkpoint(name, which), checkpoint.MultiTaskCheckpoint(
+            name, tuple(t.env for t in self.tasks), tuple(net.obs_shapes), tuple(net.n_actions), net.inputs, version,
+            weights))
+        paths = {"network": str(whole)}
+        for task in self.tasks:
+            folder = task_dir(self.run, task.env)
+            folder.mkdir(parents=True, exist_ok=True)
+            paths[task.env] = self.run.save_checkpoint(
+                folder / f"student-{name}-{which}.pt",
+                checkpoint.Checkpoint(name, task.info.obs_shape, task.info.n_actions, task.env, version,
+                                      self._task_weights(weights, name, task.index)))
+        return paths
+
+    def record(self, stop: str | None) -> None:
+        if not self.telemetry.due(stop):
+            return
+        sps = self.telemetry.rate(self.collector.env_steps)
+        view, buffer = self.collector.view(), self.buffer.stats()
+        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
+                      **Telemetry.fleet(self.collector, view), "rollout/steps_per_s": round(sps, 1),
+                      **{k: v for k, v in buffer.items() if k.rsplit("/", 1)[-1] in
+                         ("size", "capacity", "inserted", "sampled", "rejected")},
+                      "students/version": self.student_version, **self.metrics})
+        fields = {"steps/s": f"{sps:,.0f}"}
+        for name in self.config.distill.students:
+            g = self.last.get(f"eval/geomean_pct_of_teacher/{name}")
+            fields[name] = f"{g:.0f}% of teachers (geomean)" if g is not None else "-"
+        self.telemetry.publish(self.config, phase="distill", env_steps=self.collector.env_steps,
+                               learner_steps=self.learner.steps, sps=sps, view=view, buffer=buffer, fields=fields)
+
+    # -- the end ----------------------------------------------------------------------------------
+
+    def _finish(self, reason: str, distill_wall_s: float) -> dict[str, object]:
+        """The state and last checkpoints, the last weights judged beside the periodic ones, then
+        every task's final evaluation of each student's best, the summary and report."""
+        self.save_state()
+        version, whole = self._snapshot()
+        students = {name: {"last": self._save_student(name, "last", version, whole[name])}
+                    for name in self.config.distill.students}
+        self._judge((version, whole), [t.evaluation.now(self._task_snapshot((version, whole), t.index),
+                                                        (t.labels.version, t.labels.weights)) for t in self.tasks])
+        best = {name: self.best[name][2] for name in self.config.distill.students}
+        finals = [t.evaluation.now(self._task_snapshot((version, best), t.index), (t.labels.version, t.labels.weights),
+                                   final=True) for t in self.tasks]
+        for name in students:
+            students[name]["best"] = {"network": str(self.run.student_checkpoint(name, "best")),
+                                      **{t.env: str(task_dir(self.run, t.env) / f"student-{name}-best.pt")
+                                         for t in self.tasks}}
+        summary = summarize_tasks(self.run, self.config, [t.teacher for t in self.tasks], finals, students,
+                                  self.learner.params(), self._facts(reason, distill_wall_s))
+        self.save_state()
+        self.run.close()
+        return summary
+
+    def _facts(self, reason: str, distill_wall_s: float) -> dict[str, object]:
+        stats = self.buffer.stats()
+        inserted = int(stats["buffer/inserted"]) - self.inserted_at_start
+        return {
+            "mode": "online", "wall_s": round(time.monotonic() - self.started, 2),
+            "distill_wall_s": round(distill_wall_s, 2), "env_steps": self.collector.env_steps,
+            "learner_steps": self.learner.steps, "dropped_nonfinite": self.collector.dropped_nonfinite,
+            "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,
+                       "rejected": int(stats["buffer/rejected"]),
+                       "bytes_per_row": {t.env: Schema.of(t.info, next_obs=False).record_size for t in self.tasks},
+                       "sampled_per_task": {t.env: int(stats[f"buffer/task{t.index}/sampled"]) for t in self.tasks}},
+            "task_balance": dict(zip((t.env for t in self.tasks), self.weights)),
+            "evaluator": {"restarts": sum(int(s.get("NumRestarts", 0)) for s in
+                                          actor_states([t.evaluation.evaluator for t in self.tasks])),
+                          "evaluations_lost": sum(t.evaluation.lost for t in self.tasks)},
+            "stop_reason": reason, "actors": self.placement,
+            "labels": {t.env: t.labels.summary() for t in self.tasks},
+        }
+
+
+class _TaskBuffer:
+    """One task's buffer seen through TaskBuffers: what Labels.write_back relabels through."""
+
+    def __init__(self, buffers: TaskBuffers, task: int) -> None:
+        self.buffers, self.task = buffers, task
+
+    def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> object:
+        return self.buffers.relabel(self.task, ids, teacher_q, version)
+
+
+def task_minibatches(sample: TaskSample, size: int, *, mixed: bool):
+    """The learner steps of a balanced sample, each a list of (task, ids, rows): `mixed`, every
+    step takes its slice of every task's rows (a task's rows split evenly over the steps); else
+    each step is one whole minibatch of one task, tasks taking turns."""
+    if mixed:
+        steps = sum(len(rows) for _, _, rows in sample) // size
+        for k in range(steps):
+            step = []
+            for task, ids, rows in sample:
+                a, b = len(rows) * k // steps, len(rows) * (k + 1) // steps
+                if b > a:
+                    step.append((task, ids[a:b], rows.take(slice(a, b))))
+            yield step
+        return
+    queues = [[(task, ids[a:a + size], rows.take(slice(a, a + size))) for a in range(0, len(rows) - size + 1, size)]
+              for task, ids, rows in sample]
+    for k in range(max((len(q) for q in queues), default=0)):
+        for q in queues:
+            if k < len(q):
+                yield [q[k]]
