@@ -63,6 +63,9 @@ def find_student(run: Path, name: str | None) -> tuple[str, checkpoint.Checkpoin
     """The run's (student name, student, teacher) checkpoints: its best student checkpoint."""
     paths = RunPaths(run)
     names = paths.students()
+    if (paths.checkpoints / "tasks").is_dir():
+        raise ExportError(f"run directory {str(run)!r} is a multi-task run: exporting its students is not built yet; "
+                          "each task's part is an ordinary checkpoint under checkpoints/tasks/ENV/")
     if not names:
         raise ExportError(f"run directory {str(run)!r} has no students: expected the directory of a `qdistill run` "
                           "(checkpoints/student-NAME-best.pt)")

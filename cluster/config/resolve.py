@@ -61,6 +61,10 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
     config, info = _resolve(args, DistillRunConfig, distill_config, "teacher", own)
     if config.change:
         check_change(config.env, config.change)
+    for env in config.tasks:  # each task's teacher read and checked before anything starts
+        task = describe(env)
+        checkpoint.load(config.teachers.get(env, config.teacher), env_id=env, obs_shape=task.obs_shape,
+                        n_actions=task.n_actions)
     return config, info
 
 

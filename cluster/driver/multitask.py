@@ -80,13 +80,14 @@ class MultiTaskDistillDriver(Driver):
         self.pending: tuple[int, dict[str, dict[str, np.ndarray]]] | None = None  # the snapshot being evaluated
         self.last: dict[str, float] = {}  # the newest evaluation's figures, every task's
         self.inserted_at_start = 0
+        self.rows_taken = np.zeros(len(infos), dtype=np.int64)  # sampled rows the learner took, per task
 
     # -- resumable state ------------------------------------------------------------------------
 
     def state(self) -> dict[str, object]:
         return {"learner": self.learner.state_dict(), "env_steps": self.collector.env_steps,
                 "distill_s": time.monotonic() - self.distill_started, "student_version": self.student_version,
-                "balance": self.balance.state(),
+                "balance": self.balance.state(), "rows_taken": self.rows_taken.tolist(),
                 "best": {name: {"return": s, "agreement": a, "version": v, "weights": from_numpy(w)}
                          for name, ((s, a), v, w) in self.best.items()},
                 "tasks": [task.labels.state() for task in self.tasks]}
@@ -97,6 +98,7 @@ class MultiTaskDistillDriver(Driver):
         self.telemetry.started = self.distill_started
         self.student_version = int(state["student_version"])
         self.balance.load(state["balance"])
+        self.rows_taken = np.asarray(state["rows_taken"], dtype=np.int64)
         self.best = {name: ((float(b["return"]), float(b["agreement"])), int(b["version"]), to_numpy(b["weights"]))
                      for name, b in state["best"].items()}
         for task, saved in zip(self.tasks, state["tasks"]):
@@ -167,6 +169,7 @@ class MultiTaskDistillDriver(Driver):
         relabelled: dict[int, list] = {t.index: [] for t in self.tasks}
         lag_used = 0
         for task, _, rows in sample:
+            self.rows_taken[task] += len(rows)
             self.metrics.update({f"{k}/{self.tasks[task].env}": v for k, v in self.tasks[task].labels.sampled(rows).items()})
         for step in task_minibatches(sample, cfg.distill.batch_size, mixed=cfg.task_batches == "mixed"):
             parts = []
@@ -309,7 +312,7 @@ class MultiTaskDistillDriver(Driver):
             "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,
                        "rejected": int(stats["buffer/rejected"]),
                        "bytes_per_row": {t.env: Schema.of(t.info, next_obs=False).record_size for t in self.tasks},
-                       "sampled_per_task": {t.env: int(stats[f"buffer/task{t.index}/sampled"]) for t in self.tasks}},
+                       "taken_per_task": {t.env: int(self.rows_taken[t.index]) for t in self.tasks}},
             "task_balance": dict(zip((t.env for t in self.tasks), self.weights)),
             "evaluator": {"restarts": sum(int(s.get("NumRestarts", 0)) for s in
                                           actor_states([t.evaluation.evaluator for t in self.tasks])),

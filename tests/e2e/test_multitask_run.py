@@ -1,0 +1,92 @@
+"""A multi-task `qdistill run` end to end on a real local Ray runtime: two tasks, a teacher each,
+one multi-task student; through the Ray shards and through Redis."""
+
+import json
+
+import numpy as np
+import pytest
+import redis
+import torch
+
+from qdistill.cluster.cli import main
+from qdistill.learners import checkpoint
+from qdistill.learners.networks import QNetwork, as_input, to_numpy
+
+pytestmark = pytest.mark.slow  # end-to-end runs on a real Ray runtime
+
+TASKS = {"CartPole-v1": ((4,), 2), "Acrobot-v1": ((6,), 3)}
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    """Untrained teachers: the plumbing is under test here, not the scores."""
+    folder, paths = tmp_path_factory.mktemp("teachers"), {}
+    for env, (shape, actions) in TASKS.items():
+        torch.manual_seed(1)
+        net = QNetwork("32", shape, actions)
+        paths[env] = str(checkpoint.save(folder / f"{env}.pt", checkpoint.Checkpoint(
+            "32", shape, actions, env, 0, to_numpy(net.state_dict()))))
+    return paths
+
+
+def _run(out, teachers, *extra):
+    args = ["run", "--quiet", "--out", str(out), "--students", "16x16", "--steps", "4000", "--no-target"]
+    for env, path in teachers.items():
+        args += ["--env", env, "--teacher", f"{env}={path}"]
+    assert main([*args, *extra]) == 0
+    return json.loads((out / "summary.json").read_text())
+
+
+def _check(out, summary, teachers):
+    assert summary["tasks"] == list(TASKS) and summary["stop_reason"] == "steps"
+    buffer = summary["buffer"]
+    assert buffer["inserted"] == summary["env_steps"] >= 4000 and buffer["lost"] == 0 and buffer["rejected"] == 0
+    assert buffer["bytes_per_row"] == {"CartPole-v1": 61, "Acrobot-v1": 73}
+    # equal balance: every sampled chunk the learner took split evenly between the two tasks
+    taken = buffer["taken_per_task"]
+    assert taken["CartPole-v1"] == taken["Acrobot-v1"] > 0 and taken["CartPole-v1"] % 2048 == 0
+    student = summary["students"]["16x16"]
+    one_task = {env: QNetwork("16x16", *TASKS[env]) for env in TASKS}
+    assert student["params_of_one_task_students"] == sum(sum(p.numel() for p in n.parameters()) for n in one_task.values())
+    assert student["params"] == student["params_of_one_task_students"] - (16 * 16 + 16)  # the trunk, counted once
+    whole = checkpoint.load_multitask(student["checkpoint"])
+    assert whole.env_ids == tuple(TASKS) and whole.inputs == "per-task"
+    net = whole.network()
+    for t, env in enumerate(TASKS):
+        part = summary["per_task"][env]["students"]["16x16"]
+        ckpt = checkpoint.load(part["checkpoint"], env_id=env)
+        assert ckpt.version == whole.version and part["version"] == whole.version
+        obs = np.random.default_rng(t).normal(size=(32, *TASKS[env][0])).astype(np.float32)
+        with torch.no_grad():
+            torch.testing.assert_close(ckpt.network()(as_input(obs)), net(as_input(obs), t), rtol=0, atol=1e-6)
+        teacher = summary["per_task"][env]["teacher"]
+        assert checkpoint.load(teacher["checkpoint"]).weights.keys() == checkpoint.load(teachers[env]).weights.keys()
+        assert 0.0 <= part["agreement"] <= 1.0 and part["params"] == sum(p.numel() for p in ckpt.network().parameters())
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/geomean_pct_of_teacher/16x16" in r]
+    assert evals and all(f"eval/{env}/return/16x16" in r for r in evals for env in TASKS)
+    report = (out / "report.md").read_text()
+    assert "## CartPole-v1" in report and "## Acrobot-v1" in report
+
+
+def test_two_tasks_distil_into_one_student_through_ray_shards(ray_session, teachers, tmp_path, capsys):
+    out = tmp_path / "run"
+    _check(out, _run(out, teachers), teachers)
+    capsys.readouterr()
+    assert main(["export", str(out), "--format", "torchscript"]) == 2
+    assert capsys.readouterr().err == (f"qdistill: error: run directory {str(out)!r} is a multi-task run: exporting "
+                                       "its students is not built yet; each task's part is an ordinary checkpoint "
+                                       "under checkpoints/tasks/ENV/\n")
+    assert not (out / "export").exists()
+
+
+def test_two_tasks_through_redis_one_task_per_minibatch(ray_session, teachers, tmp_path, redis_server, redis_prefix):
+    out = tmp_path / "run"
+    summary = _run(out, teachers, "--buffer", redis_server.url, "--buffer-prefix", redis_prefix, "--task-batches", "one")
+    _check(out, summary, teachers)
+    client = redis.Redis.from_url(redis_server.url)
+    try:  # each task's rows under its own prefix, in its own schema
+        inserted = [int(client.get(f"{redis_prefix}:task{t}:inserted")) for t in range(2)]
+    finally:
+        client.close()
+    assert sum(inserted) == summary["buffer"]["inserted"] and min(inserted) > 0
