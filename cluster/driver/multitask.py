@@ -131,9 +131,11 @@ class MultiTaskDistillDriver(Driver):
             name = f"{self.run_id}-task{task.index}"
             task.labels.params = ParameterServerActor.options(name=f"{name}-teacher-params", **local).remote()
             ray.get(task.labels.params.publish.remote(task.labels.version, task.labels.weights))
-            # each task's buffer takes its share of the samples from its share (1/n) of the actors
+            # each task's buffer takes its share of the samples from its share (1/n) of the actors, and
+            # samples once it holds its share of learning_starts
             limit = cfg.rate_limit
-            limit = replace(limit, samples_per_insert=limit.samples_per_insert * self.weights[task.index] * n)
+            limit = replace(limit, samples_per_insert=limit.samples_per_insert * self.weights[task.index] * n,
+                            min_size_to_sample=max(1, -(-limit.min_size_to_sample // n)))
             buffer = run_buffer(replace(cfg, buffer_prefix=f"{cfg.redis_prefix}:task{task.index}"), task.info,
                                 options=local, name=name, limit=limit)
             if self.refresh_in_buffer:

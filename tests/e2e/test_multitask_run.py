@@ -72,6 +72,14 @@ def _check(out, summary, teachers):
 def test_two_tasks_distil_into_one_student_through_ray_shards(ray_session, teachers, tmp_path, capsys):
     out = tmp_path / "run"
     _check(out, _run(out, teachers), teachers)
+    first = json.loads((out / "summary.json").read_text())
+    assert main(["run", "--resume", str(out), "--steps", "8000", "--quiet"]) == 0  # carries on from its state
+    resumed = json.loads((out / "summary.json").read_text())
+    assert resumed["env_steps"] >= 8000 and resumed["learner_steps"] > first["learner_steps"]
+    taken = resumed["buffer"]["taken_per_task"]
+    assert taken["CartPole-v1"] == taken["Acrobot-v1"] > first["buffer"]["taken_per_task"]["CartPole-v1"]
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["learner/steps"] for r in records if r.get("event") == "resumed"] == [first["learner_steps"]]
     capsys.readouterr()
     assert main(["export", str(out), "--format", "torchscript"]) == 2
     assert capsys.readouterr().err == (f"qdistill: error: run directory {str(out)!r} is a multi-task run: exporting "
