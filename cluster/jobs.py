@@ -37,13 +37,19 @@ def execute(job: Job, control: RunControl) -> dict[str, object]:
 
 def _train_teacher(cfg: TeacherRunConfig, info: EnvInfo, control: RunControl, started: float,
                    job: Job) -> dict[str, object]:
+    from .driver.multitask_teacher import MultiTaskTeacherDriver
     from .driver.teacher import TeacherDriver
 
-    init = checkpoint.load(cfg.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                           net=cfg.dqn.net) if cfg.init else None
     control.publish(phase="teacher", progress=None)
-    driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device,
-                           name=_teacher_name(job))
+    if cfg.tasks:  # one network for several tasks
+        init = checkpoint.load_multitask(cfg.init) if cfg.init else None
+        driver = MultiTaskTeacherDriver(cfg, [describe(env) for env in cfg.tasks], control=control, init=init,
+                                        started=started, device=job.device, name=_teacher_name(job))
+    else:
+        init = checkpoint.load(cfg.init, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                               net=cfg.dqn.net) if cfg.init else None
+        driver = TeacherDriver(cfg, info, control=control, init=init, started=started, device=job.device,
+                               name=_teacher_name(job))
     state = RunPaths(cfg.out).state
     if job.resume and state.is_file():
         driver.restore(checkpoint.load_state(state))

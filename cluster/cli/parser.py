@@ -48,7 +48,13 @@ def _size(text: str) -> int:
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", action="append",
                    help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1 (required unless --resume); "
-                        "`run`: give it once per task for a multi-task student")
+                        "give it once per task for a multi-task network")
+    p.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
+                                          "weights per task joined by ':', e.g. 2:1:1")
+    p.add_argument("--task-batches", help="several tasks: each minibatch holds rows of every task ('mixed', "
+                                          "default) or of one task ('one', tasks taking turns)")
+    p.add_argument("--task-inputs", help="several tasks: the network's input layer, one per task ('per-task', "
+                                         "default) or one over observations zero-padded to the widest task ('pad')")
     p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty. "
                                  "Its name is the run's name on the cluster")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -119,12 +125,7 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--teacher", action="append", metavar="[ENV=]PATH",
                    help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model (default: train "
                         "one first, into RUN/teacher); several tasks: ENV=PATH once per task, or one multi-task network")
-    r.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
-                                          "weights per task joined by ':', e.g. 2:1:1")
-    r.add_argument("--task-batches", help="several tasks: each minibatch holds rows of every task ('mixed', "
-                                          "default) or of one task ('one', tasks taking turns)")
-    r.add_argument("--task-inputs", help="several tasks: the student's input layer, one per task ('per-task', "
-                                         "default) or one over observations zero-padded to the widest task ('pad')")
+
     r.add_argument("--teacher-learns", action="store_true",
                    help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "
                         "the students distill from it")

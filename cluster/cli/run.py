@@ -71,15 +71,17 @@ def _check_buffer(config: RunConfig, info: EnvInfo) -> None:
 
 def _teacher_rows(summary: dict[str, object], out: str) -> list[tuple[str, str]]:
     teacher = summary["teacher"]
+    tasks = summary.get("per_task", {"": teacher})  # a multi-task teacher: a greedy return per task
+    returns = [(f"greedy return{f' {env}' if env else ''}", f"{t['eval_return_mean']:.1f} ± {t['eval_return_std']:.1f} "
+                f"over {t['eval_episodes']} episodes") for env, t in tasks.items()]
     return [
-        ("env", summary["env"]),
+        ("env", ", ".join(summary.get("tasks", [summary["env"]]))),
         ("stopped", summary["stop_reason"]),
         ("env steps", f"{summary['env_steps']:,}"),
         ("learner steps", f"{summary['learner_steps']:,}"),
         ("wall", f"{summary['wall_s']:.1f} s"),
         ("teacher", f"{teacher['net']}, {teacher['params']:,} params, version {teacher['version']}"),
-        ("greedy return", f"{teacher['eval_return_mean']:.1f} ± {teacher['eval_return_std']:.1f} "
-                          f"over {teacher['eval_episodes']} episodes"),
+        *returns,
         ("checkpoint", teacher["checkpoint"]),
         ("run directory", out),
     ]

@@ -28,13 +28,16 @@ RESUME_FLAGS = ("steps", "time", "actors", "address", "buffer", *TLS_FLAGS, "det
 
 def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
     """`qdistill train-teacher`'s config."""
-    if args.env and len(args.env) > 1:
-        raise ValueError(f"train-teacher takes one --env, not {len(args.env)}: a teacher of several tasks in one "
-                         "network is not built yet; train one teacher per task")
     def own(init_path: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
-        net = args.net or file.get("dqn", {}).get("net")
-        init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
-                               net=net) if init_path else None
+        net, tasks = args.net or file.get("dqn", {}).get("net"), _tasks(args, file)
+        if tasks and init_path:  # a multi-task network of these tasks, in this order
+            init = checkpoint.load_multitask(init_path)
+            if list(init.env_ids) != list(tasks) or (net and init.net != net):
+                raise ValueError(f"checkpoint {init_path!r} is a network {init.net!r} of {', '.join(init.env_ids)}, "
+                                 f"not {net or init.net!r} of {', '.join(tasks)}")
+        else:
+            init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
+                                   net=net) if init_path else None
         return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size}}
 
     return _resolve(args, TeacherRunConfig, teacher_config, "init", own)
@@ -43,14 +46,11 @@ def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
 def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
     """`qdistill run`'s config."""
     def own(teacher: str | None, file: dict[str, object], info: EnvInfo) -> dict[str, object]:
-        tasks = _envs(args.env) if args.env and len(args.env) > 1 else file.get("tasks")
+        tasks = _tasks(args, file)
         teacher_net = checkpoint.load(teacher, env_id=info.env_id, obs_shape=info.obs_shape,
                                       n_actions=info.n_actions).net if teacher and not tasks else None
         return dict(
-            tasks=tuple(tasks) if tasks else None, teachers=_teachers(args.teacher, tasks) or None,
-            task_balance=args.task_balance, task_batches=args.task_batches, task_inputs=args.task_inputs,
-            # one rollout actor per task unless told otherwise (actors are spread evenly over the tasks)
-            actors=args.actors or file.get("actors") or len(tasks) if tasks else args.actors,
+            teachers=_teachers(args.teacher, tasks) or None,
             mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
             samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
             max_label_staleness=args.max_label_staleness, change_at=args.change_at,
@@ -135,15 +135,21 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
         raise ValueError("no env: give --env (a Gymnasium id such as 'CartPole-v1'), or --resume RUN_DIR")
     info = describe(env)
     # set here, not as a flag over the file: None (no target) must win over the file's value
-    file["target_return"] = None if args.no_target else \
-        args.target_return if args.target_return is not None else file.get("target_return", info.reward_threshold)
+    tasks = _tasks(args, file)
+    # several tasks have no one target: none unless given (and then refused, in one line)
+    file["target_return"] = None if args.no_target else args.target_return if args.target_return is not None else \
+        file.get("target_return", None if tasks else info.reward_threshold)
     flags = dict(
         steps=args.steps, time=args.time, seed=args.seed, address=args.address, actors=args.actors,
         envs_per_actor=args.envs_per_actor, steps_per_call=args.steps_per_call, actor_cpus=args.actor_cpus,
         actor_resources=args.actor_resources, replay_ratio=args.replay_ratio, rate_tolerance=args.rate_tolerance,
         buffer=args.buffer, buffer_prefix=args.buffer_prefix, buffer_capacity=args.buffer_capacity,
         buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
-        **{checkpoint_key: checkpoint.absolute(path) if path else None})
+        **{checkpoint_key: checkpoint.absolute(path) if path else None},
+        tasks=tuple(tasks) if tasks else None, task_balance=args.task_balance, task_batches=args.task_batches,
+        task_inputs=args.task_inputs)
+    if tasks and not (args.actors or file.get("actors")):  # one rollout actor per task, unless told otherwise
+        flags["actors"] = len(tasks)
     flags.update(own(path, file, info))
     out = out or str(Path("runs") / f"{env.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = make(env, str(Path(out).absolute()), **_layered(file, flags))
@@ -155,16 +161,20 @@ def check_networks(config: RunConfig, info: EnvInfo) -> None:
     """Every network the run trains fits the env's observations (a conv net for frames, an MLP for
     vectors); a multi-task student, every task's."""
     nets = [config.dqn.net] if isinstance(config, TeacherRunConfig) or config.teacher_learns else []
-    infos = [info]
     if isinstance(config, DistillRunConfig):
         nets += list(config.distill.students)
-        infos = [describe(env) for env in config.envs]
+    infos = [describe(env) for env in config.envs] if config.tasks else [info]
     for net in nets:
         for task in infos:
             try:
                 check_fits(net, task.obs_shape, pixels=task.pixels)
             except ValueError as exc:
                 raise ValueError(f"{exc} ({task.env_id})" if len(infos) > 1 else str(exc)) from None
+
+
+def _tasks(args: argparse.Namespace, file: dict[str, object]) -> list[str] | None:
+    """A multi-task run's envs: --env given more than once, or the config file's tasks."""
+    return _envs(args.env) if args.env and len(args.env) > 1 else file.get("tasks")
 
 
 def _envs(given: list[str]) -> list[str]:

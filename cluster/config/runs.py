@@ -22,6 +22,9 @@ def _check_capacity(capacity: int, batch_size: int) -> None:
                                    "expected a capacity of at least one batch")
 
 
+TASK_BATCHES = ("mixed", "one")  # a multi-task run's minibatches: rows of every task, or of one task each
+
+
 @dataclass(frozen=True)
 class ExplorationConfig:
     """ε-greedy exploration: ε falls linearly from `start` to `end` over `steps` env steps."""
@@ -68,6 +71,11 @@ class RunConfig:
     eval_episodes: int = 20
     checkpoint_every_s: float = 60.0  # seconds between resumable state checkpoints (and one at the end)
     exploration: ExplorationConfig = field(default_factory=ExplorationConfig)
+    # several tasks (a multi-task network): every task's env, `env` first; () for a one-task run
+    tasks: tuple[str, ...] = ()
+    task_balance: str = "equal"  # how samples divide between tasks: equal, or weights per task "2:1:1"
+    task_batches: str = "mixed"  # each minibatch of rows of every task, or of one task ("one", Rusu et al. 2016)
+    task_inputs: str = "per-task"  # the network's input layers: one per task, or observations zero-padded ("pad")
 
     def __post_init__(self) -> None:
         _check(self.steps is None or self.steps > 0,
@@ -99,6 +107,36 @@ class RunConfig:
             isinstance(k, str) and isinstance(v, (int, float)) and v >= 0 for k, v in self.actor_resources.items()),
             f"actor resources {self.actor_resources!r} are not valid: expected names with numbers >= 0, "
             "e.g. {\"rollout\": 1}")
+        self._check_tasks()
+
+    def _check_tasks(self) -> None:
+        from ...actors.balance import parse_balance
+        from ...learners.multitask import INPUTS
+
+        object.__setattr__(self, "tasks", tuple(self.tasks))
+        if not self.tasks:
+            return
+        seen: set[str] = set()
+        for env in self.tasks:
+            _check(env not in seen, f"env {env!r} is given twice: give each task's env once")
+            seen.add(env)
+        _check(len(self.tasks) >= 2 and self.tasks[0] == self.env,
+               f"tasks {list(self.tasks)} are not valid: expected two envs or more, env ({self.env!r}) first")
+        parse_balance(self.task_balance, len(self.tasks))
+        _check(self.task_batches in TASK_BATCHES,
+               f"task batches {self.task_batches!r} are not known: expected one of {', '.join(TASK_BATCHES)}")
+        _check(self.task_inputs in INPUTS,
+               f"task inputs {self.task_inputs!r} are not known: expected one of {', '.join(INPUTS)}")
+        _check(self.actors % len(self.tasks) == 0,
+               f"actors {self.actors} do not divide over {len(self.tasks)} tasks: give --actors as a multiple of "
+               f"{len(self.tasks)} (the actors are spread evenly over the tasks)")
+        _check(self.target_return is None, "a target return is for one task: a multi-task run stops on its budget "
+                                           "(give --no-target, or one --env)")
+
+    @property
+    def envs(self) -> tuple[str, ...]:
+        """Every task's env: (env,) for a one-task run."""
+        return self.tasks or (self.env,)
 
     def to_dict(self) -> dict[str, object]:
         """The resolved config, with any password in the buffer URL masked."""
@@ -176,7 +214,6 @@ class TeacherRunConfig(RunConfig):
 
 
 BEHAVIOURS = ("teacher", "student", "mixed")
-TASK_BATCHES = ("mixed", "one")  # a multi-task run's minibatches: rows of every task, or of one task each
 REFRESH_MODES = ("periodic", "on-sample", "off")
 MODES = ("online", "offline")
 
@@ -203,16 +240,11 @@ class DistillRunConfig(RunConfig):
     epochs: int = 10  # offline: passes over them
     change_at: int | None = None  # a changing task: the env step at which the dynamics change ...
     change: dict[str, float] = field(default_factory=dict)  # ... to these parameters, e.g. {"length": 1.0}
-    # several tasks (a multi-task student): every task's env, `env` first; () for a one-task run
-    tasks: tuple[str, ...] = ()
-    teachers: dict[str, str] = field(default_factory=dict)  # each task's teacher (env → checkpoint), or `teacher`
-    task_balance: str = "equal"  # how samples divide between tasks: equal, or weights per task "2:1:1"
-    task_batches: str = "mixed"  # each minibatch of rows of every task, or of one task ("one", Rusu et al. 2016)
-    task_inputs: str = "per-task"  # the student's input layers: one per task, or observations zero-padded ("pad")
+    teachers: dict[str, str] = field(default_factory=dict)  # several tasks: each one's teacher (env → checkpoint)
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self._check_tasks()
+        self._check_teachers()
         _check(self.mode in MODES, f"mode {self.mode!r} is not known: expected one of {', '.join(MODES)}")
         _check(self.behaviour in BEHAVIOURS,
                f"behaviour {self.behaviour!r} is not known: expected one of {', '.join(BEHAVIOURS)}")
@@ -242,48 +274,25 @@ class DistillRunConfig(RunConfig):
         _check(self.change_at is None or self.mode == "online",
                "a changing task needs mode online: offline labels the states of one task once")
 
-    def _check_tasks(self) -> None:
-        """A multi-task run's tasks, teachers and settings; what it cannot do yet refused in one line each."""
-        from ...actors.balance import parse_balance
-        from ...learners.multitask import INPUTS
-
-        object.__setattr__(self, "tasks", tuple(self.tasks))
+    def _check_teachers(self) -> None:
+        """A multi-task run's teachers, and what it cannot do yet, refused in one line each."""
         if not self.tasks:
             _check(not self.teachers, "teachers per task need several tasks: give --env once per task")
             return
-        seen: set[str] = set()
-        for env in self.tasks:
-            _check(env not in seen, f"env {env!r} is given twice: give each task's env once")
-            seen.add(env)
-        _check(len(self.tasks) >= 2 and self.tasks[0] == self.env,
-               f"tasks {list(self.tasks)} are not valid: expected two envs or more, env ({self.env!r}) first")
         for env in self.teachers:
-            _check(env in seen, f"a teacher for {env!r}, which is not among the run's tasks "
-                                f"({', '.join(self.tasks)}): give --env {env}, or drop its teacher")
+            _check(env in self.tasks, f"a teacher for {env!r}, which is not among the run's tasks "
+                                      f"({', '.join(self.tasks)}): give --env {env}, or drop its teacher")
         missing = [e for e in self.tasks if e not in self.teachers]
         _check(not self.teachers or not missing,
                f"no teacher for {', '.join(missing)}: give --teacher ENV=PATH for every task")
         _check(bool(self.teachers) != (self.teacher is not None),
                "a multi-task run needs a teacher for each task: --teacher ENV=PATH for every task, or one "
                "--teacher PATH of a multi-task network of all of them")
-        parse_balance(self.task_balance, len(self.tasks))
-        _check(self.task_batches in TASK_BATCHES,
-               f"task batches {self.task_batches!r} are not known: expected one of {', '.join(TASK_BATCHES)}")
-        _check(self.task_inputs in INPUTS,
-               f"task inputs {self.task_inputs!r} are not known: expected one of {', '.join(INPUTS)}")
         _check(self.mode == "online", "several tasks need mode online")
         for flag, given in (("--teacher-learns", self.teacher_learns), ("--change-at", self.change_at is not None),
                             ("--behaviour " + self.behaviour, self.behaviour != "teacher")):
             _check(not given, f"{flag} is for one-task runs: a multi-task run distills fixed teachers, each "
                               "acting in its own task")
-        _check(self.actors % len(self.tasks) == 0,
-               f"actors {self.actors} do not divide over {len(self.tasks)} tasks: give --actors as a multiple of "
-               f"{len(self.tasks)} (the actors are spread evenly over the tasks)")
-
-    @property
-    def envs(self) -> tuple[str, ...]:
-        """Every task's env: (env,) for a one-task run."""
-        return self.tasks or (self.env,)
 
     @property
     def batch_rows(self) -> int:

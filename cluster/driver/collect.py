@@ -4,13 +4,16 @@
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable
 
 import ray
 
 from ...actors.buffer_client import BufferClient, make_buffer
+from ...actors.balance import TaskBalance
 from ...actors.envs import EnvInfo
 from ...actors.ratelimit import SampleToInsertRatio
+from ...actors.task_buffers import TaskBuffers
 from ...actors.wire import Schema
 from ..config import RunConfig
 from ..control import RunControl
@@ -25,6 +28,20 @@ def run_buffer(cfg: RunConfig, info: EnvInfo, *, options: dict, name: str,
     return make_buffer(cfg.buffer, capacity=cfg.capacity_for(schema.record_size), shards=cfg.shards,
                        prefix=cfg.redis_prefix, chunk_size=cfg.chunk_size, schema=schema, seed=cfg.seed,
                        options=options, name=name, limit=limit or cfg.rate_limit)
+
+
+def task_buffers(cfg: RunConfig, infos: list[EnvInfo], weights: tuple[float, ...], balance: TaskBalance, *,
+                 options: dict, name: str) -> TaskBuffers:
+    """A multi-task run's buffers, one per task: each keeps the replay ratio for its share of the
+    samples and of the actors (1/n), and is sampled once it holds its share of learning_starts;
+    whole update minibatches are drawn per task when each minibatch holds one task's rows."""
+    n, limit = len(infos), cfg.rate_limit
+    buffers = [run_buffer(replace(cfg, buffer_prefix=f"{cfg.redis_prefix}:task{t}"), info, options=options,
+                          name=f"{name}-task{t}",
+                          limit=replace(limit, samples_per_insert=limit.samples_per_insert * weights[t] * n,
+                                        min_size_to_sample=max(1, -(-limit.min_size_to_sample // n))))
+               for t, info in enumerate(infos)]
+    return TaskBuffers(buffers, balance, unit=cfg.update_rows if cfg.task_batches == "one" else 1)
 
 
 def hand_over(buffer: BufferClient, collector: Collector, timeout: float = 10.0) -> None:

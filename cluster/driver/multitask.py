@@ -11,7 +11,7 @@ of each task's teacher (Rusu et al. 2016), then its mean agreement."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import ray
@@ -33,7 +33,7 @@ from ..placement import actor_states, on_head, rollout_options
 from ..rundir import RunDir
 from ..rundir.multitask import summarize_tasks, task_dir
 from .base import Driver
-from .collect import run_buffer, stop_actors
+from .collect import stop_actors, task_buffers
 from .evaluation import StudentEvaluation
 from .labels import Labels
 from .telemetry import Telemetry
@@ -125,29 +125,21 @@ class MultiTaskDistillDriver(Driver):
 
     def _wire(self) -> None:
         """Per task: a teacher parameter server, a buffer and an evaluator, on the head node."""
-        cfg, local, n = self.config, on_head(), len(self.tasks)
-        buffers = []
+        cfg, local = self.config, on_head()
+        self.buffer = task_buffers(cfg, [t.info for t in self.tasks], self.weights, self.balance, options=local,
+                                   name=self.run_id)
         for task in self.tasks:
             name = f"{self.run_id}-task{task.index}"
             task.labels.params = ParameterServerActor.options(name=f"{name}-teacher-params", **local).remote()
             ray.get(task.labels.params.publish.remote(task.labels.version, task.labels.weights))
-            # each task's buffer takes its share of the samples from its share (1/n) of the actors, and
-            # samples once it holds its share of learning_starts
-            limit = cfg.rate_limit
-            limit = replace(limit, samples_per_insert=limit.samples_per_insert * self.weights[task.index] * n,
-                            min_size_to_sample=max(1, -(-limit.min_size_to_sample // n)))
-            buffer = run_buffer(replace(cfg, buffer_prefix=f"{cfg.redis_prefix}:task{task.index}"), task.info,
-                                options=local, name=name, limit=limit)
             if self.refresh_in_buffer:
-                buffer.attach_teacher(task.labels.params, task.teacher.net, task.info.obs_shape, task.info.n_actions)
-            buffers.append(buffer)
+                self.buffer.buffers[task.index].attach_teacher(task.labels.params, task.teacher.net,
+                                                               task.info.obs_shape, task.info.n_actions)
             task.evaluation.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0,
                                                                **local).remote(
                 task.env, teacher_net=task.teacher.net, students=cfg.distill.students,
                 obs_shape=task.info.obs_shape, n_actions=task.info.n_actions, episodes=cfg.eval_episodes,
                 seed=cfg.seed, tau=cfg.distill.tau, teacher_params=f"{name}-teacher-params")
-        unit = cfg.distill.batch_size if cfg.task_batches == "one" else 1
-        self.buffer = TaskBuffers(buffers, self.balance, unit=unit)
         self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:

@@ -1,25 +1,18 @@
 """A multi-task run's input: several --env, a teacher per task; each refusal one line, nothing written."""
 
 import pytest
-import torch
 import yaml
 
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
-from qdistill.learners.networks import QNetwork, to_numpy
+from tests.support.teachers import untrained_teachers
 
 TASKS = {"CartPole-v1": ((4,), 2), "Acrobot-v1": ((6,), 3)}
 
 
 @pytest.fixture
 def teachers(tmp_path):
-    paths = {}
-    for env, (shape, actions) in TASKS.items():
-        torch.manual_seed(0)
-        net = QNetwork("32", shape, actions)
-        paths[env] = str(checkpoint.save(tmp_path / f"{env}.pt", checkpoint.Checkpoint(
-            "32", shape, actions, env, 0, to_numpy(net.state_dict()))))
-    return paths
+    return untrained_teachers(tmp_path, TASKS)
 
 
 def _refused(capsys, tmp_path, args, message):
@@ -92,11 +85,17 @@ def test_a_student_that_cannot_take_a_tasks_observations_is_refused_naming_the_t
              "an MLP spec such as '256x256' (CartPole-v1)")
 
 
-def test_train_teacher_takes_one_env(capsys, tmp_path):
-    out = tmp_path / "run"
-    assert main(["train-teacher", "--env", "CartPole-v1", "--env", "Acrobot-v1", "--out", str(out)]) == 2
-    assert capsys.readouterr().err == ("qdistill: error: train-teacher takes one --env, not 2: a teacher of several "
-                                       "tasks in one network is not built yet; train one teacher per task\n")
+def test_a_multi_task_teacher_run_refuses_a_target_and_an_init_of_other_tasks(teachers, capsys, tmp_path):
+    out, envs = tmp_path / "run", ["--env", "CartPole-v1", "--env", "Acrobot-v1"]
+    assert main(["train-teacher", *envs, "--target-return", "100", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("qdistill: error: a target return is for one task: a multi-task run stops on "
+                                       "its budget (give --no-target, or one --env)\n")
+    whole = checkpoint.save_multitask(tmp_path / "mt.pt", checkpoint.MultiTaskCheckpoint(
+        "32x32", ("Acrobot-v1", "CartPole-v1"), ((6,), (4,)), (3, 2), "per-task", 0, {}))
+    assert main(["train-teacher", *envs, "--init", str(whole), "--out", str(out)]) == 2
+    assert capsys.readouterr().err == (f"qdistill: error: checkpoint {str(whole)!r} is a network '32x32' of "
+                                       "Acrobot-v1, CartPole-v1, not '32x32' of CartPole-v1, Acrobot-v1\n")
+    assert not out.exists()
 
 
 def test_a_config_file_names_the_tasks_and_their_teachers(teachers, capsys, tmp_path):

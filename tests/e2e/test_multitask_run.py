@@ -10,7 +10,8 @@ import torch
 
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
-from qdistill.learners.networks import QNetwork, as_input, to_numpy
+from tests.support.teachers import untrained_teachers
+from qdistill.learners.networks import QNetwork, as_input
 
 pytestmark = pytest.mark.slow  # end-to-end runs on a real Ray runtime
 
@@ -20,13 +21,7 @@ TASKS = {"CartPole-v1": ((4,), 2), "Acrobot-v1": ((6,), 3)}
 @pytest.fixture(scope="module")
 def teachers(tmp_path_factory):
     """Untrained teachers: the plumbing is under test here, not the scores."""
-    folder, paths = tmp_path_factory.mktemp("teachers"), {}
-    for env, (shape, actions) in TASKS.items():
-        torch.manual_seed(1)
-        net = QNetwork("32", shape, actions)
-        paths[env] = str(checkpoint.save(folder / f"{env}.pt", checkpoint.Checkpoint(
-            "32", shape, actions, env, 0, to_numpy(net.state_dict()))))
-    return paths
+    return untrained_teachers(tmp_path_factory.mktemp("teachers"), TASKS, seed=1)
 
 
 def _run(out, teachers, *extra):
@@ -98,3 +93,33 @@ def test_two_tasks_through_redis_one_task_per_minibatch(ray_session, teachers, t
     finally:
         client.close()
     assert sum(inserted) == summary["buffer"]["inserted"] and min(inserted) > 0
+
+
+def test_a_multi_task_teacher_trains_one_network_and_each_task_distils_from_its_part(ray_session, tmp_path):
+    out = tmp_path / "teacher"
+    args = ["train-teacher", "--env", "CartPole-v1", "--env", "Acrobot-v1", "--steps", "4000", "--net", "32x32",
+            "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"] == list(TASKS) and summary["env_steps"] >= 4000 and summary["learner_steps"] > 0
+    whole = checkpoint.load_multitask(summary["teacher"]["checkpoint"])
+    assert whole.env_ids == tuple(TASKS) and whole.net == "32x32"
+    assert summary["teacher"]["params"] == sum(p.numel() for p in whole.network().parameters())
+    net = whole.network()
+    for t, env in enumerate(TASKS):
+        part = checkpoint.load(summary["per_task"][env]["checkpoint"], env_id=env)
+        assert part.version == whole.version == summary["teacher"]["version"]
+        obs = np.random.default_rng(t).normal(size=(16, *TASKS[env][0])).astype(np.float32)
+        with torch.no_grad():
+            torch.testing.assert_close(part.network()(as_input(obs)), net(as_input(obs), t), rtol=0, atol=1e-6)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if "eval/score/teacher" in r]
+    assert evals and all(f"eval/{env}/return/teacher" in r for r in evals for env in TASKS)
+    # the seed's direction: the multi-task teacher distilled into a student of one task
+    student = tmp_path / "student"
+    assert main(["run", "--env", "Acrobot-v1", "--teacher", summary["teacher"]["checkpoint"], "--students", "16",
+                 "--steps", "2000", "--no-target", "--quiet", "--out", str(student)]) == 0
+    distilled = json.loads((student / "summary.json").read_text())
+    assert distilled["teacher"]["params"] == sum(p.numel() for p in part.network().parameters())
+    kept = checkpoint.load(student / "checkpoints" / "teacher.pt")
+    assert kept.env_id == "Acrobot-v1" and all(np.array_equal(kept.weights[k], part.weights[k]) for k in part.weights)
