@@ -143,7 +143,7 @@ class MultiTaskDistillDriver(Driver):
         self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
-        cfg, task = self.config, self.tasks[i % len(self.tasks)]
+        cfg, task = self.config, self.tasks[actor_task(i, self.config.actors, len(self.tasks))]
         return RolloutActor.options(**rollout_options(cfg)).remote(
             task.env, net=task.teacher.net, obs_shape=task.info.obs_shape, n_actions=task.info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i, task=task.index,
@@ -311,7 +311,9 @@ class MultiTaskDistillDriver(Driver):
             "evaluator": {"restarts": sum(int(s.get("NumRestarts", 0)) for s in
                                           actor_states([t.evaluation.evaluator for t in self.tasks])),
                           "evaluations_lost": sum(t.evaluation.lost for t in self.tasks)},
-            "stop_reason": reason, "actors": self.placement,
+            "stop_reason": reason,
+            "actors": {**self.placement, "per_task_at_end": actors_per_task(self.collector, list(self.config.tasks),
+                                                                           self.config.actors)},
             "labels": {t.env: t.labels.summary() for t in self.tasks},
         }
 
@@ -324,6 +326,22 @@ class _TaskBuffer:
 
     def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> object:
         return self.buffers.relabel(self.task, ids, teacher_q, version)
+
+
+def actor_task(actor: int, actors: int, tasks: int) -> int:
+    """The task of rollout actor `actor` of `actors`: the tasks take consecutive blocks of actors
+    (0, 0, 1, 1 for 4 actors over 2 tasks), so SPREAD, which places actors in turn over the nodes,
+    spreads each task's actors over the nodes too; actors added later continue the blocks."""
+    return actor // max(1, actors // tasks) % tasks
+
+
+def actors_per_task(collector, tasks: list[str], actors: int) -> dict[str, dict[str, int]]:
+    """Each task's actors per node ("IP/node-id prefix" → alive there), as the run ends."""
+    from ..placement import fleet
+
+    handles = collector.actors
+    return {env: fleet([h for i, h in handles.items() if actor_task(i, actors, len(tasks)) == t])["per_node"]
+            for t, env in enumerate(tasks)}
 
 
 def task_minibatches(sample: TaskSample, size: int, *, mixed: bool):

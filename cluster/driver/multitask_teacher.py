@@ -29,7 +29,7 @@ from ..placement import on_head, rollout_options
 from ..rundir.multitask import task_dir
 from .collect import stop_actors, task_buffers
 from .evaluation import FINAL_SEED, BestTeacher, TeacherEvaluation
-from .multitask import task_minibatches
+from .multitask import actor_task, actors_per_task, task_minibatches
 from .teacher import TeacherDriver
 
 
@@ -86,7 +86,7 @@ class MultiTaskTeacherDriver(TeacherDriver):
         return self._finish(reason)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
-        cfg, t = self.config, i % len(self.infos)
+        cfg, t = self.config, actor_task(i, self.config.actors, len(self.infos))
         info = self.infos[t]
         return RolloutActor.options(**rollout_options(cfg)).remote(
             info.env_id, net=cfg.dqn.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
@@ -163,7 +163,8 @@ class MultiTaskTeacherDriver(TeacherDriver):
             "env": cfg.env, "tasks": list(cfg.tasks), "wall_s": round(time.monotonic() - self.started, 2),
             "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
             "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
-            "stop_reason": reason, "actors": self.placement, "task_balance": dict(zip(cfg.tasks, self.weights)),
+            "stop_reason": reason, "task_balance": dict(zip(cfg.tasks, self.weights)),
+            "actors": {**self.placement, "per_task_at_end": actors_per_task(self.collector, list(cfg.tasks), cfg.actors)},
             "teacher": {"net": cfg.dqn.net, "params": self.learner.params, "version": best.version,
                         "score": self.score(returns), "checkpoint": str(self.run.teacher_checkpoint("best")),
                         "last_checkpoint": last, "inputs": cfg.task_inputs},

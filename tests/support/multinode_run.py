@@ -4,6 +4,10 @@ workers, and — with --kill-after N — one worker node removed once the learne
 (metrics.jsonl, every 2 s: the learner step logged at the kill is recorded too).
 
     python tests/support/multinode_run.py TEACHER.pt OUT RESULT.json --steps ENV_STEPS [--kill-after LEARNER_STEPS]
+        [--run-args JSON]
+
+`--run-args`: the run's env and teacher flags as a JSON list, instead of CartPole-v1 and TEACHER.pt
+(tests/cluster/test_multitask_cluster.py: a run of several tasks), and any further flags.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ def main() -> None:
     parser.add_argument("result")
     parser.add_argument("--steps", type=int, required=True, help="the run's budget of env steps")
     parser.add_argument("--kill-after", type=int, help="learner steps after which a worker node dies")
+    parser.add_argument("--run-args", help="the run's env and teacher flags, as a JSON list")
     args = parser.parse_args()
     # a dead node is declared dead within ~2 s (the default takes tens of seconds)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": {
@@ -49,7 +54,8 @@ def main() -> None:
                 killed["node_id"] = workers[1].node_id
                 cluster.remove_node(workers[1], allow_graceful=False)
             threading.Thread(target=kill, daemon=True).start()
-        code = qdistill(["run", "--env", "CartPole-v1", "--teacher", args.teacher, "--steps", str(args.steps),
+        given = json.loads(args.run_args) if args.run_args else ["--env", "CartPole-v1", "--teacher", args.teacher]
+        code = qdistill(["run", *given, "--steps", str(args.steps),
                          "--no-target", "--actors", "4", "--actor-cpus", "1", "--actor-resources", '{"rollout": 1}',
                          "--envs-per-actor", "4", "--address", cluster.address, "--out", args.out, "--quiet"])
         if code != 0:
