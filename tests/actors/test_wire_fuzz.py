@@ -31,7 +31,7 @@ def _rows(n: int, mark: int, rng: np.random.Generator, schema: Schema = SCHEMA) 
         next_observations=obs(), terminations=rng.random(n) < 0.1, truncations=rng.random(n) < 0.1,
         teacher_q=rng.normal(size=(n, schema.n_actions)).astype(np.float32),
         label_version=np.zeros(n, np.int64), behaviour=rng.integers(0, 2, n).astype(np.int8),
-        actor_id=(mark + np.arange(n)).astype(np.int32), task=rng.integers(0, 3, n).astype(np.int16))
+        actor_id=(mark + np.arange(n)).astype(np.int32), task=np.zeros(n, np.int16))
 
 
 def _split(data: bytes, size: int = R) -> list[bytes]:
