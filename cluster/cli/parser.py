@@ -49,12 +49,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", action="append",
                    help="Gymnasium env id with a Discrete action space, e.g. CartPole-v1 (required unless --resume); "
                         "give it once per task for a multi-task network")
-    p.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
-                                          "weights per task joined by ':', e.g. 2:1:1")
-    p.add_argument("--task-batches", help="several tasks: each minibatch holds rows of every task ('mixed', "
-                                          "default) or of one task ('one', tasks taking turns)")
-    p.add_argument("--task-inputs", help="several tasks: the network's input layer, one per task ('per-task', "
-                                         "default) or one over observations zero-padded to the widest task ('pad')")
+    _task_flags(p)
     p.add_argument("--out", help="run directory (default: runs/<env>-<time>); must be new or empty. "
                                  "Its name is the run's name on the cluster")
     p.add_argument("--resume", metavar="RUN_DIR",
@@ -110,6 +105,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="cap on the buffer's memory, e.g. 512M or 2G: it keeps at most this many bytes of "
                         "transitions (and at most --buffer-capacity of them)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
+
+
+def _task_flags(p: argparse.ArgumentParser) -> None:
+    """How a run of several tasks (--env given more than once) divides its samples and shapes its network."""
+    p.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
+                                          "weights per task joined by ':', e.g. 2:1:1")
+    p.add_argument("--task-batches", help="several tasks: each minibatch holds rows of every task ('mixed', "
+                                          "default) or of one task ('one', tasks taking turns)")
+    p.add_argument("--task-inputs", help="several tasks: the network's input layer, one per task ('per-task', "
+                                         "default) or one over observations zero-padded to the widest task ('pad')")
 
 
 def _config_flag(p: argparse.ArgumentParser, command: str, example: str) -> None:
