@@ -81,6 +81,9 @@ class MultiTaskDistillDriver(Driver):
         self.last: dict[str, float] = {}  # the newest evaluation's figures, every task's
         self.inserted_at_start = 0
         self.rows_taken = np.zeros(len(infos), dtype=np.int64)  # sampled rows the learner took, per task
+        # a copy of each student's network, built once, to split saved whole-network weights into tasks' parts
+        self.holders = {name: type(net)(net.spec, net.obs_shapes, net.n_actions, inputs=net.inputs)
+                        for name, net in self.learner.students.items()}
 
     # -- resumable state ------------------------------------------------------------------------
 
@@ -188,8 +191,7 @@ class MultiTaskDistillDriver(Driver):
 
     def _task_weights(self, weights: dict[str, np.ndarray], name: str, task: int) -> dict[str, np.ndarray]:
         """Task `task`'s part of a student's whole-network weights."""
-        net = self.learner.students[name]
-        holder = type(net)(net.spec, net.obs_shapes, net.n_actions, inputs=net.inputs)
+        holder = self.holders[name]
         holder.load_state_dict(from_numpy(weights))
         return to_numpy(holder.task_network(task).state_dict())
 
