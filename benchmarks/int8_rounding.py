@@ -33,7 +33,8 @@ def agreements(run: Path, student: str | None, fmt: str, states: int) -> dict[st
     from qdistill.learners import export as formats
     from qdistill.learners import quantise
 
-    name, ckpt, _ = ex.find_student(run, student)
+    found = ex.find_student(run, student)
+    name, ckpt = found.name, found.parts[0].student
     float_student = ckpt.policy()
     held_out = ex.held_out_states(ckpt.env_id, float_student.act, states, ex.EXPORT_SEED)
     calibration = ex.held_out_states(ckpt.env_id, float_student.act, states, ex.CALIBRATION_SEED)

@@ -9,7 +9,11 @@ float. int8 is for MLP students only (`int8_refusal`).
 
 A file takes observations as the run stored them: float32 vectors for an MLP, uint8 frames
 [N, C, H, W] (0..255, channels first) for a conv net, whose first ops (Cast, then / 255) are in the
-file, as in the network."""
+file, as in the network.
+
+A multi-task network (learners/multitask.py) is written whole, float, as one graph with one input
+and one output per task (`write_all`: obs_0 → q_0, obs_1 → q_1, …; the trunk is stored once), or
+task by task as ordinary networks (the run's checkpoints/tasks/ENV/)."""
 
 from __future__ import annotations
 
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from . import quantise
+from .multitask import MultiTaskQNetwork
 from .networks import Pixels, input_dtype
 
 FORMATS = ("onnx", "torchscript")
@@ -142,6 +147,57 @@ def _write(net: nn.Module, path: Path, fmt: str, *, int8: bool, obs_shape: tuple
             float_path.unlink(missing_ok=True)
 
 
+class AllTasks(nn.Module):
+    """A multi-task network as one graph: input t holds task t's observations, output t is their
+    Q-values."""
+
+    def __init__(self, net: MultiTaskQNetwork) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, *obs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(self.net(o, t) for t, o in enumerate(obs))
+
+
+def task_io(task: int) -> tuple[str, str]:
+    """Task `task`'s input and output names in a whole multi-task file."""
+    return f"{INPUT}_{task}", f"{OUTPUT}_{task}"
+
+
+def write_all(net: MultiTaskQNetwork, path: Path, fmt: str) -> None:
+    """The whole multi-task network `net` to `path` in `fmt`, float; traced on one zero observation
+    per task, every batch dimension free."""
+    whole = AllTasks(net.eval())
+    dtype = torch.uint8 if input_dtype(net) == np.uint8 else torch.float32
+    examples = tuple(torch.zeros((1, *shape), dtype=dtype) for shape in net.obs_shapes)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            torch.jit.trace(whole, examples).save(str(path))
+        return
+    names = [task_io(t) for t in range(net.n_tasks)]
+    axes = {name: {0: f"batch_{t}"} for t, pair in enumerate(names) for name in pair}  # each task's batch its own
+    torch.onnx.export(whole, examples, str(path), dynamo=False, opset_version=ONNX_OPSET,
+                      input_names=[i for i, _ in names], output_names=[o for _, o in names], dynamic_axes=axes)
+
+
+def task_runner(path: Path, fmt: str, task: int, obs_shapes: list[tuple[int, ...]], dtype: np.dtype) -> Runner:
+    """Task `task`'s observations → its Q-values, through a whole multi-task file; every other task's
+    input gets one zero observation (the graph computes every head, as on a device)."""
+    others = [np.zeros((1, *shape), dtype=dtype) for shape in obs_shapes]
+    if fmt == "torchscript":
+        module = torch.jit.load(str(path))
+
+        def run(obs: np.ndarray) -> np.ndarray:
+            feeds = [torch.as_tensor(np.asarray(obs, dtype=dtype) if t == task else z) for t, z in enumerate(others)]
+            with torch.inference_mode():
+                return module(*feeds)[task].numpy()
+        return run
+    session = _onnx_session(path)
+    inputs = {task_io(t)[0]: z for t, z in enumerate(others)}
+    out = task_io(task)[1]
+    return lambda obs: session.run([out], {**inputs, task_io(task)[0]: np.asarray(obs, dtype=dtype)})[0]
+
+
 def one_at_a_time(run: Runner) -> Callable[[np.ndarray], np.ndarray]:
     """Greedy actions, one state per call, as on a device: int8's activation scale is set per call,
     so a batch would let one state's scale depend on the others."""
@@ -163,15 +219,20 @@ def runner(path: Path, fmt: str, dtype: np.dtype | None = None) -> Runner:
             with torch.inference_mode():
                 return module(torch.as_tensor(np.asarray(obs), dtype=feed)).numpy()
         return run
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = options.inter_op_num_threads = 1
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    session = _onnx_session(path)
     if dtype is None:
         dtype = _ONNX_TYPES[session.get_inputs()[0].type]
     dtype = np.dtype(dtype)
     return lambda obs: session.run(None, {INPUT: np.asarray(obs, dtype=dtype)})[0]
+
+
+def _onnx_session(path: Path):
+    """An onnxruntime session on one CPU thread."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = 1
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 _ONNX_TYPES = {"tensor(uint8)": np.uint8, "tensor(float)": np.float32}

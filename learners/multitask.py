@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .networks import QNetwork, parse_spec
 
@@ -68,7 +69,7 @@ class MultiTaskQNetwork(nn.Module):
 
     def forward(self, obs: torch.Tensor, task: int) -> torch.Tensor:
         if self.padded is not None:
-            obs = pad(obs, self.padded)
+            obs = pad(obs, self.padded, self.obs_shapes[task])
         return self.tasks[task](obs)
 
     def task_network(self, task: int) -> QNetwork:
@@ -108,14 +109,12 @@ def task_network(net: nn.Module, task: int) -> QNetwork:
     return net.task_network(task) if isinstance(net, MultiTaskQNetwork) else net
 
 
-def pad(obs: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-    """Observations [B, *own shape] zero-padded to [B, *shape]: more channels, or a longer vector."""
-    obs = obs.reshape(len(obs), -1) if len(shape) == 1 else obs
-    missing = shape[0] - obs.shape[1]
-    if missing == 0:
-        return obs
-    zeros = torch.zeros((len(obs), missing, *obs.shape[2:]), dtype=obs.dtype, device=obs.device)
-    return torch.cat([obs, zeros], dim=1)
+def pad(obs: torch.Tensor, shape: tuple[int, ...], own: tuple[int, ...]) -> torch.Tensor:
+    """Observations [B, *own] zero-padded to [B, *shape]: more channels, or a longer vector. The
+    widths come from the shapes, not the tensor, so a traced or exported graph takes any batch."""
+    if len(shape) == 1:
+        return F.pad(obs.flatten(1), (0, shape[0] - int(np.prod(own))))
+    return F.pad(obs, (0, 0, 0, 0, 0, shape[0] - own[0]))  # F.pad's widths: the last dimension's first
 
 
 def input_weights(weight: torch.Tensor, obs_shape: tuple[int, ...], padded: tuple[int, ...]) -> torch.Tensor:

@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "against the float student, with a JSON sidecar")
     x.add_argument("path", metavar="RUN_DIR", help="a `qdistill run` directory")
     x.add_argument("--student", help="which student (default: the run's only one)")
+    x.add_argument("--task", metavar="ENV", help="a multi-task run: write this task's student alone (the shared "
+                                                "trunk and its head); without it the whole network, one input and "
+                                                "output per task")
     x.add_argument("--format", required=True, help="onnx (opset 17, run with onnxruntime) or torchscript")
     x.add_argument("--int8", action="store_true", help="dynamic int8 quantisation of the inner layers (first and last stay float; MLP students only), inputs equalised and weights rounded on --states calibration states to keep the greedy action's margin")
     x.add_argument("--out", help="directory to write into (default: RUN_DIR/export)")

@@ -48,15 +48,16 @@ def export(args: argparse.Namespace) -> int:
     from .. import export
 
     req = export.Request(Path(args.path), args.student, args.format, args.int8, Path(args.out) if args.out else None,
-                         args.min_agreement, args.states, args.episodes)
+                         args.min_agreement, args.states, args.episodes, args.task)
     sidecar = export.export(req, say=lambda text: print(f"qdistill export: {text}", file=sys.stderr, flush=True))
-    check = sidecar["verification"]
     out = Path(args.out) if args.out else RunPaths(args.path).export
     print(f"wrote {out / sidecar['file']} and {sidecar['file']}.json")
-    print(f"agreement with the float student: {check['agreement']:.2%} of {check['held_out_states']:,} held-out states; "
-          f"greedy return {check['return_exported']['mean']:.1f} ± {check['return_exported']['std']:.1f} "
-          f"(float student {check['return_float']['mean']:.1f} ± {check['return_float']['std']:.1f}) "
-          f"over {check['episodes']} episodes")
+    checks = export.verifications(sidecar)
+    for env, check in checks:
+        print(f"{env + ': ' if len(checks) > 1 else ''}agreement with the float student: {check['agreement']:.2%} of "
+              f"{check['held_out_states']:,} held-out states; greedy return {check['return_exported']['mean']:.1f} ± "
+              f"{check['return_exported']['std']:.1f} (float student {check['return_float']['mean']:.1f} ± "
+              f"{check['return_float']['std']:.1f}) over {check['episodes']} episodes")
     print(export.table(sidecar))
     return 0
 

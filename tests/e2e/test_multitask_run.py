@@ -76,11 +76,13 @@ def test_two_tasks_distil_into_one_student_through_ray_shards(ray_session, teach
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["learner/steps"] for r in records if r.get("event") == "resumed"] == [first["learner_steps"]]
     capsys.readouterr()
-    assert main(["export", str(out), "--format", "torchscript"]) == 2
-    assert capsys.readouterr().err == (f"qdistill: error: run directory {str(out)!r} is a multi-task run: exporting "
-                                       "its students is not built yet; each task's part is an ordinary checkpoint "
-                                       "under checkpoints/tasks/ENV/\n")
-    assert not (out / "export").exists()
+    assert main(["export", str(out), "--format", "torchscript", "--states", "200", "--episodes", "1"]) == 0
+    sidecar = json.loads((out / "export" / "student-16x16.torchscript.json").read_text())
+    assert [(t["env_id"], t["verification"]["agreement"]) for t in sidecar["tasks"]] == \
+        [("CartPole-v1", 1.0), ("Acrobot-v1", 1.0)]
+    assert main(["export", str(out), "--format", "torchscript", "--task", "LunarLander-v3"]) == 2
+    assert capsys.readouterr().err.endswith(f"qdistill: error: --task 'LunarLander-v3' is not a task of run directory "
+                                            f"{str(out)!r}: expected one of CartPole-v1, Acrobot-v1\n")
 
 
 def test_two_tasks_through_redis_one_task_per_minibatch(ray_session, teachers, tmp_path, redis_server, redis_prefix):
