@@ -10,7 +10,7 @@ import torch
 from ..learners.losses import DEFAULT_TAU, agreement, kl_loss
 from ..learners.networks import GreedyPolicy
 from .evaluate import EvalResult, evaluate, visited_states
-from .intervals import percent_of
+from .intervals import mean_ci, percent_ci, percent_of
 
 HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
 FINAL_OFFSET = 100_000  # the final evaluation's episodes differ from the periodic ones
@@ -71,6 +71,7 @@ class Evaluator:
             "eval/return/teacher": teacher_mean,
             "eval/return_std/teacher": teacher.std,
             "eval/teacher_version": float(self.teacher.version),
+            **_interval("eval/return_ci", "teacher", mean_ci(teacher.returns)),
         }
         teacher_q = torch.from_numpy(self.heldout_q)
         for name, student in self.students.items():
@@ -79,9 +80,16 @@ class Evaluator:
             metrics[f"eval/return/{name}"] = result.mean
             metrics[f"eval/return_std/{name}"] = result.std
             metrics[f"eval/pct_of_teacher/{name}"] = percent_of(result.mean, teacher_mean)
+            metrics.update(_interval("eval/return_ci", name, mean_ci(result.returns)))
+            metrics.update(_interval("eval/pct_of_teacher_ci", name, percent_ci(result.returns, teacher.returns)))
             metrics[f"eval/agreement/{name}"] = agreement(student_q, teacher_q)
             # KL is >= 0; float32 rounding can leave a near-equal pair a hair below it
             metrics[f"eval/kl/{name}"] = max(float(kl_loss(student_q, teacher_q, self.tau)), 0.0)
             metrics[f"eval/student_version/{name}"] = float(student.version)
         metrics["eval/wall_s"] = time.monotonic() - start
         return metrics
+
+
+def _interval(key: str, name: str, interval) -> dict[str, float]:
+    """A 95% bootstrap interval as two metrics, KEY_low/NAME and KEY_high/NAME."""
+    return {f"{key}_low/{name}": interval.low, f"{key}_high/{name}": interval.high}

@@ -15,7 +15,7 @@ from ...learners import checkpoint
 from ..config import DistillRunConfig
 from . import tables
 from .layout import RunDir
-from .report import policy_summary, table
+from .report import CI_NOTE, policy_summary, table
 
 
 def task_dir(run: RunDir, env: str) -> Path:
@@ -73,7 +73,8 @@ def write_task_report(path: Path, summary: dict[str, object]) -> Path:
             f"Loss `{summary['loss']}`, minibatches `{summary['task_batches']}`, input layers `{summary['task_inputs']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. Greedy returns over "
-            f"{first['teacher']['eval_episodes']} held-out episodes per task; agreement on held-out teacher states.\n\n"
+            f"{first['teacher']['eval_episodes']} held-out episodes per task{CI_NOTE}; agreement on held-out teacher "
+            "states.\n\n"
             f"{task_tables(summary)}")
     report = path / "report.md"
     report.write_text(text)

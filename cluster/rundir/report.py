@@ -28,6 +28,7 @@ def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoin
             "kl": final[f"eval/kl/{name}"],
             "us_per_action": action_latency_us(net, ckpt.obs_shape),
             "version": ckpt.version,
+            **_intervals(final, name),
         }
     return {
         "teacher": {
@@ -37,9 +38,23 @@ def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoin
             "eval_return_std": final["eval/return_std/teacher"],
             "version": teacher.version,
             "us_per_action": action_latency_us(teacher_net, teacher.obs_shape),
+            **_intervals(final, "teacher"),
         },
         "students": rows,
     }
+
+
+def _intervals(final: dict[str, float], name: str) -> dict[str, list[float]]:
+    """The 95% bootstrap intervals over episodes the evaluation gave `name` (the return's, and a
+    student's % of its teacher's, episodes paired by seed), as [low, high]."""
+    keys = {"eval_return_ci": "eval/return_ci", "pct_of_teacher_ci": "eval/pct_of_teacher_ci"}
+    return {field: [final[f"{key}_low/{name}"], final[f"{key}_high/{name}"]]
+            for field, key in keys.items() if f"{key}_low/{name}" in final}
+
+
+def _with_ci(value: float, interval: list[float] | None, spread: str = "") -> str:
+    """"12.3 [10.1, 14.2]" with the 95% interval; summaries written before intervals: "12.3 ± 1.0"."""
+    return f"{value:.1f} [{interval[0]:.1f}, {interval[1]:.1f}]" if interval else f"{value:.1f}{spread}"
 
 
 def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint, final: dict[str, float],
@@ -74,12 +89,17 @@ def table(summary: dict[str, object]) -> str:
     teacher = summary["teacher"]
     rows = [("policy", "params", "greedy return", "% of teacher", "agreement", "µs/action")]
     rows.append((f"teacher {teacher['net']}", f"{teacher['params']:,}",
-                 f"{teacher['eval_return_mean']:.1f} ± {teacher['eval_return_std']:.1f}", "100.0", "1.000",
-                 f"{teacher['us_per_action']:.0f}"))
+                 _with_ci(teacher["eval_return_mean"], teacher.get("eval_return_ci"), f" ± {teacher['eval_return_std']:.1f}"),
+                 "100.0", "1.000", f"{teacher['us_per_action']:.0f}"))
     for name, s in summary["students"].items():
-        rows.append((f"student {name}", f"{s['params']:,}", f"{s['eval_return_mean']:.1f} ± {s['eval_return_std']:.1f}",
-                     f"{s['pct_of_teacher']:.1f}", f"{s['agreement']:.3f}", f"{s['us_per_action']:.0f}"))
+        rows.append((f"student {name}", f"{s['params']:,}",
+                     _with_ci(s["eval_return_mean"], s.get("eval_return_ci"), f" ± {s['eval_return_std']:.1f}"),
+                     _with_ci(s["pct_of_teacher"], s.get("pct_of_teacher_ci")), f"{s['agreement']:.3f}",
+                     f"{s['us_per_action']:.0f}"))
     return tables.table(rows, markdown=True)
+
+
+CI_NOTE = " (95% bootstrap intervals over the episodes in brackets; % of teacher pairs the episodes by seed)"
 
 
 def rows(summary: dict[str, object]) -> str:
@@ -100,7 +120,7 @@ def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps"
             f"{rows(summary)}. "
-            f"Greedy returns over {episodes} held-out episodes; agreement on held-out teacher states.\n\n"
+            f"Greedy returns over {episodes} held-out episodes{CI_NOTE}; agreement on held-out teacher states.\n\n"
             f"{table(summary)}\n\n{images}\n")
     report = RunPaths(path).report
     report.write_text(text)

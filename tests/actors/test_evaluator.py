@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from qdistill.actors.evaluator import Evaluator, percent_of
+from qdistill.actors.evaluate import evaluate
+from qdistill.actors.evaluator import FINAL_OFFSET, Evaluator, percent_of
+from qdistill.actors.intervals import mean_ci, percent_ci
 from qdistill.learners.networks import QNetwork, to_numpy
 
 
@@ -19,6 +21,15 @@ def test_a_student_equal_to_its_teacher_matches_it_exactly():
     assert ev.heldout.shape == (300, 4)
     final = ev.evaluate(final=True)  # other episodes, same comparison
     assert final["eval/return/16"] == final["eval/return/teacher"]
+    # the intervals: the bootstrap over the very episodes the final evaluation played, paired by seed
+    teacher = evaluate("CartPole-v1", ev.teacher.act, episodes=5, seed=ev.seed + FINAL_OFFSET).returns
+    student = evaluate("CartPole-v1", ev.students["8"].act, episodes=5, seed=ev.seed + FINAL_OFFSET).returns
+    for name, returns in (("teacher", teacher), ("16", teacher), ("8", student)):
+        ci = mean_ci(returns)
+        assert (final[f"eval/return_ci_low/{name}"], final[f"eval/return_ci_high/{name}"]) == (ci.low, ci.high)
+    pct = percent_ci(student, teacher)
+    assert (final["eval/pct_of_teacher_ci_low/8"], final["eval/pct_of_teacher_ci_high/8"]) == (pct.low, pct.high)
+    assert final["eval/pct_of_teacher_ci_low/16"] == final["eval/pct_of_teacher_ci_high/16"] == 100.0
 
 
 def test_percent_of_teacher():

@@ -9,7 +9,7 @@ import json
 import pytest
 from matplotlib.image import imread
 
-from qdistill.cluster.rundir import plots
+from qdistill.cluster.rundir import plots, report
 from qdistill.cluster.cli import main
 
 PNGS = ["return.png", "loss.png", "staleness.png", "throughput.png"]
@@ -168,3 +168,14 @@ def test_report_refuses_what_is_not_a_finished_run(tmp_path, capsys, files, mess
     assert main(["report", str(run)]) == 2
     assert capsys.readouterr().err == f"qdistill: error: {message.format(run=run)}\n"
     assert sorted(p.name for p in run.iterdir()) == sorted(files)  # nothing written
+
+
+def test_the_table_gives_each_return_and_percent_with_its_interval():
+    policy = {"params": 386, "eval_return_mean": 250.0, "eval_return_std": 1.0, "us_per_action": 5.0}
+    summary = {"teacher": {**policy, "net": "64x64", "eval_return_ci": [249.5, 250.5]},
+               "students": {"16x16": {**policy, "pct_of_teacher": 83.25, "agreement": 0.9,
+                                      "eval_return_ci": [240.04, 259.96], "pct_of_teacher_ci": [80.0, 86.75]},
+                            "8": {**policy, "pct_of_teacher": 83.3, "agreement": 0.9}}}  # written before intervals
+    lines = report.table(summary).splitlines()
+    assert [[cell.strip() for cell in line.split("|")[3:5]] for line in lines[2:]] == [
+        ["250.0 [249.5, 250.5]", "100.0"], ["250.0 [240.0, 260.0]", "83.2 [80.0, 86.8]"], ["250.0 ± 1.0", "83.3"]]
