@@ -15,7 +15,7 @@ from ...learners import checkpoint
 from ..config import DistillRunConfig
 from . import tables
 from .layout import RunDir
-from .report import CI_NOTE, policy_summary, table
+from .report import CI_NOTE, plot_images, policy_summary, table
 
 
 def task_dir(run: RunDir, env: str) -> Path:
@@ -67,15 +67,17 @@ def task_tables(summary: dict[str, object]) -> str:
     return "\n".join(parts)
 
 
-def write_task_report(path: Path, summary: dict[str, object]) -> Path:
+def write_task_report(path: Path, summary: dict[str, object]) -> list[Path]:
+    """report.md, embedding every plot (returns: a panel per task), and the plots; the files written."""
     first = next(iter(summary["per_task"].values()))
+    pngs, images = plot_images(path, list(summary["students"]))
     text = (f"# qdistill multi-task run: {', '.join(summary['tasks'])}\n\n"
             f"Loss `{summary['loss']}`, minibatches `{summary['task_batches']}`, input layers `{summary['task_inputs']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. Greedy returns over "
             f"{first['teacher']['eval_episodes']} held-out episodes per task{CI_NOTE}; agreement on held-out teacher "
             "states.\n\n"
-            f"{task_tables(summary)}")
+            f"{task_tables(summary)}\n{images}\n")
     report = path / "report.md"
     report.write_text(text)
-    return report
+    return [*pngs, report]

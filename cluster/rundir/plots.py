@@ -62,7 +62,9 @@ def task_changes(records: list[dict]) -> list[float]:
 
 
 def _panels(rows: int = 1) -> tuple[Figure, list[Axes]]:
-    fig = Figure(figsize=SIZE, dpi=DPI)
+    """A 700-pixel-wide figure of `rows` panels sharing the time axis: 450 pixels high up to two
+    panels, 200 more for each further one."""
+    fig = Figure(figsize=(SIZE[0], SIZE[1] + 2.0 * max(rows - 2, 0)), dpi=DPI)
     return fig, list(fig.subplots(rows, 1, sharex=True, squeeze=False)[:, 0])
 
 
@@ -89,13 +91,30 @@ def _finish(fig: Figure, axes: list[Axes], records: list[dict], ylabels: list[st
     return fig
 
 
+def tasks(records: list[dict]) -> list[str]:
+    """A multi-task run's tasks, in the order its evaluations logged them (eval/ENV/return/teacher);
+    none for a one-task run."""
+    head, tail = "eval/", "/return/teacher"
+    found = {}
+    for r in records:
+        found.update((k[len(head):-len(tail)], None) for k in r if k.startswith(head) and k.endswith(tail) and
+                     k.count("/") > 2)
+    return list(found)
+
+
 def returns(records: list[dict], students: list[str]) -> Figure:
-    """Greedy return of the teacher and each student at each evaluation."""
-    fig, (ax,) = _panels()
-    _line(ax, series(records, "eval/return/teacher"), "teacher", color="k", ls="--", marker="s", ms=3)
-    for name in students:
-        _line(ax, series(records, f"eval/return/{name}"), f"student {name}", marker="o", ms=3)
-    return _finish(fig, [ax], records, ["greedy return"])
+    """Greedy return of the teacher and each student at each evaluation; for several tasks, a panel
+    per task and one of each student's geometric mean % of the teachers."""
+    envs = tasks(records)
+    fig, axes = _panels(len(envs) + 1 if envs else 1)
+    for ax, prefix in zip(axes, [f"eval/{env}/" for env in envs] or ["eval/"]):
+        _line(ax, series(records, f"{prefix}return/teacher"), "teacher", color="k", ls="--", marker="s", ms=3)
+        for name in students:
+            _line(ax, series(records, f"{prefix}return/{name}"), f"student {name}", marker="o", ms=3)
+    for name in students if envs else []:
+        _line(axes[-1], series(records, f"eval/geomean_pct_of_teacher/{name}"), f"student {name}", marker="o", ms=3)
+    labels = [f"{env}\ngreedy return" for env in envs] + ["geomean %\nof teachers"] if envs else ["greedy return"]
+    return _finish(fig, axes, records, labels)
 
 
 def losses(records: list[dict], students: list[str]) -> Figure:

@@ -108,13 +108,17 @@ def rows(summary: dict[str, object]) -> str:
     return f", rows of {size:,} bytes in the buffer" if size else ""
 
 
-def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
-    """report.md, embedding every plot, and the plots themselves; the files written."""
+def plot_images(path: Path, students: list[str]) -> tuple[list[Path], str]:
+    """Every plot drawn into `path`, and report.md's Markdown that embeds them."""
     from .plots import PLOTS, render  # matplotlib: seconds to import, and only the report needs it
 
-    pngs = render(path, list(summary["students"]))
+    return render(path, students), "\n\n".join(f"![{plot.caption}]({plot.file})" for plot in PLOTS)
+
+
+def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
+    """report.md, embedding every plot, and the plots themselves; the files written."""
+    pngs, images = plot_images(path, list(summary["students"]))
     episodes = summary["teacher"]["eval_episodes"]
-    images = "\n\n".join(f"![{plot.caption}]({plot.file})" for plot in PLOTS)
     text = (f"# qdistill run: {summary['env']}\n\n"
             f"Mode `{summary['mode']}`, loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
@@ -142,4 +146,8 @@ def regenerate(path: Path) -> list[Path]:
     if "students" not in summary:  # train-teacher writes no report: its metrics are the teacher's alone
         raise ValueError(f"run directory {str(path)!r} has no students in its summary.json (a `qdistill "
                          f"train-teacher` run has none): {expected}")
+    if "per_task" in summary:
+        from .multitask import write_task_report
+
+        return write_task_report(path, summary)
     return write_report(path, summary)

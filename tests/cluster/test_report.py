@@ -179,3 +179,40 @@ def test_the_table_gives_each_return_and_percent_with_its_interval():
     lines = report.table(summary).splitlines()
     assert [[cell.strip() for cell in line.split("|")[3:5]] for line in lines[2:]] == [
         ["250.0 [249.5, 250.5]", "100.0"], ["250.0 [240.0, 260.0]", "83.2 [80.0, 86.8]"], ["250.0 ± 1.0", "83.3"]]
+
+
+def _task_eval(t: float, returns: dict[str, tuple[float, float]], geomean: float) -> dict:
+    """A multi-task evaluation record: each task's teacher and student 16x16, and the geometric mean."""
+    record = {"distill_s": t, "eval/geomean_pct_of_teacher/16x16": geomean}
+    for env, (teacher, student) in returns.items():
+        record |= {f"eval/{env}/return/teacher": teacher, f"eval/{env}/return/16x16": student}
+    return record
+
+
+def test_a_multi_task_run_gets_a_return_panel_per_task_and_one_of_the_geometric_mean(tmp_path, capsys):
+    breakout, acrobot = "MinAtar/Breakout-v1", "Acrobot-v1"
+    records = [_progress(1.0, 100, 0, 4000.0, 0.5, 0.0),
+               _task_eval(2.0, {breakout: (12.0, 3.0), acrobot: (-80.0, -400.0)}, 35.0),
+               _task_eval(4.0, {breakout: (12.0, 11.0), acrobot: (-80.0, -88.0)}, 91.0)]
+    assert plots.tasks(records) == [breakout, acrobot] and plots.tasks(RECORDS) == []
+    fig = plots.returns(records, ["16x16"])
+    assert [ax.get_ylabel() for ax in fig.axes] == [f"{breakout}\ngreedy return", f"{acrobot}\ngreedy return",
+                                                    "geomean %\nof teachers"]
+    assert [_lines(fig, panel) for panel in range(3)] == [
+        {"teacher": [[2.0, 12.0], [4.0, 12.0]], "student 16x16": [[2.0, 3.0], [4.0, 11.0]]},
+        {"teacher": [[2.0, -80.0], [4.0, -80.0]], "student 16x16": [[2.0, -400.0], [4.0, -88.0]]},
+        {"student 16x16": [[2.0, 35.0], [4.0, 91.0]]}]
+    task = {"teacher": {**_summary()["teacher"]}, "students": {"16x16": _summary()["students"]["16x16"]}}
+    summary = {"tasks": [breakout, acrobot], "loss": "kl", "task_batches": "mixed", "task_inputs": "per-task",
+               "stop_reason": "steps", "distill_wall_s": 4.0, "env_steps": 1000, "learner_steps": 100,
+               "students": {"16x16": {"params": 900, "params_of_one_task_students": 1000,
+                                      "geomean_pct_of_teacher": 91.0, "min_pct_of_teacher": 90.0}},
+               "per_task": {breakout: task, acrobot: task}}
+    run = _run_dir(tmp_path / "run", records, summary)
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"wrote {run / name}" for name in [*PNGS, "report.md"]]
+    assert imread(run / "return.png").shape == (650, 700, 4)  # three panels: 200 pixels more
+    report = (run / "report.md").read_text()
+    assert report.startswith(f"# qdistill multi-task run: {breakout}, {acrobot}\n")
+    assert f"## {acrobot}" in report and "![greedy return of the teacher and each student over the run](return.png)" \
+        in report
