@@ -59,8 +59,8 @@ class RunActor:
     def status(self) -> dict[str, object]:
         return self.control.status()
 
-    def scale(self, actors: int) -> None:
-        self.control.request_scale(actors)
+    def scale(self, actors: int, task: str | None = None) -> None:
+        self.control.request_scale(actors, task)
 
     def stop(self) -> None:
         self.control.request_stop()

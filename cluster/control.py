@@ -15,7 +15,7 @@ class RunControl:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._actors_wanted: int | None = None
+        self._actors_wanted: tuple[int, str | None] | None = None  # (actors, a task's env or None: in all)
         self._teacher = None  # a checkpoint handed over by swap-teacher
         self._status: dict[str, object] = {"state": "starting", "phase": None, "updated": time.time()}
 
@@ -24,9 +24,10 @@ class RunControl:
     def request_stop(self) -> None:
         self._stop.set()
 
-    def request_scale(self, actors: int) -> None:
+    def request_scale(self, actors: int, task: str | None = None) -> None:
+        """`actors` rollout actors in all or, with `task` (an env), for that task of a multi-task run."""
         with self._lock:
-            self._actors_wanted = actors
+            self._actors_wanted = (actors, task)
 
     def request_teacher(self, teacher) -> None:
         with self._lock:
@@ -42,8 +43,8 @@ class RunControl:
     def stop_requested(self) -> bool:
         return self._stop.is_set()
 
-    def take_scale(self) -> int | None:
-        """The rollout actor count asked for since the last call, if any."""
+    def take_scale(self) -> tuple[int, str | None] | None:
+        """The rollout actor count asked for since the last call, if any, and its task (None: in all)."""
         with self._lock:
             wanted, self._actors_wanted = self._actors_wanted, None
             return wanted

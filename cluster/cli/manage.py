@@ -43,9 +43,21 @@ def scale(args: argparse.Namespace) -> int:
     if args.actors < 1:
         raise ValueError(f"--actors {args.actors} is not valid: expected an integer >= 1")
     actor, status = _running(args)
-    ray.get(actor.scale.remote(args.actors))
-    was = status.get("actors", {}).get("wanted", "?")
-    print(f"run {status['run']}: rollout actors {was} → {args.actors} "
+    fleet = status.get("actors", {})
+    per_task = fleet.get("per_task")
+    if args.task is not None and per_task is None:
+        raise ValueError(f"--task {args.task!r}: run {status['run']!r} " + (
+            "is still starting: scale a task's actors once it runs" if status["state"] == "starting" else
+            "has one task: drop --task"))
+    if args.task is not None and args.task not in per_task:
+        raise ValueError(f"--task {args.task!r} is not a task of run {status['run']!r}: expected one of "
+                         f"{', '.join(per_task)}")
+    if args.task is None and per_task and args.actors % len(per_task):
+        raise ValueError(f"--actors {args.actors} do not divide over run {status['run']!r}'s {len(per_task)} tasks: "
+                         f"give a multiple of {len(per_task)}, or one task's with --task ENV")
+    ray.get(actor.scale.remote(args.actors, args.task))
+    was = per_task[args.task] if args.task else fleet.get("wanted", "?")
+    print(f"run {status['run']}: rollout actors{f' of {args.task}' if args.task else ''} {was} → {args.actors} "
           f"(actors waiting for a node show as pending in `qdistill status {status['run']}`)")
     return 0
 
@@ -150,6 +162,8 @@ def status_rows(status: dict[str, object]) -> list[tuple[str, str]]:
         rows.append(("rollout actors", f"{actors['alive']} of {actors['wanted']} running ({where}); "
                                        f"{actors['pending']} pending, {actors['restarting']} restarting, "
                                        f"{actors['restarts']} restarts, {actors['collect_failures']} lost collects"))
+        if actors.get("per_task"):
+            rows.append(("actors per task", ", ".join(f"{env}: {n}" for env, n in actors["per_task"].items())))
     buffer = status.get("buffer")
     if buffer:
         rows.append(("buffer", f"{buffer['size']:,} of {buffer['capacity']:,} transitions"))

@@ -115,6 +115,8 @@ def _task_flags(p: argparse.ArgumentParser) -> None:
                                           "default) or of one task ('one', tasks taking turns)")
     p.add_argument("--task-inputs", help="several tasks: the network's input layer, one per task ('per-task', "
                                          "default) or one over observations zero-padded to the widest task ('pad')")
+    p.add_argument("--task-actors", help="several tasks: rollout actors per task joined by ':', e.g. 2:1:1 "
+                                         "(default: --actors split evenly)")
 
 
 def _config_flag(p: argparse.ArgumentParser, command: str, example: str) -> None:
@@ -181,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     st.add_argument("--json", action="store_true", help="the full status as JSON")
     sc = sub.add_parser("scale", help="add or remove rollout actors of a running run")
     sc.add_argument("run", help="run name or run directory")
-    sc.add_argument("--actors", type=int, required=True, help="rollout actors wanted")
+    sc.add_argument("--actors", type=int, required=True, help="rollout actors wanted (in all, split evenly over a "
+                                                              "multi-task run's tasks, or with --task that task's)")
+    sc.add_argument("--task", metavar="ENV", help="a multi-task run: scale this task's rollout actors")
     sw = sub.add_parser("swap-teacher", help="hand a running run a new teacher checkpoint (its next version)")
     sw.add_argument("run", help="run name or run directory")
     sw.add_argument("checkpoint", help="teacher checkpoint: same env, observation shape, action count and network")

@@ -147,9 +147,10 @@ def _resolve(args: argparse.Namespace, cls: type[RunConfig], make, checkpoint_ke
         buffer_bytes=args.buffer_bytes, checkpoint_every_s=args.checkpoint_every,
         **{checkpoint_key: checkpoint.absolute(path) if path else None},
         tasks=tuple(tasks) if tasks else None, task_balance=args.task_balance, task_batches=args.task_batches,
-        task_inputs=args.task_inputs)
+        task_inputs=args.task_inputs, task_actors=args.task_actors)
     if tasks and not (args.actors or file.get("actors")):  # one rollout actor per task, unless told otherwise
-        flags["actors"] = len(tasks)
+        given = args.task_actors or file.get("task_actors")
+        flags["actors"] = sum(int(c) for c in given.split(":") if c.strip().isdigit()) if given else len(tasks)
     flags.update(own(path, file, info))
     out = out or str(Path("runs") / f"{env.replace('/', '-')}-{time.strftime('%Y%m%d-%H%M%S')}")
     config = make(env, str(Path(out).absolute()), **_layered(file, flags))
@@ -231,5 +232,7 @@ def _resumed(args: argparse.Namespace, cls: type[RunConfig]) -> RunConfig:
     if given:
         raise ValueError(f"--resume carries on with the run's own config: {', '.join('--' + g.replace('_', '-') for g in given)} "
                          f"cannot be given with it (only {', '.join('--' + f.replace('_', '-') for f in RESUME_FLAGS)})")
+    if args.actors is not None and config.tasks:  # --actors on resume: split evenly over the tasks
+        config = replace(config, task_actors=None, actors=args.actors)
     return _tls(with_overrides(config, out=str(path.absolute()), steps=args.steps, time=args.time, actors=args.actors,
                                address=args.address, buffer=args.buffer), args)

@@ -76,6 +76,7 @@ class RunConfig:
     task_balance: str = "equal"  # how samples divide between tasks: equal, or weights per task "2:1:1"
     task_batches: str = "mixed"  # each minibatch of rows of every task, or of one task ("one", Rusu et al. 2016)
     task_inputs: str = "per-task"  # the network's input layers: one per task, or observations zero-padded ("pad")
+    task_actors: str | None = None  # rollout actors per task, "2:1:1" (None: `actors` split evenly over the tasks)
 
     def __post_init__(self) -> None:
         _check(self.steps is None or self.steps > 0,
@@ -115,6 +116,8 @@ class RunConfig:
 
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if not self.tasks:
+            _check(self.task_actors is None, f"task actors {self.task_actors!r} are for a run of several tasks (--env "
+                                             "given more than once): give --actors")
             return
         seen: set[str] = set()
         for env in self.tasks:
@@ -127,11 +130,30 @@ class RunConfig:
                f"task batches {self.task_batches!r} are not known: expected one of {', '.join(TASK_BATCHES)}")
         _check(self.task_inputs in INPUTS,
                f"task inputs {self.task_inputs!r} are not known: expected one of {', '.join(INPUTS)}")
-        _check(self.actors % len(self.tasks) == 0,
-               f"actors {self.actors} do not divide over {len(self.tasks)} tasks: give --actors as a multiple of "
-               f"{len(self.tasks)} (the actors are spread evenly over the tasks)")
+        counts = self.actors_per_task
+        _check(sum(counts) == self.actors, f"task actors {self.task_actors!r} make {sum(counts)} actors, not actors "
+                                           f"{self.actors}: give one of --task-actors and --actors")
         _check(self.target_return is None, "a target return is for one task: a multi-task run stops on its budget "
                                            "(give --no-target, or one --env)")
+
+    @property
+    def actors_per_task(self) -> tuple[int, ...]:
+        """Each task's rollout actors: `task_actors`, or `actors` split evenly (refused when they do
+        not divide)."""
+        n = len(self.envs)
+        if self.task_actors is None:
+            _check(self.actors % n == 0,
+                   f"actors {self.actors} do not divide over {n} tasks: give --actors as a multiple of {n} (the actors "
+                   f"are spread evenly over the tasks), or each task's with --task-actors, e.g. {':'.join(['1'] * n)}")
+            return (self.actors // n,) * n
+        try:
+            counts = tuple(int(c) for c in str(self.task_actors).split(":"))
+        except ValueError:
+            counts = ()
+        _check(len(counts) == n and all(c >= 1 for c in counts),
+               f"task actors {self.task_actors!r} are not valid: expected {n} counts >= 1 joined by ':', one per task "
+               f"(e.g. '{':'.join(['1'] * n)}')")
+        return counts
 
     @property
     def envs(self) -> tuple[str, ...]:

@@ -45,7 +45,7 @@ class Driver:
         """The rollout actors started (the buffer is wired), the first sample asked for, then the
         loop to its end and the hand-over of what the actors still hold; returns why it ended."""
         if not self.control.stop_requested:  # a stop asked for before the loop (while Ray started): no fleet
-            self.collector.resize(self.config.actors)
+            self.start_fleet()
         self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
         self.prefetch = Prefetcher(self.buffer, self.config.chunk_rows)
         self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
@@ -56,9 +56,20 @@ class Driver:
                               actor_restarts=view["restarts"])
         return reason
 
+    def start_fleet(self) -> None:
+        self.collector.resize(self.config.actors)
+
+    def fleet_view(self) -> dict[str, object]:
+        """Where the rollout actors are, for status and metrics."""
+        return self.collector.view()
+
+    def resize(self, actors: int, task: str | None) -> None:
+        """`actors` rollout actors (one task: `task` is None, or its env)."""
+        self.collector.resize(actors)
+
     def should_stop(self) -> str | None:
         return budget_spent(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started) or \
-            steer(self.control, self.collector)
+            steer(self.control, self.resize)
 
     def checkpoint(self, stop: str | None) -> None:
         if not stop and time.monotonic() - self.saved_at >= self.config.checkpoint_every_s:

@@ -71,6 +71,7 @@ class Collector:
         self.make_actor = make_actor  # actor id → a new rollout actor
         self.steps_per_call = steps_per_call
         self.actors: dict[int, ray.actor.ActorHandle] = {}
+        self.groups: dict[int, int] = {}  # actor id → its group (a multi-task run's task; 0 otherwise)
         self.pending: dict[ray.ObjectRef, int] = {}
         self.starting: dict[ray.ObjectRef, int] = {}  # actors not up yet: no collect waits on them
         self.idle: list[int] = []
@@ -86,17 +87,22 @@ class Collector:
     def wanted(self) -> int:
         return len(self.actors) - len(self.retiring)
 
+    def wanted_in(self, group: int) -> int:
+        return sum(1 for i in self.actors if self.groups[i] == group and i not in self.retiring)
+
     def handles(self) -> list[ray.actor.ActorHandle]:
         return list(self.actors.values())
 
-    def resize(self, actors: int) -> None:
-        """Start new actors, or retire the newest ones (each hands over what it collected first)."""
-        for _ in range(actors - self.wanted):
+    def resize(self, actors: int, group: int = 0) -> None:
+        """Start new actors in `group`, or retire its newest ones (each hands over what it collected
+        first); `make_actor` finds a new actor's group in `groups`."""
+        for _ in range(actors - self.wanted_in(group)):
             i, self.next_id = self.next_id, self.next_id + 1
+            self.groups[i] = group
             self.actors[i] = self.make_actor(i)
             self._probe(i)
-        keep = sorted(i for i in self.actors if i not in self.retiring)[:max(actors, 0)]
-        for i in set(self.actors) - set(keep) - self.retiring:
+        keep = sorted(i for i in self.actors if i not in self.retiring and self.groups[i] == group)[:max(actors, 0)]
+        for i in {i for i in self.actors if self.groups[i] == group} - set(keep) - self.retiring:
             self.retiring.add(i)
             if i in self.idle or i in self.starting.values():  # not collecting: retire it now
                 was_up = i in self.idle
@@ -176,9 +182,10 @@ class Collector:
                 "retired": self.retired}
 
 
-def steer(control: RunControl, collector: Collector) -> str | None:
-    """Apply what came from outside: a new actor count now; "stopped" once a stop is asked for."""
+def steer(control: RunControl, resize: Callable[[int, str | None], None]) -> str | None:
+    """Apply what came from outside: a new actor count now (in all, or a task's: `resize(actors,
+    env)`); "stopped" once a stop is asked for."""
     wanted = control.take_scale()
     if wanted is not None:
-        collector.resize(wanted)
+        resize(*wanted)
     return "stopped" if control.stop_requested else None

@@ -36,6 +36,7 @@ from .base import Driver
 from .collect import stop_actors, task_buffers
 from .evaluation import StudentEvaluation
 from .labels import Labels
+from .task_fleet import TaskFleet
 from .telemetry import Telemetry
 
 
@@ -55,7 +56,7 @@ class Task:
         return self.info.env_id
 
 
-class MultiTaskDistillDriver(Driver):
+class MultiTaskDistillDriver(TaskFleet, Driver):
     def __init__(self, config: DistillRunConfig, infos: list[EnvInfo], teachers: list[checkpoint.Checkpoint], *,
                  run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
         self.distill_started = time.monotonic()
@@ -146,7 +147,7 @@ class MultiTaskDistillDriver(Driver):
         self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
-        cfg, task = self.config, self.tasks[actor_task(i, self.config.actors, len(self.tasks))]
+        cfg, task = self.config, self.tasks[self.actor_task(i)]
         return RolloutActor.options(**rollout_options(cfg)).remote(
             task.env, net=task.teacher.net, obs_shape=task.info.obs_shape, n_actions=task.info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i, task=task.index,
@@ -261,7 +262,7 @@ class MultiTaskDistillDriver(Driver):
         if not self.telemetry.due(stop):
             return
         sps = self.telemetry.rate(self.collector.env_steps)
-        view, buffer = self.collector.view(), self.buffer.stats()
+        view, buffer = self.fleet_view(), self.buffer.stats()
         self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
                       **Telemetry.fleet(self.collector, view), "rollout/steps_per_s": round(sps, 1),
                       **{k: v for k, v in buffer.items() if k.rsplit("/", 1)[-1] in
@@ -272,7 +273,9 @@ class MultiTaskDistillDriver(Driver):
             g = self.last.get(f"eval/geomean_pct_of_teacher/{name}")
             fields[name] = f"{g:.0f}% of teachers (geomean)" if g is not None else "-"
         self.telemetry.publish(self.config, phase="distill", env_steps=self.collector.env_steps,
-                               learner_steps=self.learner.steps, sps=sps, view=view, buffer=buffer, fields=fields)
+                               learner_steps=self.learner.steps, sps=sps, view=view, buffer=buffer, fields=fields,
+                               returns={f"{t.env} {who}": self.last.get(f"eval/{t.env}/return/{who}") for t in self.tasks
+                                        for who in ("teacher", *self.config.distill.students)})
 
     # -- the end ----------------------------------------------------------------------------------
 
@@ -314,8 +317,7 @@ class MultiTaskDistillDriver(Driver):
                                           actor_states([t.evaluation.evaluator for t in self.tasks])),
                           "evaluations_lost": sum(t.evaluation.lost for t in self.tasks)},
             "stop_reason": reason,
-            "actors": {**self.placement, "per_task_at_end": actors_per_task(self.collector, list(self.config.tasks),
-                                                                           self.config.actors)},
+            "actors": {**self.placement, "per_task_at_end": self.actors_per_task()},
             "labels": {t.env: t.labels.summary() for t in self.tasks},
         }
 
@@ -328,22 +330,6 @@ class _TaskBuffer:
 
     def relabel(self, ids: np.ndarray, teacher_q: np.ndarray, version: int) -> object:
         return self.buffers.relabel(self.task, ids, teacher_q, version)
-
-
-def actor_task(actor: int, actors: int, tasks: int) -> int:
-    """The task of rollout actor `actor` of `actors`: the tasks take consecutive blocks of actors
-    (0, 0, 1, 1 for 4 actors over 2 tasks), so SPREAD, which places actors in turn over the nodes,
-    spreads each task's actors over the nodes too; actors added later continue the blocks."""
-    return actor // max(1, actors // tasks) % tasks
-
-
-def actors_per_task(collector, tasks: list[str], actors: int) -> dict[str, dict[str, int]]:
-    """Each task's actors per node ("IP/node-id prefix" → alive there), as the run ends."""
-    from ..placement import fleet
-
-    handles = collector.actors
-    return {env: fleet([h for i, h in handles.items() if actor_task(i, actors, len(tasks)) == t])["per_node"]
-            for t, env in enumerate(tasks)}
 
 
 def task_minibatches(sample: TaskSample, size: int, *, mixed: bool):

@@ -29,11 +29,12 @@ from ..placement import on_head, rollout_options
 from ..rundir.multitask import task_dir
 from .collect import stop_actors, task_buffers
 from .evaluation import FINAL_SEED, BestTeacher, TeacherEvaluation
-from .multitask import actor_task, actors_per_task, task_minibatches
+from .multitask import task_minibatches
+from .task_fleet import TaskFleet
 from .teacher import TeacherDriver
 
 
-class MultiTaskTeacherDriver(TeacherDriver):
+class MultiTaskTeacherDriver(TaskFleet, TeacherDriver):
     def __init__(self, config: TeacherRunConfig, infos: list[EnvInfo], *, control: RunControl,
                  init: checkpoint.MultiTaskCheckpoint | None = None, started: float | None = None,
                  device: str = "cpu", name: str | None = None) -> None:
@@ -86,7 +87,7 @@ class MultiTaskTeacherDriver(TeacherDriver):
         return self._finish(reason)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
-        cfg, t = self.config, actor_task(i, self.config.actors, len(self.infos))
+        cfg, t = self.config, self.actor_task(i)
         info = self.infos[t]
         return RolloutActor.options(**rollout_options(cfg)).remote(
             info.env_id, net=cfg.dqn.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
@@ -164,7 +165,7 @@ class MultiTaskTeacherDriver(TeacherDriver):
             "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
             "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
             "stop_reason": reason, "task_balance": dict(zip(cfg.tasks, self.weights)),
-            "actors": {**self.placement, "per_task_at_end": actors_per_task(self.collector, list(cfg.tasks), cfg.actors)},
+            "actors": {**self.placement, "per_task_at_end": self.actors_per_task()},
             "teacher": {"net": cfg.dqn.net, "params": self.learner.params, "version": best.version,
                         "score": self.score(returns), "checkpoint": str(self.run.teacher_checkpoint("best")),
                         "last_checkpoint": last, "inputs": cfg.task_inputs},

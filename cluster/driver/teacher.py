@@ -144,7 +144,7 @@ class TeacherDriver(Driver):
             return
         env_steps = self.collector.env_steps
         sps = self.telemetry.rate(env_steps)
-        view, best, recent = self.collector.view(), self.evaluation.best, self._recent()
+        view, best, recent = self.fleet_view(), self.evaluation.best, self._recent()
         self.run.log({"env_steps": env_steps, **Telemetry.fleet(self.collector, view),
                       "learner/steps": self.learner.steps, "weights/version": self.version,
                       "rollout/steps_per_s": round(sps, 1), "rollout/epsilon": round(self.epsilon(env_steps), 4),

@@ -168,3 +168,60 @@ def test_swap_teacher_hands_a_running_run_a_new_teacher(head, small_teacher, tmp
     kept = checkpoint.load(out / "checkpoints" / "teacher.pt")
     assert kept.version == version + 1 and all((kept.weights[k] == checkpoint.load(newer).weights[k]).all()
                                                for k in kept.weights)
+
+
+def test_a_multi_task_run_scales_each_tasks_actors(head, tmp_path):
+    from tests.support.teachers import untrained_teachers
+
+    (tmp_path / "teachers").mkdir()
+    teachers = untrained_teachers(tmp_path / "teachers", {"CartPole-v1": ((4,), 2), "Acrobot-v1": ((6,), 3)}, seed=1)
+    run, out = "bg-tasks", tmp_path / "bg-tasks"
+    args = [a for env, path in teachers.items() for a in ("--env", env, "--teacher", f"{env}={path}")]
+    started = _qdistill(head, "run", *args, "--students", "16x16", "--steps", "100000000", "--out", str(out),
+                        "--address", head.address, "--detach")
+    assert started.returncode == 0, started.stderr
+
+    def status() -> dict:
+        result = _qdistill(head, "status", run, "--address", head.address, "--json")
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    def until(ok, what: str) -> dict:
+        deadline = time.monotonic() + 120
+        while not ok(s := status()):
+            assert time.monotonic() < deadline, f"{what}: not within 120 s; last status {s}"
+            time.sleep(1)
+        return s
+
+    until(lambda s: s.get("actors", {}).get("alive") == 2, "one actor per task up")
+    assert status()["actors"]["per_task"] == {"CartPole-v1": 1, "Acrobot-v1": 1}
+    text = _qdistill(head, "status", run, "--address", head.address)
+    assert text.returncode == 0, text.stderr
+    assert "actors per task  CartPole-v1: 1, Acrobot-v1: 1" in text.stdout
+    assert "greedy return    CartPole-v1 teacher " in text.stdout  # each task's, once evaluated ("-" before)
+    for extra, message in [
+        (["--task", "LunarLander-v3", "--actors", "2"],
+         f"--task 'LunarLander-v3' is not a task of run '{run}': expected one of CartPole-v1, Acrobot-v1"),
+        (["--actors", "3"], f"--actors 3 do not divide over run '{run}''s 2 tasks: give a multiple of 2, or one "
+                            "task's with --task ENV"),
+    ]:
+        refused = _qdistill(head, "scale", run, *extra, "--address", head.address)
+        assert (refused.returncode, refused.stderr) == (2, f"qdistill: error: {message}\n")
+
+    # Acrobot's actors 1 → 2: the cluster's 2 CPUs hold two, the third waits
+    scaled = _qdistill(head, "scale", run, "--task", "Acrobot-v1", "--actors", "2", "--address", head.address)
+    assert scaled.returncode == 0, scaled.stderr
+    assert scaled.stdout.startswith(f"run {run}: rollout actors of Acrobot-v1 1 → 2")
+    s = until(lambda s: (s["actors"]["wanted"], s["actors"]["alive"], s["actors"]["pending"]) == (3, 2, 1),
+              "Acrobot's second actor pending")
+    assert s["actors"]["per_task"] == {"CartPole-v1": 1, "Acrobot-v1": 2}
+    # in all, split evenly: back to one each, Acrobot's newest (the pending one) retired
+    assert _qdistill(head, "scale", run, "--actors", "2", "--address", head.address).returncode == 0
+    s = until(lambda s: (s["actors"]["wanted"], s["actors"]["alive"], s["actors"]["pending"]) == (2, 2, 0),
+              "one actor per task again")
+    assert s["actors"]["per_task"] == {"CartPole-v1": 1, "Acrobot-v1": 1}
+
+    stopped = _qdistill(head, "stop", run, "--address", head.address)
+    assert stopped.returncode == 0, stopped.stderr
+    per_task = json.loads((out / "summary.json").read_text())["actors"]["per_task_at_end"]
+    assert {env: sum(nodes.values()) for env, nodes in per_task.items()} == {"CartPole-v1": 1, "Acrobot-v1": 1}

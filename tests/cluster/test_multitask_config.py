@@ -45,7 +45,13 @@ def test_config_show_resolves_the_tasks_their_teachers_and_one_actor_per_task(te
 @pytest.mark.parametrize("extra,message", [
     (["--env", "CartPole-v1"], "env 'CartPole-v1' is given twice: give each task's env once"),
     (["--actors", "3"], "actors 3 do not divide over 2 tasks: give --actors as a multiple of 2 (the actors are "
-                        "spread evenly over the tasks)"),
+                        "spread evenly over the tasks), or each task's with --task-actors, e.g. 1:1"),
+    (["--task-actors", "2:0"], "task actors '2:0' are not valid: expected 2 counts >= 1 joined by ':', one per task "
+                               "(e.g. '1:1')"),
+    (["--task-actors", "2:x"], "task actors '2:x' are not valid: expected 2 counts >= 1 joined by ':', one per task "
+                               "(e.g. '1:1')"),
+    (["--task-actors", "2:1", "--actors", "4"], "task actors '2:1' make 3 actors, not actors 4: give one of "
+                                                "--task-actors and --actors"),
     (["--task-balance", "1:1:1"], "task balance '1:1:1' is not valid: expected 'equal' or 2 weights >= 0 joined by "
                                   "':' (e.g. '1:1'), one per task, not all 0"),
     (["--task-batches", "some"], "task batches 'some' are not known: expected one of mixed, one"),
