@@ -80,13 +80,20 @@ def _teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> ch
         torch.manual_seed(cfg.seed)
         net = QNetwork(cfg.dqn.net, info.obs_shape, info.n_actions)
         return checkpoint.Checkpoint(cfg.dqn.net, info.obs_shape, info.n_actions, cfg.env, 0, to_numpy(net.state_dict()))
+    trained = _trained_teacher(job, info, control, started)
+    return None if trained is None else checkpoint.load(trained)
+
+
+def _trained_teacher(job: Job, info: EnvInfo, control: RunControl, started: float) -> Path | None:
+    """The best checkpoint of the teacher a run without one trains first, into RUN/teacher (its
+    interrupted training resumed); None when a stop came during that training."""
     tcfg = job.teacher_config
     done = RunPaths(tcfg.out).summary
     if not (done.is_file() and json.loads(done.read_text())["stop_reason"] != "stopped"):
         trained = _train_teacher(tcfg, info, control, started, job)
         if trained["stop_reason"] == "stopped":
             return None
-    return checkpoint.load(RunPaths(tcfg.out).teacher_checkpoint("best"))
+    return RunPaths(tcfg.out).teacher_checkpoint("best")
 
 
 def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[str, object]:
@@ -117,12 +124,20 @@ def _run(job: Job, info: EnvInfo, control: RunControl, started: float) -> dict[s
 
 
 def _run_tasks(job: Job, run: RunDir, control: RunControl, started: float) -> dict[str, object]:
-    """A multi-task run: each task's teacher (its own checkpoint, or its part of a multi-task one)."""
+    """A multi-task run: each task's teacher (its own checkpoint, or its part of a multi-task one, given
+    or trained first)."""
     from .driver.multitask import MultiTaskDistillDriver
 
     cfg: DistillRunConfig = job.config  # type: ignore[assignment]
     infos = [describe(env) for env in cfg.tasks]
-    teachers = [checkpoint.load(cfg.teachers.get(i.env_id, cfg.teacher), env_id=i.env_id, obs_shape=i.obs_shape,
+    whole = cfg.teacher
+    if not cfg.teachers and whole is None:  # no teachers given: one multi-task teacher trained first
+        whole = _trained_teacher(job, infos[0], control, started)
+        if whole is None:
+            run.close()
+            return {"env": cfg.env, "tasks": list(cfg.tasks), "stop_reason": "stopped", "phase": "teacher",
+                    "teacher_dir": job.teacher_config.out}
+    teachers = [checkpoint.load(cfg.teachers.get(i.env_id, whole), env_id=i.env_id, obs_shape=i.obs_shape,
                                 n_actions=i.n_actions) for i in infos]
     control.publish(phase="distill", progress=None)
     driver = MultiTaskDistillDriver(cfg, infos, teachers, run=run, started=started, control=control,

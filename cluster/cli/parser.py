@@ -132,6 +132,10 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--teacher", action="append", metavar="[ENV=]PATH",
                    help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model (default: train "
                         "one first, into RUN/teacher); several tasks: ENV=PATH once per task, or one multi-task network")
+    r.add_argument("--teacher-steps", type=int, metavar="STEPS",
+                   help="without --teacher: the env-step budget of the teacher trained first (default: its "
+                        "train-teacher preset's; one teacher stops at its target return before, several tasks' "
+                        "multi-task teacher trains to the budget)")
 
     r.add_argument("--teacher-learns", action="store_true",
                    help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "

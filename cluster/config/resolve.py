@@ -61,7 +61,7 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
     config, info = _resolve(args, DistillRunConfig, distill_config, "teacher", own)
     if config.change:
         check_change(config.env, config.change)
-    for env in config.tasks:  # each task's teacher read and checked before anything starts
+    for env in config.tasks if config.teachers or config.teacher else ():  # each task's teacher read and checked
         task = describe(env)
         checkpoint.load(config.teachers.get(env, config.teacher), env_id=env, obs_shape=task.obs_shape,
                         n_actions=task.n_actions)
@@ -77,10 +77,19 @@ def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvI
                                  source=str(teacher_dir / "config.json"))
         return _tls(with_overrides(saved, address=args.address, buffer=args.buffer), args)
     if config.teacher is not None or config.teachers or config.teacher_learns:
+        if args.teacher_steps is not None:
+            raise ValueError("--teacher-steps is the budget of a teacher the run trains first: the run has its teacher "
+                             "(--teacher or --teacher-learns), drop --teacher-steps")
         return None
+    # several tasks: one multi-task teacher, trained on its budget (a target return is for one task)
+    tasks = dict(tasks=config.tasks, task_balance=config.task_balance, task_inputs=config.task_inputs,
+                 actors=config.actors, task_actors=config.task_actors) if config.tasks else {}
+    if args.teacher_steps is not None and args.teacher_steps < 1:
+        raise ValueError(f"--teacher-steps {args.teacher_steps} is not valid: expected an integer >= 1")
     return teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
-                          target_return=info.reward_threshold, buffer=config.buffer,
-                          buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None)
+                          steps=args.teacher_steps,
+                          target_return=None if config.tasks else info.reward_threshold, buffer=config.buffer,
+                          buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None, **tasks)
 
 
 def config_from_dict(cls, data: dict[str, object], *, source: str):

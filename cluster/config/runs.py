@@ -307,9 +307,9 @@ class DistillRunConfig(RunConfig):
         missing = [e for e in self.tasks if e not in self.teachers]
         _check(not self.teachers or not missing,
                f"no teacher for {', '.join(missing)}: give --teacher ENV=PATH for every task")
-        _check(bool(self.teachers) != (self.teacher is not None),
-               "a multi-task run needs a teacher for each task: --teacher ENV=PATH for every task, or one "
-               "--teacher PATH of a multi-task network of all of them")
+        _check(not (self.teachers and self.teacher is not None),
+               "a multi-task run takes a teacher for each task (--teacher ENV=PATH for every task) or one --teacher "
+               "PATH of a multi-task network of all of them, not both")
         _check(self.mode == "online", "several tasks need mode online")
         for flag, given in (("--teacher-learns", self.teacher_learns), ("--change-at", self.change_at is not None),
                             ("--behaviour " + self.behaviour, self.behaviour != "teacher")):

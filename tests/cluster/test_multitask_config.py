@@ -70,6 +70,9 @@ def test_teachers_that_do_not_fit_the_tasks_are_refused_in_one_line(teachers, ca
     envs = ["--env", "CartPole-v1", "--env", "Acrobot-v1"]
     _refused(capsys, tmp_path, [*envs, "--teacher", f"CartPole-v1={teachers['CartPole-v1']}"],
              "no teacher for Acrobot-v1: give --teacher ENV=PATH for every task")
+    _refused(capsys, tmp_path, [*_both(teachers), "--teacher", teachers["CartPole-v1"]],
+             "a multi-task run takes a teacher for each task (--teacher ENV=PATH for every task) or one --teacher PATH "
+             "of a multi-task network of all of them, not both")
     _refused(capsys, tmp_path, [*_both(teachers), "--teacher", f"LunarLander-v3={teachers['CartPole-v1']}"],
              "a teacher for 'LunarLander-v3', which is not among the run's tasks (CartPole-v1, Acrobot-v1): give "
              "--env LunarLander-v3, or drop its teacher")

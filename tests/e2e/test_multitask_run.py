@@ -125,3 +125,25 @@ def test_a_multi_task_teacher_trains_one_network_and_each_task_distils_from_its_
     assert distilled["teacher"]["params"] == sum(p.numel() for p in part.network().parameters())
     kept = checkpoint.load(student / "checkpoints" / "teacher.pt")
     assert kept.env_id == "Acrobot-v1" and all(np.array_equal(kept.weights[k], part.weights[k]) for k in part.weights)
+
+
+def test_a_run_without_teachers_trains_a_multi_task_teacher_first(ray_session, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["run", "--env", "CartPole-v1", "--env", "Acrobot-v1", "--students", "16x16", "--steps", "3000",
+            "--teacher-steps", "3000", "--no-target", "--quiet", "--out", str(out)]
+    assert main(args) == 0
+    taught = json.loads((out / "teacher" / "summary.json").read_text())
+    assert taught["tasks"] == list(TASKS) and taught["stop_reason"] == "steps" and taught["env_steps"] >= 3000
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["tasks"] == list(TASKS) and summary["env_steps"] >= 3000
+    whole = checkpoint.load_multitask(taught["teacher"]["checkpoint"])
+    for env in TASKS:  # each task's teacher is its part of the network trained first
+        kept = checkpoint.load(out / "checkpoints" / "tasks" / env / "teacher.pt", env_id=env)
+        part = whole.task(env)
+        assert kept.version == whole.version and all(np.array_equal(kept.weights[k], part.weights[k])
+                                                     for k in part.weights)
+    capsys.readouterr()  # a run given its teacher trains none
+    assert main([*args[:-1], str(tmp_path / "other"), "--teacher", taught["teacher"]["checkpoint"]]) == 2
+    assert capsys.readouterr().err.endswith("qdistill: error: --teacher-steps is the budget of a teacher the run "
+                                            "trains first: the run has its teacher (--teacher or --teacher-learns), "
+                                            "drop --teacher-steps\n")
