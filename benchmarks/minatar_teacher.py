@@ -88,6 +88,8 @@ def run_teacher(env: str, seed: int, steps: int, folder: Path, target: float | N
     if not (out / "summary.json").exists():
         raise RunFailed(f"{' '.join(cmd)} exited 0 but wrote no {out / 'summary.json'}")
     summary = json.loads((out / "summary.json").read_text())
+    if summary["stop_reason"] == "stopped":  # stopped from outside (Ctrl-C, SIGTERM): not a measurement
+        raise RunFailed(f"{out} was stopped before its budget or target: not recorded; rerun it")
     teacher = summary["teacher"]
     return {"env": env, "runner": "train-teacher", "seed": seed, "wall_s": round(wall, 1),
             "own_wall_s": summary["wall_s"], "env_steps": summary["env_steps"], "updates": summary["learner_steps"],
