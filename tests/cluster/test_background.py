@@ -29,16 +29,16 @@ def _qdistill(head: RayHead, *args: str, timeout: float = 300) -> subprocess.Com
                           capture_output=True, text=True, timeout=timeout)
 
 
-def _status(head: RayHead) -> dict:
-    result = _qdistill(head, "status", RUN, "--address", head.address, "--json")
+def _status(head: RayHead, run: str = RUN) -> dict:
+    result = _qdistill(head, "status", run, "--address", head.address, "--json")
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout)
 
 
-def _until(head: RayHead, ok, what: str, timeout: float = 120) -> dict:
+def _until(head: RayHead, ok, what: str, timeout: float = 120, run: str = RUN) -> dict:
     deadline = time.monotonic() + timeout
     while True:
-        status = _status(head)
+        status = _status(head, run)
         if ok(status):
             return status
         assert time.monotonic() < deadline, f"{what}: not within {timeout} s; last status {status}"
@@ -123,16 +123,10 @@ def test_swap_teacher_hands_a_running_run_a_new_teacher(head, small_teacher, tmp
     assert started.returncode == 0, started.stderr
 
     def status() -> dict:
-        result = _qdistill(head, "status", run, "--address", head.address, "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return _status(head, run)
 
     def until(ok, what: str) -> dict:
-        deadline = time.monotonic() + 120
-        while not ok(s := status()):
-            assert time.monotonic() < deadline, f"{what}: last status {s}"
-            time.sleep(1)
-        return s
+        return _until(head, ok, what, run=run)
 
     before = until(lambda s: s["state"] == "running" and s["buffer"]["size"] >= 20_000, "a filled buffer")
     version = before["teacher"]["version"]
@@ -182,16 +176,10 @@ def test_a_multi_task_run_scales_each_tasks_actors(head, tmp_path):
     assert started.returncode == 0, started.stderr
 
     def status() -> dict:
-        result = _qdistill(head, "status", run, "--address", head.address, "--json")
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
+        return _status(head, run)
 
     def until(ok, what: str) -> dict:
-        deadline = time.monotonic() + 120
-        while not ok(s := status()):
-            assert time.monotonic() < deadline, f"{what}: not within 120 s; last status {s}"
-            time.sleep(1)
-        return s
+        return _until(head, ok, what, run=run)
 
     until(lambda s: s.get("actors", {}).get("alive") == 2, "one actor per task up")
     assert status()["actors"]["per_task"] == {"CartPole-v1": 1, "Acrobot-v1": 1}
