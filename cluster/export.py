@@ -79,6 +79,11 @@ class Found:
     whole: checkpoint.MultiTaskCheckpoint | None = None
     task: str | None = None
 
+    def on(self, env: str, fmt: str) -> str:
+        """`fmt` with the env filled in where the export is of a multi-task run (whole or one task's
+        part), so messages and rows name the task; "" for a one-task run."""
+        return fmt.format(env) if self.whole is not None or self.task else ""
+
 
 def find_student(run: Path, name: str | None, task: str | None = None) -> Found:
     """The run's student (its best checkpoint), whole or, of a multi-task run, task `task`'s part."""
@@ -218,7 +223,7 @@ def _verified(req: Request, found: Found, part: Part, run: formats.Runner, t: in
     """One task's part of the sidecar, once the file picks its float student's actions: its input
     and output, teacher, evaluation and verification."""
     student, teacher = part.student, part.teacher
-    where = f" on {student.env_id}" if len(found.parts) > 1 or found.task else ""
+    where = found.on(student.env_id, " on {}")
     float_student = student.policy()
     act = formats.one_at_a_time(run)
     say(f"verifying{where} on {req.states:,} held-out states")
@@ -271,6 +276,7 @@ def _sizes(req: Request, found: Found, written: Path, runners: list[formats.Runn
     student in this format, the exported file among them (a whole multi-task file: its latency per
     task, every head computed)."""
     rows = []
+    whole_params = count_params(found.whole.network()) if found.whole is not None else 0
 
     def own_file(label: str, ckpt: checkpoint.Checkpoint, int8: bool) -> None:
         path = tmp / f"{len(rows)}{formats.SUFFIX[req.fmt]}"
@@ -279,11 +285,10 @@ def _sizes(req: Request, found: Found, written: Path, runners: list[formats.Runn
         rows.append(_measure(label, count_params(ckpt.network()), path, formats.runner(path, req.fmt), ckpt))
 
     for part, run in zip(found.parts, runners):
-        on = f" ({part.student.env_id})" if len(found.parts) > 1 or found.task else ""
+        on = found.on(part.student.env_id, " ({})")
         own_file(f"teacher{on}", part.teacher, False)
         if found.whole is not None:
-            rows.append(_measure(f"student {found.name}, whole{on}", count_params(found.whole.network()), written,
-                                 run, part.student))
+            rows.append(_measure(f"student {found.name}, whole{on}", whole_params, written, run, part.student))
             continue
         exported = _measure(f"student {found.name}{' int8' if req.int8 else ''}{on}",
                             count_params(part.student.network()), written, run, part.student)
