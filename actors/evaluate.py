@@ -26,6 +26,10 @@ class EvalResult:
     def episodes(self) -> int:
         return len(self.returns)
 
+    def __add__(self, more: "EvalResult") -> "EvalResult":
+        """These episodes and `more`'s, in that order (seeds continuing)."""
+        return EvalResult(self.returns + more.returns)
+
 
 def evaluate(env_id: str, act: Callable[[np.ndarray], np.ndarray], *, episodes: int, seed: int,
              dynamics: dict[str, float] | None = None) -> EvalResult:

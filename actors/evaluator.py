@@ -14,6 +14,7 @@ from .intervals import mean_ci, percent_ci, percent_of
 
 HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
 FINAL_OFFSET = 100_000  # the final evaluation's episodes differ from the periodic ones
+MAX_FINAL_EPISODES = 1_000  # the most a final evaluation plays per policy to narrow its intervals (`ci_width`)
 
 
 class Evaluator:
@@ -21,9 +22,12 @@ class Evaluator:
 
     def __init__(self, env_id: str, *, teacher_net: str, students: tuple[str, ...], obs_shape: tuple[int, ...],
                  n_actions: int, episodes: int = 20, heldout_states: int = 2_000, seed: int = 0,
-                 tau: float = DEFAULT_TAU) -> None:
+                 tau: float = DEFAULT_TAU, ci_width: float | None = None,
+                 max_episodes: int = MAX_FINAL_EPISODES) -> None:
         self.env_id = env_id
         self.episodes = episodes
+        self.ci_width = ci_width  # the final evaluation plays on until each % of teacher's interval is this narrow ...
+        self.max_episodes = max_episodes  # ... or it has played this many
         self.heldout_size = heldout_states
         self.seed = HELDOUT_SEED + seed * 1_000
         self.tau = tau
@@ -51,8 +55,8 @@ class Evaluator:
         self.heldout_q = self.teacher.q_values(self.heldout)
         self.teacher_result = self._episodes(self.teacher.act, self.seed)
 
-    def _episodes(self, act, seed: int) -> EvalResult:
-        return evaluate(self.env_id, act, episodes=self.episodes, seed=seed, dynamics=self.dynamics)
+    def _episodes(self, act, seed: int, episodes: int | None = None) -> EvalResult:
+        return evaluate(self.env_id, act, episodes=episodes or self.episodes, seed=seed, dynamics=self.dynamics)
 
     def load_students(self, version: int, weights: dict[str, dict[str, np.ndarray]]) -> None:
         for name, w in weights.items():
@@ -66,16 +70,20 @@ class Evaluator:
         start = time.monotonic()
         seed = self.seed + (FINAL_OFFSET if final else 0)
         teacher = self._episodes(self.teacher.act, seed) if final else self.teacher_result
+        results = {name: self._episodes(student.act, seed) for name, student in self.students.items()}
+        if final:
+            teacher, results = self._narrowed(seed, teacher, results)
         teacher_mean = teacher.mean
         metrics = {
             "eval/return/teacher": teacher_mean,
             "eval/return_std/teacher": teacher.std,
             "eval/teacher_version": float(self.teacher.version),
+            "eval/episodes": float(teacher.episodes),
             **_interval("eval/return_ci", "teacher", mean_ci(teacher.returns)),
         }
         teacher_q = torch.from_numpy(self.heldout_q)
         for name, student in self.students.items():
-            result = self._episodes(student.act, seed)
+            result = results[name]
             student_q = torch.from_numpy(student.q_values(self.heldout))
             metrics[f"eval/return/{name}"] = result.mean
             metrics[f"eval/return_std/{name}"] = result.std
@@ -88,6 +96,26 @@ class Evaluator:
             metrics[f"eval/student_version/{name}"] = float(student.version)
         metrics["eval/wall_s"] = time.monotonic() - start
         return metrics
+
+    def _narrowed(self, seed: int, teacher: EvalResult,
+                  results: dict[str, EvalResult]) -> tuple[EvalResult, dict[str, EvalResult]]:
+        """With `ci_width`: rounds of `episodes` more, on the next seeds, for the teacher and every
+        student alike (the pairs stay paired), until each student's 95% interval of % of its teacher
+        is at most `ci_width` points wide, or `max_episodes` are played."""
+        while self.ci_width is not None and teacher.episodes < self.max_episodes and any(
+                _width(percent_ci(r.returns, teacher.returns)) > self.ci_width for r in results.values()):
+            more = min(self.episodes, self.max_episodes - teacher.episodes)
+            at = seed + teacher.episodes
+            teacher = teacher + self._episodes(self.teacher.act, at, more)
+            results = {name: results[name] + self._episodes(student.act, at, more)
+                       for name, student in self.students.items()}
+        return teacher, results
+
+
+def _width(interval) -> float:
+    """An interval's width; an undefined one (a teacher's mean of 0) counts as infinitely wide."""
+    width = interval.high - interval.low
+    return width if np.isfinite(width) else np.inf
 
 
 def _interval(key: str, name: str, interval) -> dict[str, float]:

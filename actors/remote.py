@@ -179,14 +179,16 @@ class EvaluatorActor:
     """Greedy episodes of the teacher and students, away from the learner's CPU."""
 
     def __init__(self, env_id: str, *, teacher_net: str, students: tuple[str, ...], obs_shape: tuple[int, ...],
-                 n_actions: int, episodes: int, seed: int, tau: float, teacher_params: str) -> None:
+                 n_actions: int, episodes: int, seed: int, tau: float, teacher_params: str,
+                 ci_width: float | None = None) -> None:
         """`teacher_params`: the named parameter server to take the newest teacher from; by name,
         so a restarted evaluator finds it again (weights as arguments would have to outlive it)."""
         import torch
 
         torch.set_num_threads(1)
         self.evaluator = Evaluator(env_id, teacher_net=teacher_net, students=students, obs_shape=obs_shape,
-                                   n_actions=n_actions, episodes=episodes, seed=seed, tau=tau)
+                                   n_actions=n_actions, episodes=episodes, seed=seed, tau=tau,
+                                   ci_width=ci_width)
         self.evaluator.load_teacher(*ray.get(ray.get_actor(teacher_params).pull.remote(-1)))
 
     def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False,

@@ -258,6 +258,7 @@ class DistillRunConfig(RunConfig):
     refresh_every: int = 100  # learner steps between shard-side refresh passes
     refresh_chunk: int = 4_096  # records relabelled per shard per pass
     eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
+    eval_ci: float | None = None  # the final evaluation plays on until each % of teacher's 95% interval is this narrow (points)
     samples: int = 50_000  # offline: teacher-labelled states, labelled once
     epochs: int = 10  # offline: passes over them
     change_at: int | None = None  # a changing task: the env step at which the dynamics change ...
@@ -279,6 +280,9 @@ class DistillRunConfig(RunConfig):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.eval_every_s > 0, f"eval_every_s {self.eval_every_s} is not valid: expected seconds > 0")
+        _check(self.eval_ci is None or (self.eval_ci > 0 and math.isfinite(self.eval_ci)),
+               f"eval_ci {self.eval_ci} is not valid: expected the widest 95% interval of % of teacher to accept, "
+               "in points > 0 (e.g. 5)")
         _check(isinstance(self.max_label_staleness, int) and self.max_label_staleness >= 0,
                f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
         _check(not (self.teacher_learns and self.mode == "offline"),

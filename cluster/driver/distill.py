@@ -132,7 +132,7 @@ class DistillDriver(Driver):
         self.evaluation.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=info.obs_shape,
             n_actions=info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
-            teacher_params=f"{run_id}-teacher-params")
+            teacher_params=f"{run_id}-teacher-params", ci_width=cfg.eval_ci)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config

@@ -35,7 +35,7 @@ def summarize_tasks(run: RunDir, cfg: DistillRunConfig, teachers: list[checkpoin
         teacher_path = checkpoint.save(folder / "teacher.pt", teacher)
         parts = {name: checkpoint.load(paths["best"][teacher.env_id]) for name, paths in students.items()}
         policies = policy_summary(teacher, parts, final)
-        policies["teacher"].update(checkpoint=str(teacher_path), eval_episodes=cfg.eval_episodes)
+        policies["teacher"]["checkpoint"] = str(teacher_path)
         for name in students:
             policies["students"][name]["checkpoint"] = students[name]["best"][teacher.env_id]
         per_task[teacher.env_id] = policies
@@ -69,15 +69,23 @@ def task_tables(summary: dict[str, object]) -> str:
 
 def write_task_report(path: Path, summary: dict[str, object]) -> list[Path]:
     """report.md, embedding every plot (returns: a panel per task), and the plots; the files written."""
-    first = next(iter(summary["per_task"].values()))
     pngs, images = plot_images(path, list(summary["students"]))
     text = (f"# qdistill multi-task run: {', '.join(summary['tasks'])}\n\n"
             f"Loss `{summary['loss']}`, minibatches `{summary['task_batches']}`, input layers `{summary['task_inputs']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
             f"{summary['env_steps']:,} env steps, {summary['learner_steps']:,} learner steps. Greedy returns over "
-            f"{first['teacher']['eval_episodes']} held-out episodes per task{CI_NOTE}; agreement on held-out teacher "
+            f"{_episodes(summary)} held-out episodes per task{CI_NOTE}; agreement on held-out teacher "
             "states.\n\n"
             f"{task_tables(summary)}\n{images}\n")
     report = path / "report.md"
     report.write_text(text)
     return [*pngs, report]
+
+
+def _episodes(summary: dict[str, object]) -> str:
+    """The held-out episodes each task's policies played: one count, or each task's (--eval-ci plays
+    on where a task's intervals are wide)."""
+    counts = {t: p["teacher"]["eval_episodes"] for t, p in summary["per_task"].items()}
+    if len(set(counts.values())) == 1:
+        return str(next(iter(counts.values())))
+    return ", ".join(f"{n} ({t})" for t, n in counts.items())

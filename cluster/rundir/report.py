@@ -37,6 +37,7 @@ def policy_summary(teacher: checkpoint.Checkpoint, students: dict[str, checkpoin
             "eval_return_mean": final["eval/return/teacher"],
             "eval_return_std": final["eval/return_std/teacher"],
             "version": teacher.version,
+            "eval_episodes": int(final["eval/episodes"]),  # each policy played these (paired) episodes
             "us_per_action": action_latency_us(teacher_net, teacher.obs_shape),
             **_intervals(final, "teacher"),
         },
@@ -66,7 +67,7 @@ def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint
     """
     teacher_path = checkpoint.save(run.teacher, teacher)
     policies = policy_summary(teacher, {n: checkpoint.load(p["checkpoint"]) for n, p in students.items()}, final)
-    policies["teacher"].update(checkpoint=str(teacher_path), eval_episodes=cfg.eval_episodes)
+    policies["teacher"]["checkpoint"] = str(teacher_path)
     for name, paths in students.items():
         policies["students"][name].update(paths)
     summary = {

@@ -107,6 +107,8 @@ RUN_CASES = [
     (["--rate-tolerance", "100"], "rate tolerance 100 is too small for inserts of 256 rows and samples of 4096 at "
                                   "25.6 samples per insert: expected at least 5324.8 rows"),
     (["--rate-tolerance", "-1"], "rate_tolerance -1.0 is not valid: expected a number of rows >= 0"),
+    (["--eval-ci", "0"], "eval_ci 0.0 is not valid: expected the widest 95% interval of % of teacher to accept, in "
+                         "points > 0 (e.g. 5)"),
 ]
 
 

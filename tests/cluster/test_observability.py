@@ -32,7 +32,8 @@ def observed_run(ray_session, steady_teacher, tmp_path_factory):
     metrics outlive a run, tagged with its name)."""
     out = tmp_path_factory.mktemp("observability") / f"observed-{uuid.uuid4().hex[:6]}"
     code = main(["run", "--env", "CartPole-v1", "--teacher", steady_teacher, "--students", STUDENT,
-                 "--actors", "2", "--steps", "30000", "--no-target", "--out", str(out), "--quiet"])
+                 "--actors", "2", "--steps", "30000", "--no-target", "--eval-ci", "5", "--out", str(out),
+                 "--quiet"])
     assert code == 0
     return out
 
@@ -96,6 +97,17 @@ def test_ray_metrics_carry_the_runs_figures(observed_run):
     summary = json.loads((observed_run / "summary.json").read_text())
     assert collected >= summary["env_steps"]
     assert series["ray_qdistill_eval_return"][(("policy", "teacher"), ("run", run))] == 500.0  # the steady teacher
+
+
+def test_eval_ci_narrows_the_final_intervals(observed_run):
+    """--eval-ci 5: the final evaluation played rounds of 20 episodes until the student's interval
+    of % of teacher was at most 5 points wide (or 1000 episodes)."""
+    summary = json.loads((observed_run / "summary.json").read_text())
+    episodes = summary["teacher"]["eval_episodes"]
+    low, high = summary["students"][STUDENT]["pct_of_teacher_ci"]
+    assert episodes % 20 == 0 and (high - low <= 5 or episodes == 1000)
+    periodic = [r["eval/episodes"] for r in _records(observed_run) if "eval/episodes" in r]
+    assert periodic and set(periodic) == {20}  # the evaluations during the run play one round each
 
 
 def test_tensorboard_events_carry_the_runs_figures(observed_run):
