@@ -113,6 +113,15 @@ def spread(values: list[float], fmt: str) -> str:
     return f"{statistics.median(values):{fmt}} [{min(values):{fmt}}–{max(values):{fmt}}]"
 
 
+def iqm_cell(values: list[float], fmt: str) -> str:
+    """The interquartile mean over the seeds with its 95% bootstrap interval over them (Agarwal et
+    al. 2021): the across-seed figure that neither one lucky seed nor one failed one moves much."""
+    from qdistill.actors.intervals import iqm_ci
+
+    ci = iqm_ci(values)
+    return f"{ci.value:{fmt}} [{ci.low:{fmt}}, {ci.high:{fmt}}]"
+
+
 def beaten(rs: list[dict[str, object]], env: str) -> str:
     """How many runs' held-out greedy return beats the published figure."""
     return f"{sum(r['return_mean'] >= REFERENCE[env] for r in rs)} of {len(rs)}" if env in REFERENCE else "—"
@@ -123,8 +132,9 @@ def table(rows: list[dict[str, object]], envs: list[str], steps: int, to_referen
             f"judges a target) or {steps:,} env steps" if to_reference else f"MinAtar teachers, {steps:,} env steps each")
     lines = [f"{head}: wall of the whole command (cold start), greedy return on the same 20 held-out episodes\n",
              "| env | runner | median wall s [min–max] | env steps, median [min–max] | updates (median) | "
-             "greedy return, median [min–max] | final weights' return, median [min–max] | beat the reference | seeds |",
-             "|---|---|---|---|---:|---|---|---|---|"]
+             "greedy return, median [min–max] | greedy return, IQM [95% CI] | final weights' return, median [min–max] | "
+             "beat the reference | seeds |",
+             "|---|---|---|---|---:|---|---|---|---|---|"]
     for env in envs:
         for runner in ("train-teacher", "plain DQN"):
             rs = [r for r in rows if r["env"] == env and r["runner"] == runner]
@@ -134,11 +144,12 @@ def table(rows: list[dict[str, object]], envs: list[str], steps: int, to_referen
                          f"{spread([r['env_steps'] for r in rs], ',.0f')} | "
                          f"{statistics.median(r['updates'] for r in rs):,.0f} | "
                          f"{spread([r['return_mean'] for r in rs], '.2f')} | "
+                         f"{iqm_cell([r['return_mean'] for r in rs], '.2f')} | "
                          f"{spread([r['final_weights_return'] for r in rs], '.2f')} | "
                          f"{beaten(rs, env)} | "
                          f"{' '.join(str(r['seed']) for r in rs)} |")
         if env in REFERENCE:
-            lines.append(f"| {env} | {REFERENCE_LABEL} | — | 5,000,000 (frames) | — | ≈ {REFERENCE[env]:g} | — "
+            lines.append(f"| {env} | {REFERENCE_LABEL} | — | 5,000,000 (frames) | — | ≈ {REFERENCE[env]:g} | — | — "
                          "| — | — |")
     return "\n".join(lines)
 

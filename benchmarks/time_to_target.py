@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from qdistill.actors.intervals import iqm_ci
+
 
 def run_once(command: str, env: str, seed: int, extra: list[str]) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
@@ -66,6 +68,9 @@ def main() -> None:
         med = lambda k: statistics.median(x[k] for x in env_rows)  # noqa: E731
         print(f"{env:<16} {'med':>4} {med('wall_s'):>7.1f} {med('distill_wall_s'):>9.1f} {med('env_steps'):>10,.0f} "
               f"{med('return_mean'):>8.1f}{'':8} {sum(x['reached'] for x in env_rows)}/{len(env_rows):<5}")
+        steps, ret = (iqm_ci([x[k] for x in env_rows]) for k in ("env_steps", "return_mean"))
+        print(f"{env:<16} {'IQM':>4} env steps {steps.value:,.0f} [{steps.low:,.0f}, {steps.high:,.0f}], return "
+              f"{ret.value:.1f} [{ret.low:.1f}, {ret.high:.1f}] (interquartile mean over the seeds, 95% interval)")
         rows += env_rows
     print(f"\nreproduce: python benchmarks/time_to_target.py {args.command} " + " ".join(f"--env {e}" for e in envs)
           + f" --seeds {args.seeds}" + (" -- " + " ".join(args.extra) if args.extra else ""))
