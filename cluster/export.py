@@ -17,7 +17,7 @@ from ..actors.envs import as_stored, describe, make_vector_env
 from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
-from ..learners.networks import action_latency_us, count_params, input_dtype, is_conv
+from ..learners.networks import NORM_CLIP, NORM_EPS, action_latency_us, count_params, input_dtype, is_conv, parse_spec
 from .rundir import RunPaths, tables
 from .rundir.multitask import task_dir
 
@@ -138,13 +138,27 @@ def _measure(label: str, params: int, path: Path, run: formats.Runner, ckpt: che
     return {"policy": label, "params": params, "file_bytes": path.stat().st_size, "us_per_action": round(us, 2)}
 
 
-def input_description(net: str, obs_shape: tuple[int, ...], name: str = formats.INPUT) -> dict[str, object]:
+def input_description(net: str, obs_shape: tuple[int, ...], name: str = formats.INPUT,
+                      weights: dict[str, np.ndarray] | None = None) -> dict[str, object]:
     """The sidecar's "input": what the file takes, as the run stored it. A conv net takes uint8
-    frames, channels first, and scales them itself; an MLP takes float32 vectors as they are."""
+    frames, channels first, and scales them itself; an MLP takes float32 vectors as they are (a
+    `norm-` one normalises them itself)."""
     if is_conv(net):
         return {"name": name, "shape": ["batch", *obs_shape], "dtype": "uint8",
                 "channel_order": "channels_first", "scaling": "x / 255 inside the model"}
-    return {"name": name, "shape": ["batch", *obs_shape], "dtype": "float32", "scaling": "none"}
+    scaling = "normalised inside the model (obs_normalisation)" if normalisation(net, weights or {}) else "none"
+    return {"name": name, "shape": ["batch", *obs_shape], "dtype": "float32", "scaling": scaling}
+
+
+def normalisation(net: str, weights: dict[str, np.ndarray]) -> dict[str, object] | None:
+    """The sidecar's "obs_normalisation": a `norm-` network's statistics (its teacher's), applied
+    inside the file; None for raw observations (a conv net's / 255 is inside the file too)."""
+    if not parse_spec(net).normalize:
+        return None
+    stats = {k.rsplit(".", 1)[1]: np.asarray(v) for k, v in weights.items() if k.endswith((".mean", ".var", ".count"))}
+    return {"in_graph": True, "formula": f"clip((obs - mean) / sqrt(var + {NORM_EPS:g}), -{NORM_CLIP:g}, {NORM_CLIP:g})",
+            "mean": stats["mean"].tolist(), "var": stats["var"].tolist(), "count": int(stats["count"]),
+            "source": "the teacher's running statistics, frozen when its training stopped"}
 
 
 def _quiet(_text: str) -> None:
@@ -240,12 +254,12 @@ def _verified(req: Request, found: Found, part: Part, run: formats.Runner, t: in
     info = describe(student.env_id)
     names = formats.task_io(t) if found.whole is not None else (formats.INPUT, formats.OUTPUT)
     return {
-        "input": input_description(student.net, info.obs_shape, names[0]),
+        "input": input_description(student.net, info.obs_shape, names[0], student.weights),
         "output": {"name": names[1], "shape": ["batch", info.n_actions], "meaning": "Q-value per action; act with "
                    "argmax"},
         "env_id": student.env_id, "obs_shape": list(student.obs_shape),
         "obs_dtype": str(input_dtype(student.net)), "n_actions": student.n_actions,
-        "obs_normalisation": None,  # raw observations, as stored: a conv net's / 255 is inside the file
+        "obs_normalisation": normalisation(student.net, student.weights),
         "student": {"net": student.net, "version": student.version},
         "teacher": {"net": teacher.net, "version": teacher.version},
         "evaluation": part.evaluation,

@@ -28,9 +28,10 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     observations = labelled.observations
     # 2. fit each student for E epochs, evaluating after each (the same early stopping as online)
     learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed)
+    learner.take_statistics(teacher.weights)
     evaluator = Evaluator(cfg.env, teacher_net=teacher.net, students=cfg.distill.students,
                           obs_shape=info.obs_shape, n_actions=info.n_actions, episodes=cfg.eval_episodes,
-                          seed=cfg.seed, tau=cfg.distill.tau)
+                          seed=cfg.seed, tau=cfg.distill.tau, ci_width=cfg.eval_ci)
     evaluator.load_teacher(teacher.version, teacher.weights)
     best: dict[str, tuple[float, dict[str, np.ndarray]]] = {}
 

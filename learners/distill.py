@@ -11,7 +11,7 @@ import torch
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
 from .multitask import build, forward, task_network, task_of
-from .networks import QNetwork, as_input, count_params, parse_spec, to_numpy
+from .networks import QNetwork, as_input, count_params, obs_norm, parse_spec, to_numpy
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,19 @@ class DistillLearner:
 
     def params(self) -> dict[str, int]:
         return {name: count_params(net) for name, net in self.students.items()}
+
+    def take_statistics(self, teacher_weights: dict[str, np.ndarray]) -> None:
+        """Each `norm-` student's observation statistics set to its teacher's (from the teacher's
+        weights), to keep: nothing here updates them. A `norm-` student of a teacher without them
+        is refused."""
+        stats = {k.rsplit(".", 1)[1]: v for k, v in teacher_weights.items() if k.endswith((".mean", ".var", ".count"))}
+        for name, net in self.students.items():
+            if (norm := obs_norm(net)) is None:
+                continue
+            if set(stats) != {"mean", "var", "count"} or np.shape(stats["mean"]) != tuple(norm.mean.shape):
+                raise ValueError(f"student {name!r} normalises its observations with its teacher's statistics, but the "
+                                 "teacher has none: train the teacher with --normalize-obs, or drop 'norm-'")
+            norm.load_state_dict({k: torch.as_tensor(np.asarray(v)) for k, v in stats.items()})
 
     def step(self, batch: TransitionBatch | list[TransitionBatch]) -> Update:
         """One gradient step of every student towards the teacher_q labels of `batch`: one task's

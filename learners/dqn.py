@@ -9,7 +9,7 @@ import torch
 
 from .batch import TransitionBatch, Update
 from .multitask import build, forward, task_network, task_of
-from .networks import as_input, count_params, from_numpy, to_numpy
+from .networks import as_input, count_params, from_numpy, obs_norm, to_numpy
 from .td import double_dqn_target, td_loss
 
 
@@ -70,6 +70,8 @@ class DQNLearner:
         self.q_target = build(config.net, tasks, inputs=inputs).to(self.device)
         self.q_target.load_state_dict(self.q.state_dict())
         self.q_target.requires_grad_(False)
+        # a `norm-` network: the observation statistics follow the rows trained on, the target's with them
+        self.norms = (obs_norm(self.q), obs_norm(self.q_target)) if obs_norm(self.q) is not None else None
         self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
         self.steps = 0
 
@@ -88,6 +90,9 @@ class DQNLearner:
         q_values, q_taken_sum = [], 0.0
         for part in parts:
             task, t = task_of(part.task, self.n_tasks), as_tensors(part, self.device)
+            if self.norms:
+                self.norms[0].update(t["observations"])
+                self.norms[1].load_state_dict(self.norms[0].state_dict())
             q_all = forward(self.q, t["observations"], task)
             q_taken = q_all.gather(1, t["actions"].unsqueeze(1)).squeeze(1)
             with torch.no_grad():

@@ -4,7 +4,9 @@ MLP specs are hidden widths joined by 'x' (``256x256``). Conv specs are convolut
 widths, joined by '-' (``c16k3s1-128``: 16 filters 3×3 stride 1, then a dense layer of 128), or a
 preset name (``nature``, ``minatar``). A conv network takes pixel observations as stored (uint8
 0..255, channels first) and its first op turns them into floats in [0, 1], so checkpoints and
-exports carry the scaling."""
+exports carry the scaling. An MLP spec led by ``norm-`` (``norm-256x256``) normalises its
+observations first (`ObsNorm`: running mean and variance, clipped), its statistics buffers of the
+network, so weights, checkpoints and exports carry them too."""
 
 from __future__ import annotations
 
@@ -18,12 +20,16 @@ from torch import nn
 _WIDTHS = re.compile(r"^[1-9][0-9]*(x[1-9][0-9]*)*$")
 _CONV = re.compile(r"^c([1-9][0-9]*)k([1-9][0-9]*)s([1-9][0-9]*)$")
 _MAX_WIDTH = 65536
+NORM = "norm"  # a spec's first part: the network normalises its observations (ObsNorm)
+NORM_CLIP = 10.0  # normalised observations are clipped to ±this (as SB3's VecNormalize clips them)
+NORM_EPS = 1e-8
 PRESETS = {
     "nature": "c32k8s4-c64k4s2-c64k3s1-512",  # Mnih et al. 2015, the Atari DQN
     "minatar": "c16k3s1-128",  # Young & Tian 2019, MinAtar's DQN
 }
 SPEC_HELP = ("expected hidden layer widths joined by 'x' (e.g. '256x256' or '64'), convolutions then widths "
-             f"joined by '-' (e.g. 'c16k3s1-128': 16 filters 3x3 stride 1, then 128), or a preset: {', '.join(PRESETS)}")
+             f"joined by '-' (e.g. 'c16k3s1-128': 16 filters 3x3 stride 1, then 128), or a preset: {', '.join(PRESETS)}; "
+             f"'{NORM}-' before widths normalises the observations (e.g. '{NORM}-256x256')")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,7 @@ class Architecture:
 
     convs: tuple[tuple[int, int, int], ...]
     widths: tuple[int, ...]
+    normalize: bool = False  # ObsNorm first
 
     @property
     def is_conv(self) -> bool:
@@ -41,10 +48,16 @@ class Architecture:
 def parse_spec(spec: str) -> Architecture:
     """``"256x256"`` → widths (256, 256); ``"c16k3s1-128"`` → convs ((16, 3, 1),), widths (128,)."""
     text = spec.strip() if isinstance(spec, str) else ""
+    normalize = text.startswith(NORM + "-")
+    text = text[len(NORM) + 1:] if normalize else text
     text = PRESETS.get(text, text)
     convs, widths, ok = [], (), bool(text)
     for i, part in enumerate(text.split("-") if ok else ()):
         conv = _CONV.match(part)
+        if conv and normalize:
+            raise ValueError(f"network spec {spec!r} normalises frames: '{NORM}-' is for vector observations (a conv "
+                             "net scales its frames to [0, 1] itself); drop it, or give widths such as "
+                             f"'{NORM}-256x256'")
         if conv and not widths:
             convs.append(tuple(int(g) for g in conv.groups()))
         elif _WIDTHS.match(part) and not widths and (i > 0 or "-" not in text):
@@ -55,7 +68,12 @@ def parse_spec(spec: str) -> Architecture:
         raise ValueError(f"network spec {spec!r} is not valid: {SPEC_HELP}")
     if max((*widths, *(c[0] for c in convs))) > _MAX_WIDTH:
         raise ValueError(f"network spec {spec!r} has a layer wider than {_MAX_WIDTH}")
-    return Architecture(tuple(convs), widths)
+    return Architecture(tuple(convs), widths, normalize)
+
+
+def normalized(spec: str) -> str:
+    """The spec with observation normalisation (as it is, when it has it)."""
+    return spec if parse_spec(spec).normalize else f"{NORM}-{spec.strip()}"
 
 
 def is_conv(spec: str) -> bool:
@@ -101,6 +119,43 @@ class Pixels(nn.Module):
         return obs.to(torch.float32) / 255.0
 
 
+class ObsNorm(nn.Module):
+    """Observation normalisation, the first op of a ``norm-`` network: (obs − mean) / √(var + ε),
+    clipped to ±NORM_CLIP. The running mean and variance are buffers: `update` merges a batch into
+    them (the DQN teacher's learner, on the rows it trains on); nothing else changes them, so they
+    are frozen once training stops, and a student takes its teacher's as they are."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("var", torch.ones(dim))
+        self.register_buffer("count", torch.zeros((), dtype=torch.float64))
+        self.eps, self.clip = NORM_EPS, NORM_CLIP  # attributes, so TorchScript compiles forward
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        return torch.clamp((obs - self.mean) / torch.sqrt(self.var + self.eps), -self.clip, self.clip)
+
+    @torch.no_grad()
+    def update(self, obs: torch.Tensor) -> None:
+        """Merge a batch [B, dim] into the statistics (Chan et al.'s parallel update, in float64)."""
+        x = obs.reshape(len(obs), -1).double()
+        n, count = len(x), self.count
+        if n == 0:
+            return
+        batch_mean, batch_var = x.mean(0), x.var(0, unbiased=False)
+        total = count + n
+        delta = batch_mean - self.mean.double()
+        m2 = self.var.double() * count + batch_var * n + delta.square() * count * n / total
+        self.mean.copy_(self.mean.double() + delta * n / total)
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)
+
+
+def obs_norm(net: nn.Module) -> ObsNorm | None:
+    """A network's ObsNorm (its first, for a multi-task network's task 0), None without one."""
+    return next((m for m in net.modules() if isinstance(m, ObsNorm)), None)
+
+
 class QNetwork(nn.Module):
     """From an observation to one Q-value per action: an MLP over a flattened vector, or
     convolutions over a channels-first frame then dense layers."""
@@ -127,6 +182,8 @@ class QNetwork(nn.Module):
         else:
             fan_in = int(np.prod(self.obs_shape))
         layers.append(nn.Flatten())
+        if arch.normalize:
+            layers.append(ObsNorm(fan_in))
         for width in arch.widths:
             layers += [nn.Linear(fan_in, width), nn.ReLU()]
             fan_in = width
@@ -234,6 +291,9 @@ def numpy_forward(spec: str, obs_shape: tuple[int, ...], weights: dict[str, np.n
     for (w, b), (_, kernel, stride) in zip(params, arch.convs):  # [F, C, k, k] → [k·k·C, F] for windows (i, j, c)
         convs.append((w.transpose(2, 3, 1, 0).reshape(-1, w.shape[0]).copy(), b, kernel, stride))
     dense = [(w.T.copy(order="C"), b) for w, b in params[len(arch.convs):]]  # x @ w layout
+    norm = next(((np.asarray(weights[k], dtype=np.float32), np.sqrt(np.asarray(weights[k[:-5] + ".var"], dtype=np.float32)
+                                                                     + np.float32(NORM_EPS)))
+                 for k in weights if k.endswith(".mean")), None) if arch.normalize else None
     if arch.is_conv:  # torch flattens (C, H, W); the activations here are (H, W, C)
         c, h, w = conv_output_shape(arch, tuple(obs_shape))
         first, bias = dense[0]
@@ -253,6 +313,8 @@ def numpy_forward(spec: str, obs_shape: tuple[int, ...], weights: dict[str, np.n
         else:
             x = np.asarray(obs, dtype=np.float32)
         x = x.reshape(n, -1)
+        if norm is not None:
+            x = np.clip((x - norm[0]) / norm[1], -NORM_CLIP, NORM_CLIP)
         last = len(dense) - 1
         for i, (w, b) in enumerate(dense):
             x = x @ w

@@ -16,6 +16,8 @@ the preprocessing: the model's frames (shape, channel order, frame stack) must b
 are. QR-DQN's head gives `n_quantiles` values per action, laid out quantile-major
 (`view(-1, n_quantiles, n_actions)`), and its Q-value is their mean: the mean of linear maps is the
 linear map with the mean weights, so the head folds into one row per action.
+
+A model trained behind SB3's `VecNormalize` is read with its statistics (vecnormalize.py).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import numpy as np
 import torch
 
 from .checkpoint import Checkpoint, CheckpointError
+from . import vecnormalize
 from .networks import PRESETS, Architecture, conv_output_shape
 
 _RELU = "torch.nn.modules.activation.ReLU"
@@ -349,4 +352,8 @@ def read(path: str | Path, *, env_id: str | None = None, obs_shape: tuple[int, .
     shape, actions, convs, layers = _cnn(model, prefixes, env_id, obs_shape) if extractor == _NATURE else \
         _mlp(model, prefixes)
     layers[-1] = _head(model, prefixes[0], *layers[-1], actions)
-    return Checkpoint(_spec(convs, layers), shape, actions, env_id or "", 0, _state_dict(convs, layers))
+    spec, weights = _spec(convs, layers), _state_dict(convs, layers)
+    if (stats := vecnormalize.statistics(model.path, model.refuse)) is not None:
+        spec, weights = vecnormalize.normalising(spec, shape, actions, weights, stats)
+    return Checkpoint(spec, shape, actions, env_id or "", 0, weights)
+

@@ -107,6 +107,13 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+def _normalize_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--normalize-obs", action="store_true",
+                   help="networks normalise their vector observations (running mean and variance from the teacher's "
+                        "training, clipped to ±10, frozen after it; students take their teacher's): the spec "
+                        "gets 'norm-' in front, e.g. norm-256x256")
+
+
 def _task_flags(p: argparse.ArgumentParser) -> None:
     """How a run of several tasks (--env given more than once) divides its samples and shapes its network."""
     p.add_argument("--task-balance", help="several tasks: how samples divide between them, 'equal' (default) or "
@@ -128,6 +135,7 @@ def _config_flag(p: argparse.ArgumentParser, command: str, example: str) -> None
 def _run_flags(r: argparse.ArgumentParser) -> None:
     """`qdistill run`'s flags (and `config show`'s, which resolves the same config)."""
     _common(r)
+    _normalize_flag(r)
     _config_flag(r, "run", "deploy/configs/cartpole.toml")
     r.add_argument("--teacher", action="append", metavar="[ENV=]PATH",
                    help="teacher checkpoint, or sb3:PATH.zip for a Stable-Baselines3 DQN/QR-DQN model (default: train "
@@ -164,6 +172,7 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
 def _teacher_flags(t: argparse.ArgumentParser) -> None:
     """`qdistill train-teacher`'s flags (and `config show-teacher`'s)."""
     _common(t)
+    _normalize_flag(t)
     _config_flag(t, "train-teacher", "a `qdistill config show-teacher` output")
     t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
     t.add_argument("--init", help="start from this teacher checkpoint")

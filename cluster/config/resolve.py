@@ -15,7 +15,7 @@ from ...actors.envs import EnvInfo, describe
 from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
 from ...learners.distill import parse_students
-from ...learners.networks import check_fits
+from ...learners.networks import check_fits, normalized, parse_spec
 from . import files
 from .presets import distill_config, teacher_config
 from .runs import DistillRunConfig, RunConfig, TeacherRunConfig
@@ -40,7 +40,12 @@ def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
                                    net=net) if init_path else None
         return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size}}
 
-    return _resolve(args, TeacherRunConfig, teacher_config, "init", own)
+    config, info = _resolve(args, TeacherRunConfig, teacher_config, "init", own)
+    if getattr(args, "normalize_obs", False) and not args.resume:
+        _check_normalizable(config, "--normalize-obs")
+        config = replace(config, dqn=replace(config.dqn, net=normalized(config.dqn.net)))
+        check_networks(config, info)
+    return config, info
 
 
 def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
@@ -59,6 +64,10 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
                      "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size})
 
     config, info = _resolve(args, DistillRunConfig, distill_config, "teacher", own)
+    if not args.resume:
+        if args.normalize_obs and config.tasks:
+            _check_normalizable(config, "--normalize-obs")
+        config = _normalized_students(config, args.normalize_obs)
     if config.change:
         check_change(config.env, config.change)
     for env in config.tasks if config.teachers or config.teacher else ():  # each task's teacher read and checked
@@ -86,10 +95,47 @@ def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvI
                  actors=config.actors, task_actors=config.task_actors) if config.tasks else {}
     if args.teacher_steps is not None and args.teacher_steps < 1:
         raise ValueError(f"--teacher-steps {args.teacher_steps} is not valid: expected an integer >= 1")
-    return teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
-                          steps=args.teacher_steps,
-                          target_return=None if config.tasks else info.reward_threshold, buffer=config.buffer,
-                          buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None, **tasks)
+    teacher = teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
+                             steps=args.teacher_steps,
+                             target_return=None if config.tasks else info.reward_threshold, buffer=config.buffer,
+                             buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None, **tasks)
+    if any(parse_spec(s).normalize for s in config.distill.students):  # students take their teacher's statistics
+        teacher = replace(teacher, dqn=replace(teacher.dqn, net=normalized(teacher.dqn.net)))
+    return teacher
+
+
+def _check_normalizable(config: RunConfig, what: str) -> None:
+    """Observation normalisation is for one task's vector observations."""
+    if config.tasks:
+        raise ValueError(f"{what}: a run of several tasks does not normalise observations; drop it (or run each "
+                         "task alone)")
+    if describe(config.env).pixels:
+        raise ValueError(f"{what}: {config.env}'s observations are frames, which a conv net scales to [0, 1] itself; "
+                         "drop it")
+
+
+def _normalized_students(config: DistillRunConfig, flag: bool) -> DistillRunConfig:
+    """Students normalise their observations with their teacher's statistics: with --normalize-obs,
+    a `norm-` student, or a `norm-` teacher checkpoint, every student is `norm-` and the teacher
+    must have statistics (a teacher trained first gets them)."""
+    if config.tasks:
+        return config  # check_networks refuses `norm-` students; --normalize-obs is refused here
+    teacher_net = checkpoint.load(config.teacher).net if config.teacher else None
+    teacher_has = teacher_net is not None and parse_spec(teacher_net).normalize
+    students = config.distill.students
+    if not (flag or teacher_has or any(parse_spec(s).normalize for s in students)):
+        return config
+    what = "--normalize-obs" if flag else f"students {', '.join(students)}" if not teacher_has else \
+        f"teacher {config.teacher!r} (net {teacher_net!r}, normalised observations)"
+    _check_normalizable(config, what)
+    if config.teacher_learns:
+        raise ValueError(f"{what}: a learning teacher's observation statistics move while its students train on "
+                         "theirs; drop --teacher-learns, or normalisation")
+    if teacher_net is not None and not teacher_has:
+        raise ValueError(f"{what}: students normalise their observations with their teacher's statistics, and teacher "
+                         f"{config.teacher!r} (net {teacher_net!r}) has none: train one with `qdistill train-teacher "
+                         "--normalize-obs`, or drop normalisation")
+    return replace(config, distill=replace(config.distill, students=tuple(normalized(s) for s in students)))
 
 
 def config_from_dict(cls, data: dict[str, object], *, source: str):
@@ -175,6 +221,8 @@ def check_networks(config: RunConfig, info: EnvInfo) -> None:
         nets += list(config.distill.students)
     infos = [describe(env) for env in config.envs] if config.tasks else [info]
     for net in nets:
+        if config.tasks and parse_spec(net).normalize:
+            _check_normalizable(config, f"network spec {net!r}")
         for task in infos:
             try:
                 check_fits(net, task.obs_shape, pixels=task.pixels)

@@ -45,6 +45,7 @@ class DistillDriver(Driver):
         self.info, self.teacher, self.run, self.started = info, teacher, run, started
         torch.set_num_threads(cfg.learner_threads)
         self.learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device)
+        self.learner.take_statistics(teacher.weights)  # `norm-` students normalise as their teacher does
         # a learning teacher: DQN on the same minibatches the students distill from; it labels the
         # rows it trains on itself, so the buffer does not relabel in the background then
         self.dqn = DQNLearner(cfg.dqn, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device) \

@@ -42,3 +42,28 @@ def test_train_teacher_small_budget(small_teacher, capsys):
     # the eval command reads the checkpoint back
     assert main(["eval", teacher["checkpoint"], "--episodes", "3"]) == 0
     assert "CartPole-v1  256x256  greedy return" in capsys.readouterr().out
+
+
+def test_normalize_obs_from_teacher_training_to_its_students(ray_session, tmp_path):
+    """--normalize-obs: the teacher's learner merges every minibatch it trains on into the
+    statistics (learner steps x batch rows, checkpoint included); the run distilling it gives its
+    students exactly those statistics, and they keep them."""
+    teacher_dir, run_dir = tmp_path / "teacher", tmp_path / "run"
+    assert main(["train-teacher", "--env", "Acrobot-v1", "--normalize-obs", "--steps", "4000", "--no-target",
+                 "--net", "64", "--batch-size", "32", "--out", str(teacher_dir), "--quiet"]) == 0
+    summary = json.loads((teacher_dir / "summary.json").read_text())
+    last = checkpoint.load(summary["teacher"]["last_checkpoint"])
+    assert last.net == "norm-64" and summary["teacher"]["net"] == "norm-64"
+    assert last.weights["layers.1.count"] == summary["learner_steps"] * 32 > 0
+    assert np.all(last.weights["layers.1.var"] > 0) and not np.allclose(last.weights["layers.1.var"], 1.0)
+    best = summary["teacher"]["checkpoint"]
+
+    assert main(["run", "--env", "Acrobot-v1", "--teacher", best, "--students", "8", "--steps", "3000",
+                 "--no-target", "--out", str(run_dir), "--quiet"]) == 0
+    run = json.loads((run_dir / "summary.json").read_text())
+    assert list(run["students"]) == ["norm-8"]
+    teacher = checkpoint.load(best)
+    for path in (run["students"]["norm-8"]["checkpoint"], run["students"]["norm-8"]["last_checkpoint"]):
+        student = checkpoint.load(path)
+        for stat in ("mean", "var", "count"):
+            assert np.array_equal(student.weights[f"layers.1.{stat}"], teacher.weights[f"layers.1.{stat}"])

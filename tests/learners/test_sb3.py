@@ -3,6 +3,7 @@
 CartPole, CnnPolicy (NatureCNN) on Atari frames as qdistill's env preprocesses them."""
 
 import json
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -331,3 +332,38 @@ def test_cnn_models_qdistill_cannot_use_are_refused(tmp_path):
     assert _refusal(pong, **CARTPOLE) == (
         f"Stable-Baselines3 model '{pong}' has image observations of shape (4, 84, 84) (4 channels of 84x84): expected "
         "the env's frames as they are; qdistill's env 'CartPole-v1' gives (4,): vectors of 4 values, for an MlpPolicy")
+
+
+def test_vecnormalize_statistics_are_read_from_npz_and_a_pickle_is_refused(models, tmp_path):
+    """A model trained behind VecNormalize: from vecnormalize.npz beside it, a `norm-` teacher
+    whose Q-values are SB3's on VecNormalize's normalised observations; a vecnormalize.pkl alone is
+    refused (never unpickled); other clip or epsilon values are refused."""
+    model, path = models["dqn"]
+    folder = tmp_path / "zoo"
+    (folder / "cartpole").mkdir(parents=True)
+    shutil.copy(path, folder / "cartpole.zip")
+    pickled = folder / "cartpole" / "vecnormalize.pkl"  # RL-Zoo's place for it
+    pickled.write_bytes(b"not read")
+    with pytest.raises(checkpoint.CheckpointError) as refused:
+        checkpoint.load(f"sb3:{folder / 'cartpole.zip'}", **CARTPOLE)
+    assert str(refused.value) == (
+        f"Stable-Baselines3 model '{folder / 'cartpole.zip'}' was trained behind VecNormalize, whose statistics "
+        f"'{pickled}' are a pickle, which qdistill does not load (unpickling runs the file's code): save them beside it "
+        "as vecnormalize.npz (mean, var, count, clip_obs, epsilon of its obs_rms; see docs/teacher.md)")
+
+    mean, var = np.array([0.1, -0.2, 0.03, 0.5]), np.array([0.04, 0.5, 0.01, 1.5])
+    np.savez(folder / "vecnormalize.npz", mean=mean, var=var, count=1234.0, clip_obs=10.0, epsilon=1e-8)
+    ckpt = checkpoint.load(f"sb3:{folder / 'cartpole.zip'}", **CARTPOLE)
+    assert ckpt.net == "norm-32x32" and ckpt.weights["layers.1.count"] == 1234.0
+    obs = _observations()
+    with torch.no_grad():
+        sb3_q = model.q_net(torch.as_tensor(np.clip((obs - mean) / np.sqrt(var + 1e-8), -10, 10), dtype=torch.float32))
+    ours = ckpt.network()
+    with torch.no_grad():
+        torch.testing.assert_close(ours(torch.as_tensor(obs)), sb3_q, rtol=1e-5, atol=1e-5)
+
+    np.savez(folder / "vecnormalize.npz", mean=mean, var=var, count=1234.0, clip_obs=5.0, epsilon=1e-8)
+    with pytest.raises(checkpoint.CheckpointError, match=r"was normalised with clip_obs 5 and epsilon 1e-08 \(.*\): "
+                                                         r"qdistill normalises with VecNormalize's defaults, clip_obs "
+                                                         r"10 and epsilon 1e-08$"):
+        checkpoint.load(f"sb3:{folder / 'cartpole.zip'}", **CARTPOLE)
