@@ -33,6 +33,7 @@ class Evaluator:
         self.tau = tau
         self.teacher = GreedyPolicy(teacher_net, obs_shape, n_actions)
         self.students = {name: GreedyPolicy(name, obs_shape, n_actions) for name in students}
+        self.playing = tuple(students)  # the students evaluations play
         self.teacher_result: EvalResult | None = None
         self.heldout: np.ndarray | None = None
         self.heldout_q: np.ndarray | None = None
@@ -59,8 +60,11 @@ class Evaluator:
         return evaluate(self.env_id, act, episodes=episodes or self.episodes, seed=seed, dynamics=self.dynamics)
 
     def load_students(self, version: int, weights: dict[str, dict[str, np.ndarray]]) -> None:
+        """These students' weights; the evaluations from now on play these students (a size search
+        hands fewer once it drops candidates)."""
         for name, w in weights.items():
             self.students[name].load(version, w)
+        self.playing = tuple(weights)
 
     def evaluate(self, *, final: bool = False) -> dict[str, float]:
         """Returns, agreement and KL; `final` plays other held-out episodes than the periodic ones
@@ -70,7 +74,8 @@ class Evaluator:
         start = time.monotonic()
         seed = self.seed + (FINAL_OFFSET if final else 0)
         teacher = self._episodes(self.teacher.act, seed) if final else self.teacher_result
-        results = {name: self._episodes(student.act, seed) for name, student in self.students.items()}
+        students = {name: self.students[name] for name in self.playing}
+        results = {name: self._episodes(student.act, seed) for name, student in students.items()}
         if final:
             teacher, results = self._narrowed(seed, teacher, results)
         teacher_mean = teacher.mean
@@ -82,7 +87,7 @@ class Evaluator:
             **_interval("eval/return_ci", "teacher", mean_ci(teacher.returns)),
         }
         teacher_q = torch.from_numpy(self.heldout_q)
-        for name, student in self.students.items():
+        for name, student in students.items():
             result = results[name]
             student_q = torch.from_numpy(student.q_values(self.heldout))
             metrics[f"eval/return/{name}"] = result.mean
@@ -107,8 +112,7 @@ class Evaluator:
             more = min(self.episodes, self.max_episodes - teacher.episodes)
             at = seed + teacher.episodes
             teacher = teacher + self._episodes(self.teacher.act, at, more)
-            results = {name: results[name] + self._episodes(student.act, at, more)
-                       for name, student in self.students.items()}
+            results = {name: results[name] + self._episodes(self.students[name].act, at, more) for name in results}
         return teacher, results
 
 

@@ -71,6 +71,10 @@ class DistillLearner:
     def params(self) -> dict[str, int]:
         return {name: count_params(net) for name, net in self.students.items()}
 
+    def drop(self, name: str) -> None:
+        """Student `name` trains no more (a size search's dropped candidate): network and optimiser go."""
+        del self.students[name], self.optimizers[name]
+
     def take_statistics(self, teacher_weights: dict[str, np.ndarray]) -> None:
         """Each `norm-` student's observation statistics set to its teacher's (from the teacher's
         weights), to keep: nothing here updates them. A `norm-` student of a teacher without them
@@ -126,6 +130,8 @@ class DistillLearner:
                 "optimizers": {n: opt.state_dict() for n, opt in self.optimizers.items()}}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
+        for name in set(self.students) - set(state["students"]):  # dropped before the state was saved
+            self.drop(name)
         for name, net in self.students.items():
             net.load_state_dict(state["students"][name])
             self.optimizers[name].load_state_dict(state["optimizers"][name])

@@ -19,14 +19,14 @@ def main(argv: list[str] | None = None) -> int:
     started = time.time()
     args = build_parser().parse_args(argv)
     signals = StopSignals()
-    commands = {"run": lambda: run.run(args, started, signals),
+    commands = {"run": lambda: run.run(args, started, signals), "shrink": lambda: run.shrink(args, started, signals),
                 "train-teacher": lambda: run.train_teacher(args, started, signals),
                 "status": lambda: manage.status(args), "scale": lambda: manage.scale(args),
                 "stop": lambda: manage.stop(args), "swap-teacher": lambda: manage.swap_teacher(args),
                 "eval": lambda: results.evaluate(args), "export": lambda: results.export(args),
                 "report": lambda: results.report(args), "config": lambda: show.show(args)}
     try:
-        if args.command in ("run", "train-teacher"):  # SIGTERM and SIGINT ask the run to stop
+        if args.command in ("run", "shrink", "train-teacher"):  # SIGTERM and SIGINT ask the run to stop
             with signals:
                 return commands[args.command]()
         return commands[args.command]()

@@ -169,6 +169,16 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--epochs", type=int, help="offline: passes over them (default 10)")
 
 
+def _shrink_flags(sh: argparse.ArgumentParser) -> None:
+    """`qdistill shrink`'s flags: `run`'s, the threshold and the candidates."""
+    _run_flags(sh)
+    sh.add_argument("--keep", type=float,
+                    help="the share of the teacher's return the student must keep, its 95%% interval included "
+                         "(default 0.95)")
+    sh.add_argument("--candidates", help="candidate specs joined by ',' (default: MLPs 8 to 64 wide with one layer "
+                                         "and 8x8 to 256x256 with two; conv nets c4k3s1-8 to c16k3s1-128 on frames)")
+
+
 def _teacher_flags(t: argparse.ArgumentParser) -> None:
     """`qdistill train-teacher`'s flags (and `config show-teacher`'s)."""
     _common(t)
@@ -182,8 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="qdistill", description="Distill DQN teachers into small students, on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    r = sub.add_parser("run", help="distill a teacher into students (training the teacher first unless --teacher)")
-    _run_flags(r)
+    _run_flags(sub.add_parser("run", help="distill a teacher into students (training the teacher first unless "
+                                          "--teacher)"))
+    _shrink_flags(sub.add_parser("shrink", help="find the smallest student that keeps a share of the teacher's "
+                                                 "return: candidates distilled side by side in one run, halved as it goes"))
     cf = sub.add_parser("config", help="config files: `qdistill config show [RUN FLAGS]` prints a run's resolved "
                                        "config, `qdistill config show-teacher [TRAIN-TEACHER FLAGS]` a teacher run's")
     cf_sub = cf.add_subparsers(dest="config_command", required=True)
@@ -193,7 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "these flags, as YAML (a config file itself)"))
 
     _teacher_flags(sub.add_parser("train-teacher", help="train a DQN teacher with Ray rollout actors"))
-
     st = sub.add_parser("status", help="show the runs on a cluster, or one run's progress")
     st.add_argument("run", nargs="?", help="run name (its run directory's name) or run directory")
     st.add_argument("--json", action="store_true", help="the full status as JSON")

@@ -34,6 +34,34 @@ def run(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
                             started_at=started, device=_device(args)), info, signals)
 
 
+CANDIDATES = {"mlp": ("8", "16", "32", "64", "8x8", "16x16", "32x32", "64x64", "128x128", "256x256"),
+              "conv": ("c4k3s1-8", "c8k3s1-8", "c8k3s1-16", "c16k3s1-16", "c16k3s1-32", "c16k3s1-64", "c16k3s1-128")}
+
+
+def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
+    """`qdistill shrink`: a `run` whose students are the candidates of a size search."""
+    from dataclasses import replace
+
+    from ...learners.networks import normalized, parse_spec
+    from ..config.resolve import check_networks
+
+    if args.students is not None:
+        raise ValueError("shrink distils candidates, not students: give them with --candidates A,B,…")
+    args.students = args.candidates
+    config, info = distill_run(args)
+    if not args.resume:
+        candidates = config.distill.students if args.candidates else \
+            tuple(normalized(c) if parse_spec(config.distill.students[0]).normalize else c
+                  for c in CANDIDATES["conv" if info.pixels else "mlp"])
+        config = replace(config, search_keep=0.95 if args.keep is None else args.keep, distill=replace(config.distill, students=candidates))
+        check_networks(config, info)
+        check_writable(config.out)
+    elif config.search_keep is None:
+        raise ValueError(f"run directory {config.out!r} is not a size search's: resume it with `qdistill run --resume`")
+    return _start(args, Job("run", config, teacher_first(args, config, info), resume=bool(args.resume),
+                            started_at=started, device=_device(args)), info, signals)
+
+
 def _place(config: RunConfig, learner_resources: dict[str, float], info: EnvInfo) -> None:
     """Connect to Ray and refuse a rollout actor or learner no node can host, or a buffer the
     cluster's memory cannot hold, before anything is written."""
@@ -93,6 +121,14 @@ def _print_summary(summary: dict[str, object], out: str) -> None:
         from ..rundir.report import table
 
         print(task_tables(summary) if "per_task" in summary else table(summary))
+        if "search" in summary:
+            from ..rundir.search import search_table
+
+            search = summary["search"]
+            print(f"\nsize search, keeping {search['threshold_pct']:g}% of the teacher's return:")
+            print(search_table(summary))
+            print_rows([("smallest that keeps it", f"{search['winner']} ({search['winner_checkpoint']})"
+                         if search["winner"] else "none of the candidates left (see report.md)")])
         print_rows([
             ("stopped", f"{summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation "
                         f"({summary['wall_s']:.1f} s in all), {summary['env_steps']:,} env steps"),

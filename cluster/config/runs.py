@@ -259,11 +259,24 @@ class DistillRunConfig(RunConfig):
     refresh_chunk: int = 4_096  # records relabelled per shard per pass
     eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
     eval_ci: float | None = None  # the final evaluation plays on until each % of teacher's 95% interval is this narrow (points)
+    search_keep: float | None = None  # `qdistill shrink`: the students are candidates, halved; the winner keeps this share
     samples: int = 50_000  # offline: teacher-labelled states, labelled once
     epochs: int = 10  # offline: passes over them
     change_at: int | None = None  # a changing task: the env step at which the dynamics change ...
     change: dict[str, float] = field(default_factory=dict)  # ... to these parameters, e.g. {"length": 1.0}
     teachers: dict[str, str] = field(default_factory=dict)  # several tasks: each one's teacher (env → checkpoint)
+
+    def _check_search(self) -> None:
+        if self.search_keep is None:
+            return
+        _check(0 < self.search_keep <= 1.5, f"keep {self.search_keep} is not valid: expected the share of the teacher's "
+                                            "return the student must keep, a number in (0, 1.5] (e.g. 0.95)")
+        _check(len(self.distill.students) >= 2, f"a size search needs two candidates or more, not "
+                                                f"{list(self.distill.students)}: give --candidates A,B,…")
+        _check(not self.tasks, "a size search runs on one task: give one --env")
+        _check(not self.teacher_learns and self.behaviour == "teacher" and self.mode == "online",
+               "a size search distils from a fixed teacher acting, online: drop --teacher-learns, --behaviour and "
+               "--mode")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -280,6 +293,7 @@ class DistillRunConfig(RunConfig):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.eval_every_s > 0, f"eval_every_s {self.eval_every_s} is not valid: expected seconds > 0")
+        self._check_search()
         _check(self.eval_ci is None or (self.eval_ci > 0 and math.isfinite(self.eval_ci)),
                f"eval_ci {self.eval_ci} is not valid: expected the widest 95% interval of % of teacher to accept, "
                "in points > 0 (e.g. 5)")

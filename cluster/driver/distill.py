@@ -21,17 +21,20 @@ from ...learners.batch import TransitionBatch
 from ...learners.distill import DistillLearner
 from ...learners.dqn import DQNLearner
 from ...learners.networks import from_numpy, to_numpy
+from ...actors.intervals import percent_of
 from ...learners.schedule import LinearSchedule, behaviour_beta
 from ..config import DistillRunConfig
 from ..control import RunControl
 from ..placement import actor_states, on_head, rollout_options
 from ..rundir import RunDir
 from ..rundir.report import summarize
+from ..rundir.search import search_result
 from .base import Driver
 from .collect import run_buffer, stop_actors
 from .evaluation import Snapshot, StudentEvaluation
 from .labels import Labels
-from .loop import minibatches
+from .loop import budget_fraction, minibatches
+from .search import SizeSearch
 from .task import TaskChange
 from .telemetry import Telemetry
 
@@ -56,6 +59,7 @@ class DistillDriver(Driver):
         self.refresh_in_buffer = cfg.refresh == "periodic" and self.dqn is None
         self.evaluation = StudentEvaluation(cfg.distill.students, every_s=cfg.eval_every_s, target=cfg.target_return,
                                             save_best=lambda name, v, w: self.save_student(name, "best", v, w))
+        self.search = SizeSearch(cfg.search_keep, self.learner.params()) if cfg.search_keep is not None else None
         self.task = TaskChange(cfg.change_at, cfg.change)
         self.epsilon = LinearSchedule(cfg.exploration.start, cfg.exploration.end, cfg.exploration.steps)
         self.beta = LinearSchedule(cfg.beta_start, cfg.beta_end, cfg.beta_steps)
@@ -77,12 +81,16 @@ class DistillDriver(Driver):
                      for name, ((ret, agr), version, weights) in self.evaluation.best.items()},
             "dqn": self.dqn.state_dict() if self.dqn is not None else {},
             "changed_at": self.task.changed_at,
+            **({"search": self.search.state()} if self.search is not None else {}),
             **self.labels.state(),
         }
 
     def restore(self, state: dict[str, object]) -> None:
         """Carry on from a saved state: students, optimisers, counters, labels and best students."""
         self.learner.load_state_dict(state["learner"])
+        if self.search is not None:
+            self.search.restore(state["search"])
+            self.evaluation.students = tuple(n for n in self.evaluation.students if n in self.search.active)
         self.distill_started = time.monotonic() - float(state["distill_s"])
         self.telemetry.started = self.distill_started
         self.student_version = int(state["student_version"])
@@ -211,11 +219,14 @@ class DistillDriver(Driver):
         done = self.evaluation.finished()
         if done is not None:
             result, snapshot, teacher, task = done
+            result = self._without_dropped(result)  # an evaluation started before a rung dropped some
             # not judged when played on a task that has changed since, or against another teacher
             current = task == self.task.changed_at and result["eval/teacher_version"] == teacher[0]
             self._record_eval(result, snapshot, teacher, judge=current, changed_task=task is not None)
             if current and not self.task.waiting and self.evaluation.reached(result, teacher_learns=self.dqn is not None):
                 reached = "target"
+            if self.search is not None and self.search.due(self._fraction()):
+                self._halve(result)
         if not stop and not reached and self.learner.steps > 0 and self.evaluation.due(time.monotonic()):
             self.evaluation.start((self.student_version, self.learner.weights()),
                                   (self.labels.version, self.labels.weights),
@@ -242,7 +253,7 @@ class DistillDriver(Driver):
             label_staleness=self.metrics.get("buffer/label_staleness"),
             teacher={"net": self.teacher.net, "version": self.labels.version, "learns": self.dqn is not None},
             returns={"teacher": last.get("eval/return/teacher"),
-                     **{n: last.get(f"eval/return/{n}") for n in self.config.distill.students}})
+                     **{n: last.get(f"eval/return/{n}") for n in self.evaluation.students}})
 
     # -- parts of the loop ------------------------------------------------------------------------
 
@@ -263,13 +274,36 @@ class DistillDriver(Driver):
         if judge:
             self.evaluation.judge(result, snapshot, teacher)
 
+    def _fraction(self) -> float:
+        return budget_fraction(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started)
+
+    def _halve(self, result: dict[str, float]) -> None:
+        """A size search's rung: the lower half of the candidates dropped, by their best % of teacher."""
+        teacher = result["eval/return/teacher"]
+        best = {name: percent_of(ret, teacher) for name, ((ret, _), _, _) in self.evaluation.best.items()}
+        figures = {n: {k.replace(f"/{n}", ""): v for k, v in result.items() if k.endswith(f"/{n}")}
+                   for n in self.search.active}
+        dropped = self.search.halve(best, env_steps=self.collector.env_steps, figures=figures)
+        for name in dropped:
+            self.learner.drop(name)
+            self.evaluation.drop(name)
+        self.metrics = self._without_dropped(self.metrics)
+        self.run.log({"event": "candidates_dropped", **self.counts(), "dropped": dropped,
+                      "candidates": list(self.search.active)})
+
+    def _without_dropped(self, figures: dict[str, float]) -> dict[str, float]:
+        """The figures but those of a size search's dropped candidates (KEY/NAME)."""
+        if self.search is None or not self.search.dropped:
+            return figures
+        return {k: v for k, v in figures.items() if k.rsplit("/", 1)[-1] not in self.search.dropped}
+
     def _progress_fields(self, sps: float) -> dict[str, str]:
         last, metrics = self.evaluation.last, self.metrics
         fields = {"steps/s": f"{sps:,.0f}", "stale": f"{metrics.get('buffer/label_staleness', 0):.1f}"}
         if self.dqn is not None:
             ret = last.get("eval/return/teacher")
             fields["teacher"] = f"v{self.labels.version} ret " + (f"{ret:.0f}" if ret is not None else "-")
-        for name in self.config.distill.students:
+        for name in self.evaluation.students:
             ret, agr = last.get(f"eval/return/{name}"), last.get(f"eval/agreement/{name}")
             loss = metrics.get(f"learner/distill_loss/{name}")
             fields[name] = (f"ret {ret:.0f} " if ret is not None else "ret - ") + \
@@ -293,7 +327,7 @@ class DistillDriver(Driver):
         last = self.learner.weights()
         students = {name: {"last_checkpoint": self.save_student(name, "last", self.student_version, last[name]),
                            "checkpoint": str(self.run.student_checkpoint(name, "best"))}
-                    for name in self.config.distill.students}
+                    for name in self.evaluation.students}
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, newest = (self.student_version, last), (self.labels.version, self.labels.weights)
         self._record_eval(self.evaluation.now(snapshot, newest, dynamics=self.task.dynamics), snapshot, newest,
@@ -301,7 +335,10 @@ class DistillDriver(Driver):
         teacher = self.reported_teacher()
         final = self.evaluation.now((self.student_version, {n: self.evaluation.best[n][2] for n in students}),
                                     (teacher.version, teacher.weights), final=True, dynamics=self.task.dynamics)
-        summary = summarize(self.run, self.config, teacher, final, students, self._facts(reason, distill_wall_s))
+        facts = self._facts(reason, distill_wall_s)
+        if self.search is not None:
+            facts["search"] = search_result(self.search, final, self.run)
+        summary = summarize(self.run, self.config, teacher, final, students, facts)
         self.save_state()  # again: the last weights may have become a student's best
         self.run.close()
         return summary

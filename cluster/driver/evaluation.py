@@ -33,7 +33,7 @@ class StudentEvaluation:
 
     def __init__(self, students: tuple[str, ...], *, every_s: float, target: float | None,
                  save_best: Callable[[str, int, Weights], None]) -> None:
-        self.students = students
+        self.students = students  # those still evaluated (a size search drops candidates)
         self.every_s = every_s
         self.target = target
         self.save_best = save_best
@@ -109,6 +109,10 @@ class StudentEvaluation:
             return False
         teacher_there = not teacher_learns or (self.best_teacher is not None and self.best_teacher[0] >= self.target)
         return teacher_there and all(result[f"eval/return/{name}"] >= self.target for name in self.students)
+
+    def drop(self, name: str) -> None:
+        """Student `name` is evaluated no more; its best checkpoint stays."""
+        self.students = tuple(n for n in self.students if n != name)
 
     def forget_best(self) -> None:
         """The task changed: best students and teacher start again, as they were judged on the old one."""

@@ -55,6 +55,11 @@ def run_loop(run: Run) -> str:
     return stop
 
 
+def budget_fraction(cfg: RunConfig, env_steps: int, elapsed_s: float) -> float:
+    """How far through its budget the run is: the larger of its step and time shares."""
+    return max(env_steps / cfg.steps if cfg.steps else 0.0, elapsed_s / cfg.time if cfg.time else 0.0)
+
+
 def budget_spent(cfg: RunConfig, env_steps: int, elapsed_s: float) -> str | None:
     """"steps" or "time" once that budget is spent, else None."""
     if cfg.steps is not None and env_steps >= cfg.steps:

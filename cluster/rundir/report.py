@@ -118,7 +118,8 @@ def plot_images(path: Path, students: list[str]) -> tuple[list[Path], str]:
 
 def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
     """report.md, embedding every plot, and the plots themselves; the files written."""
-    pngs, images = plot_images(path, list(summary["students"]))
+    search = summary.get("search")
+    pngs, images = plot_images(path, list(search["candidates"] if search else summary["students"]))
     episodes = summary["teacher"]["eval_episodes"]
     text = (f"# qdistill run: {summary['env']}\n\n"
             f"Mode `{summary['mode']}`, loss `{summary['loss']}`, behaviour `{summary['behaviour']}`, refresh `{summary['refresh']}`; "
@@ -127,6 +128,11 @@ def write_report(path: Path, summary: dict[str, object]) -> list[Path]:
             f"{rows(summary)}. "
             f"Greedy returns over {episodes} held-out episodes{CI_NOTE}; agreement on held-out teacher states.\n\n"
             f"{table(summary)}\n\n{images}\n")
+    if search:
+        from .search import search_plot, search_text
+
+        pngs.append(search_plot(path, summary))
+        text += "\n" + search_text(summary)
     report = RunPaths(path).report
     report.write_text(text)
     return [*pngs, report]

@@ -1,0 +1,64 @@
+"""The size search's rule (`qdistill shrink`), on small cases: which candidates each rung drops,
+and which one wins."""
+
+import math
+
+import pytest
+
+from qdistill.cluster.driver.search import RUNGS, SizeSearch
+
+PARAMS = {"a": 10, "b": 20, "c": 40, "d": 80, "e": 160}
+
+
+def test_rungs_fall_at_an_eighth_a_quarter_and_half_the_budget():
+    search = SizeSearch(0.95, PARAMS)
+    assert RUNGS == (0.125, 0.25, 0.5)
+    assert not search.due(0.12) and search.due(0.125)
+    search.halve({}, env_steps=1, figures={})
+    assert not search.due(0.2) and search.due(0.25)
+    search.halve({}, env_steps=2, figures={})
+    search.halve({}, env_steps=3, figures={})
+    assert not search.due(1.0)  # three rungs and no more
+
+
+def test_each_rung_drops_the_lower_half_by_score_capped_at_the_threshold_then_size():
+    search = SizeSearch(0.95, PARAMS)
+    assert search.active == ["a", "b", "c", "d", "e"]  # smallest first
+    # a and b below the threshold; c, d, e at or above it: alike, so the smaller of them rank first
+    dropped = search.halve({"a": 50.0, "b": 94.0, "c": 95.0, "d": 120.0, "e": 99.0}, env_steps=100,
+                           figures={"a": {"eval/return": 5.0}})
+    assert dropped == ["a", "b"] and search.active == ["c", "d", "e"]  # ceil(5 / 2) = 3 kept
+    assert search.dropped["a"] == {"at_env_steps": 100, "at_rung": 0.125, "best_pct_of_teacher": 50.0,
+                                   "eval/return": 5.0}
+    # a candidate not evaluated yet (or with no finite figure) ranks last
+    assert search.halve({"c": 96.0, "d": math.nan, "e": 91.0}, env_steps=200, figures={}) == ["d"]
+    assert search.active == ["c", "e"]
+    assert search.halve({"c": 80.0, "e": 90.0}, env_steps=300, figures={}) == ["c"]  # both below: the higher stays
+    assert search.active == ["e"] and search.rung == 3
+
+
+def test_the_winner_is_the_smallest_left_whose_interval_clears_the_threshold():
+    search = SizeSearch(0.9, PARAMS, active=["b", "c", "d"])
+    assert search.threshold == 90.0
+    assert search.winner({"b": 89.9, "c": 90.0, "d": 99.0}) == "c"
+    assert search.winner({"b": 50.0, "c": 80.0, "d": 85.0}) is None
+    assert search.winner({"a": 99.0}) is None  # only candidates left can win
+
+
+def test_state_round_trips():
+    search = SizeSearch(0.95, PARAMS)
+    search.halve({"a": 100.0}, env_steps=7, figures={})
+    again = SizeSearch(0.95, PARAMS)
+    again.restore(search.state())
+    assert (again.active, again.dropped, again.rung) == (search.active, search.dropped, search.rung)
+
+
+@pytest.mark.parametrize("keep", [0.0, -1.0, 1.6])
+def test_a_keep_out_of_range_is_refused(keep):
+    from qdistill.cluster.config import DistillRunConfig
+    from qdistill.learners.distill import DistillConfig
+
+    with pytest.raises(ValueError, match=rf"^keep {keep} is not valid: expected the share of the teacher's return the "
+                                         r"student must keep, a number in \(0, 1.5\] \(e.g. 0.95\)$"):
+        DistillRunConfig(env="CartPole-v1", out="x", steps=10, search_keep=keep,
+                         distill=DistillConfig(students=("8", "16")))

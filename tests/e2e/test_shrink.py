@@ -1,0 +1,67 @@
+"""`qdistill shrink` end to end: five candidates distilled side by side from a steady CartPole
+teacher, halved at 1/8, 1/4 and 1/2 of the budget down to one, which the final held-out
+evaluation judges against the threshold."""
+
+import json
+
+import pytest
+
+from qdistill.cluster.cli import main
+from qdistill.learners import checkpoint
+
+pytestmark = pytest.mark.slow  # a whole run
+
+CANDIDATES = ["4", "8", "16", "32", "64"]
+STEPS = 24_000
+
+
+def test_shrink_halves_the_candidates_and_judges_the_last(ray_session, steady_teacher, tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["shrink", "--env", "CartPole-v1", "--teacher", steady_teacher, "--candidates", ",".join(CANDIDATES),
+                 "--keep", "0.9", "--steps", str(STEPS), "--no-target", "--out", str(out), "--quiet"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    search = summary["search"]
+    assert (search["keep"], search["threshold_pct"]) == (0.9, 90.0)
+    assert list(search["candidates"]) == CANDIDATES  # smallest first
+
+    # three rungs: 5 -> 3 -> 2 -> 1, each after its share of the budget
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    events = [r for r in records if r.get("event") == "candidates_dropped"]
+    assert [len(e["dropped"]) for e in events] == [2, 1, 1]
+    assert [len(e["candidates"]) for e in events] == [3, 2, 1]
+    assert all(e["env_steps"] >= share * STEPS for e, share in zip(events, (0.125, 0.25, 0.5)))
+    (left,) = events[-1]["candidates"]
+    assert [n for n, c in search["candidates"].items() if c["status"] == "final"] == [left]
+    assert list(summary["students"]) == [left]
+    for event in events:  # a dropped candidate trains and plays no more
+        after = [r for r in records if r is not event and records.index(r) > records.index(event)]
+        for name in event["dropped"]:
+            row = search["candidates"][name]
+            assert row["status"] == "dropped" and row["dropped_at_env_steps"] == event["env_steps"]
+            assert not any(f"learner/distill_loss/{name}" in r or f"eval/return/{name}" in r for r in after)
+
+    # the winner: the one left, if its whole interval of % of teacher clears 90%
+    final = search["candidates"][left]
+    assert final["pct_of_teacher"] == summary["students"][left]["pct_of_teacher"]
+    assert final["pct_of_teacher_ci"] == summary["students"][left]["pct_of_teacher_ci"]
+    assert search["winner"] == (left if final["pct_of_teacher_ci"][0] >= 90.0 else None)
+    if search["winner"]:
+        assert checkpoint.load(search["winner_checkpoint"]).net == left
+    assert "## Size search" in (out / "report.md").read_text() and (out / "search.png").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert "size search, keeping 90% of the teacher's return:" in printed
+    assert ("smallest that keeps it" in printed)
+
+
+def test_shrink_input_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "search"
+    assert main(["shrink", "--env", "CartPole-v1", "--students", "8", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == \
+        "qdistill: error: shrink distils candidates, not students: give them with --candidates A,B,…\n"
+    assert main(["shrink", "--env", "CartPole-v1", "--candidates", "8", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == \
+        "qdistill: error: a size search needs two candidates or more, not ['8']: give --candidates A,B,…\n"
+    assert main(["shrink", "--env", "CartPole-v1", "--candidates", "8,16", "--keep", "2", "--out", str(out)]) == 2
+    assert capsys.readouterr().err == ("qdistill: error: keep 2.0 is not valid: expected the share of the teacher's "
+                                       "return the student must keep, a number in (0, 1.5] (e.g. 0.95)\n")
+    assert not out.exists()
