@@ -33,7 +33,6 @@ class Evaluator:
         self.tau = tau
         self.teacher = GreedyPolicy(teacher_net, obs_shape, n_actions)
         self.students = {name: GreedyPolicy(name, obs_shape, n_actions) for name in students}
-        self.playing = tuple(students)  # the students evaluations play
         self.teacher_result: EvalResult | None = None
         self.heldout: np.ndarray | None = None
         self.heldout_q: np.ndarray | None = None
@@ -60,21 +59,19 @@ class Evaluator:
         return evaluate(self.env_id, act, episodes=episodes or self.episodes, seed=seed, dynamics=self.dynamics)
 
     def load_students(self, version: int, weights: dict[str, dict[str, np.ndarray]]) -> None:
-        """These students' weights; the evaluations from now on play these students (a size search
-        hands fewer once it drops candidates)."""
         for name, w in weights.items():
             self.students[name].load(version, w)
-        self.playing = tuple(weights)
 
-    def evaluate(self, *, final: bool = False) -> dict[str, float]:
+    def evaluate(self, *, final: bool = False, names: tuple[str, ...] | None = None) -> dict[str, float]:
         """Returns, agreement and KL; `final` plays other held-out episodes than the periodic ones
-        (which chose the best checkpoints), with the teacher replayed on the same seeds."""
+        (which chose the best checkpoints), with the teacher replayed on the same seeds. `names`:
+        the students to play (default all; a size search plays fewer once it drops candidates)."""
         if self.teacher_result is None:
             raise ValueError("the evaluator has no teacher yet: call load_teacher first")
         start = time.monotonic()
         seed = self.seed + (FINAL_OFFSET if final else 0)
         teacher = self._episodes(self.teacher.act, seed) if final else self.teacher_result
-        students = {name: self.students[name] for name in self.playing}
+        students = {name: self.students[name] for name in (self.students if names is None else names)}
         results = {name: self._episodes(student.act, seed) for name, student in students.items()}
         if final:
             teacher, results = self._narrowed(seed, teacher, results)

@@ -201,7 +201,7 @@ class EvaluatorActor:
         if teacher is not None:
             self.evaluator.load_teacher(*teacher)
         self.evaluator.load_students(version, students)
-        return self.evaluator.evaluate(final=final)
+        return self.evaluator.evaluate(final=final, names=tuple(students))
 
 
 @ray.remote(num_cpus=0)
