@@ -86,13 +86,15 @@ def table(rows: dict[str, object], command: str) -> str:
              "| candidate | params | % of teacher's params | search: % of teacher | search: fate | one by one: % of "
              "teacher | one by one: wall s |", "|---|---:|---:|---|---|---|---:|"]
     for name, c in search["candidates"].items():
+        share = 100 * c["params"] / teacher["params"]
+        share = f"{share:.1f}" if share >= 1 else f"{share:.2g}"
         fate = "winner" if name == search["winner"] else "left to the end" if c["status"] == "final" else \
             f"dropped at {c['dropped_at_env_steps']:,}"
         single = (singles or {}).get("candidates", {}).get(name)
-        lines.append(f"| {name} | {c['params']:,} | {100 * c['params'] / teacher['params']:.2g} | {_pct(c)} | {fate} | "
+        lines.append(f"| {name} | {c['params']:,} | {share} | {_pct(c)} | {fate} | "
                      f"{_pct(single)}{' (smallest passing)' if singles and name == singles['winner'] else ''} | "
                      f"{single['wall_s']:.1f} |" if single else
-                     f"| {name} | {c['params']:,} | {100 * c['params'] / teacher['params']:.2g} | {_pct(c)} | {fate} | — | — |")
+                     f"| {name} | {c['params']:,} | {share} | {_pct(c)} | {fate} | — | — |")
     lines.append("")
     lines.append(f"search: winner {search['winner'] or 'none'}, wall {search['wall_s']:.1f} s")
     if singles:
