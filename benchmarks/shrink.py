@@ -39,12 +39,14 @@ def main() -> None:
     parser.add_argument("--candidates", help="specs joined by ',' (default: shrink's)")
     parser.add_argument("--keep", type=float, default=0.95)
     parser.add_argument("--one-by-one", action="store_true", help="also one run per candidate")
+    parser.add_argument("--eval-ci", type=float, default=5.0, help="the final evaluations' interval width, for the "
+                                                                  "search and each one-by-one run alike (5 points)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-runs", help="keep the runs here (and take the ones already there)")
     parser.add_argument("--results", help="PREFIX of the .md and .json (default benchmarks/results/shrink_ENV)")
     args = parser.parse_args()
     common = ["--env", args.env, "--teacher", args.teacher, "--steps", str(args.steps), "--no-target",
-              "--seed", str(args.seed)]
+              "--seed", str(args.seed), "--eval-ci", str(args.eval_ci)]
     with tempfile.TemporaryDirectory() as tmp:
         keep = Path(args.keep_runs or tmp)
         keep.mkdir(parents=True, exist_ok=True)

@@ -38,6 +38,9 @@ CANDIDATES = {"mlp": ("8", "16", "32", "64", "8x8", "16x16", "32x32", "64x64", "
               "conv": ("c4k3s1-8", "c8k3s1-8", "c8k3s1-16", "c16k3s1-16", "c16k3s1-32", "c16k3s1-64", "c16k3s1-128")}
 
 
+SEARCH_EVAL_CI = 5.0  # a search's final evaluation plays on until each % of teacher's interval is this narrow
+
+
 def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> int:
     """`qdistill shrink`: a `run` whose students are the candidates of a size search."""
     from dataclasses import replace
@@ -53,7 +56,8 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
         candidates = config.distill.students if args.candidates else \
             tuple(normalized(c) if parse_spec(config.distill.students[0]).normalize else c
                   for c in CANDIDATES["conv" if info.pixels else "mlp"])
-        config = replace(config, search_keep=0.95 if args.keep is None else args.keep, distill=replace(config.distill, students=candidates))
+        config = replace(config, search_keep=0.95 if args.keep is None else args.keep,
+                         eval_ci=SEARCH_EVAL_CI if config.eval_ci is None else config.eval_ci, distill=replace(config.distill, students=candidates))
         check_networks(config, info)
         check_writable(config.out)
     elif config.search_keep is None:
