@@ -120,9 +120,7 @@ def _normalized_students(config: DistillRunConfig, flag: bool) -> DistillRunConf
     must have statistics (a teacher trained first gets them)."""
     if config.tasks:
         return config  # check_networks refuses `norm-` students; --normalize-obs is refused here
-    info = describe(config.env)  # a multi-task teacher's checkpoint: this task's part
-    teacher_net = checkpoint.load(config.teacher, env_id=config.env, obs_shape=info.obs_shape,
-                                  n_actions=info.n_actions).net if config.teacher else None
+    teacher_net = config.dqn.net if config.teacher else None  # the checkpoint's, as `own` read it (a task's part)
     teacher_has = teacher_net is not None and parse_spec(teacher_net).normalize
     students = config.distill.students
     if not (flag or teacher_has or any(parse_spec(s).normalize for s in students)):

@@ -14,6 +14,7 @@ import ray
 import torch
 
 from ...actors.envs import EnvInfo
+from ...actors.intervals import percent_of
 from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ...actors.wire import Schema
 from ...learners import checkpoint
@@ -21,7 +22,6 @@ from ...learners.batch import TransitionBatch
 from ...learners.distill import DistillLearner
 from ...learners.dqn import DQNLearner
 from ...learners.networks import from_numpy, to_numpy
-from ...actors.intervals import percent_of
 from ...learners.schedule import LinearSchedule, behaviour_beta
 from ..config import DistillRunConfig
 from ..control import RunControl
@@ -225,8 +225,7 @@ class DistillDriver(Driver):
             self._record_eval(result, snapshot, teacher, judge=current, changed_task=task is not None)
             if current and not self.task.waiting and self.evaluation.reached(result, teacher_learns=self.dqn is not None):
                 reached = "target"
-            if self.search is not None and self.search.due(self._fraction()):
-                self._halve(result)
+            self._halve_due(result)
         if not stop and not reached and self.learner.steps > 0 and self.evaluation.due(time.monotonic()):
             self.evaluation.start((self.student_version, self.learner.weights()),
                                   (self.labels.version, self.labels.weights),
@@ -276,6 +275,11 @@ class DistillDriver(Driver):
 
     def _fraction(self) -> float:
         return budget_fraction(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started)
+
+    def _halve_due(self, result: dict[str, float]) -> None:
+        """Every rung of a size search the run has passed and not yet applied, on this evaluation."""
+        while self.search is not None and self.search.due(self._fraction()):
+            self._halve(result)
 
     def _halve(self, result: dict[str, float]) -> None:
         """A size search's rung: the lower half of the candidates dropped, by their best % of teacher."""
@@ -330,8 +334,10 @@ class DistillDriver(Driver):
                     for name in self.evaluation.students}
         # the last weights compete for best on the same episodes as every periodic evaluation
         snapshot, newest = (self.student_version, last), (self.labels.version, self.labels.weights)
-        self._record_eval(self.evaluation.now(snapshot, newest, dynamics=self.task.dynamics), snapshot, newest,
-                          changed_task=self.task.changed_at is not None)
+        result = self.evaluation.now(snapshot, newest, dynamics=self.task.dynamics)
+        self._record_eval(result, snapshot, newest, changed_task=self.task.changed_at is not None)
+        self._halve_due(result)  # a search's rungs no evaluation reached before the budget ran out
+        students = {name: students[name] for name in self.evaluation.students}
         teacher = self.reported_teacher()
         final = self.evaluation.now((self.student_version, {n: self.evaluation.best[n][2] for n in students}),
                                     (teacher.version, teacher.weights), final=True, dynamics=self.task.dynamics)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ...learners import checkpoint
 from ...learners.export import inner_linears
-from ...learners.networks import action_latency_us, count_params
+from ...learners.networks import action_latency_us, count_params, is_conv
 from . import tables
 from .layout import RunDir
 
@@ -17,12 +17,11 @@ PLOT = "search.png"
 def weight_bytes(net) -> dict[str, int]:
     """Bytes of the weights in float32, and with the inner dense layers int8 (one int8 per weight
     and a float32 scale per output row, as `export --int8` stores them; a conv net has no int8 form)."""
-    inner = set(inner_linears(net)) if not any(type(m).__name__ == "Conv2d" for m in net.modules()) else set()
-    modules = dict(net.named_modules())
+    inner = set() if is_conv(net.spec) else set(inner_linears(net))
     int8 = 0
     for name, p in net.named_parameters():
         layer, kind = name.rsplit(".", 1)
-        int8 += p.numel() + 4 * p.shape[0] if layer in inner and kind == "weight" and layer in modules else 4 * p.numel()
+        int8 += p.numel() + 4 * p.shape[0] if layer in inner and kind == "weight" else 4 * p.numel()
     return {"float_bytes": 4 * count_params(net), "int8_bytes": int8 if inner else None}
 
 
