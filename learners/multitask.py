@@ -56,9 +56,7 @@ class MultiTaskQNetwork(nn.Module):
         self.input_index = weighted[0]  # the first weighted layer: per task, or shared over padded inputs
         shared = [i for i in range(len(layers)) if weighted[0] < i < weighted[-1]] if inputs == "per-task" else \
             [i for i in range(len(layers)) if i < weighted[-1]]
-        if not any(i in weighted for i in shared):
-            raise ValueError(f"network spec {spec!r} has one hidden layer: with an input layer per task and a head per "
-                             "task nothing is left to share; give two layers or more (e.g. '64x64'), or pad the inputs")
+        check_shares(spec, inputs)
         for net in self.tasks[1:]:
             for i in shared:
                 net.layers[i] = layers[i]
@@ -82,6 +80,19 @@ class MultiTaskQNetwork(nn.Module):
         state[key] = input_weights(state[key], self.obs_shapes[task], self.padded)
         net.load_state_dict(state)
         return net
+
+
+def shares(spec: str, inputs: str) -> bool:
+    """Whether a multi-task network of `spec` shares a weighted layer between its tasks: with an
+    input layer per task and a head per task, it needs two hidden layers or more."""
+    arch = parse_spec(spec)
+    return inputs != "per-task" or len(arch.convs) + len(arch.widths) >= 2
+
+
+def check_shares(spec: str, inputs: str) -> None:
+    if not shares(spec, inputs):
+        raise ValueError(f"network spec {spec!r} has one hidden layer: with an input layer per task and a head per "
+                         "task nothing is left to share; give two layers or more (e.g. '64x64'), or pad the inputs")
 
 
 def task_of(rows: np.ndarray, n_tasks: int) -> int:

@@ -45,6 +45,7 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
     """`qdistill shrink`: a `run` whose students are the candidates of a size search."""
     from dataclasses import replace
 
+    from ...learners.multitask import shares
     from ...learners.networks import normalized, parse_spec
     from ..config.resolve import check_networks
 
@@ -55,7 +56,7 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
     if not args.resume:
         candidates = config.distill.students if args.candidates else \
             tuple(normalized(c) if parse_spec(config.distill.students[0]).normalize else c
-                  for c in CANDIDATES["conv" if info.pixels else "mlp"])
+                  for c in CANDIDATES["conv" if info.pixels else "mlp"] if not config.tasks or shares(c, config.task_inputs))
         config = replace(config, search_keep=0.95 if args.keep is None else args.keep,
                          eval_ci=SEARCH_EVAL_CI if config.eval_ci is None else config.eval_ci, distill=replace(config.distill, students=candidates))
         check_networks(config, info)
@@ -129,7 +130,8 @@ def _print_summary(summary: dict[str, object], out: str) -> None:
             from ..rundir.search import search_table
 
             search = summary["search"]
-            print(f"\nsize search, keeping {search['threshold_pct']:g}% of the teacher's return:")
+            whose = "every task's teacher's" if "per_task" in summary else "the teacher's"
+            print(f"\nsize search, keeping {search['threshold_pct']:g}% of {whose} return:")
             print(search_table(summary))
             print_rows([("smallest that keeps it", f"{search['winner']} ({search['winner_checkpoint']})"
                          if search["winner"] else "none of the candidates left (see report.md)")])

@@ -15,6 +15,7 @@ from ...actors.envs import EnvInfo, describe
 from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
 from ...learners.distill import parse_students
+from ...learners.multitask import check_shares
 from ...learners.networks import check_fits, normalized, parse_spec
 from . import files
 from .presets import distill_config, teacher_config
@@ -228,6 +229,8 @@ def check_networks(config: RunConfig, info: EnvInfo) -> None:
                 check_fits(net, task.obs_shape, pixels=task.pixels)
             except ValueError as exc:
                 raise ValueError(f"{exc} ({task.env_id})" if len(infos) > 1 else str(exc)) from None
+        if config.tasks:
+            check_shares(net, config.task_inputs)
 
 
 def _tasks(args: argparse.Namespace, file: dict[str, object]) -> list[str] | None:

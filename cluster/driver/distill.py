@@ -33,13 +33,13 @@ from .base import Driver
 from .collect import run_buffer, stop_actors
 from .evaluation import Snapshot, StudentEvaluation
 from .labels import Labels
-from .loop import budget_fraction, minibatches
-from .search import SizeSearch
+from .loop import minibatches
+from .search import Searching, SizeSearch, candidate_figures
 from .task import TaskChange
 from .telemetry import Telemetry
 
 
-class DistillDriver(Driver):
+class DistillDriver(Searching, Driver):
     def __init__(self, config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint, *,
                  run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
         self.distill_started = time.monotonic()
@@ -273,33 +273,15 @@ class DistillDriver(Driver):
         if judge:
             self.evaluation.judge(result, snapshot, teacher)
 
-    def _fraction(self) -> float:
-        return budget_fraction(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started)
-
-    def _halve_due(self, result: dict[str, float]) -> None:
-        """Every rung of a size search the run has passed and not yet applied, on this evaluation."""
-        while self.search is not None and self.search.due(self._fraction()):
-            self._halve(result)
-
-    def _halve(self, result: dict[str, float]) -> None:
-        """A size search's rung: the lower half of the candidates dropped, by their best % of teacher."""
+    def _search_scores(self, result: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """A search's ranking: each candidate's best % of teacher, and its figures in `result`."""
         teacher = result["eval/return/teacher"]
         best = {name: percent_of(ret, teacher) for name, ((ret, _), _, _) in self.evaluation.best.items()}
-        figures = {n: {k.replace(f"/{n}", ""): v for k, v in result.items() if k.endswith(f"/{n}")}
-                   for n in self.search.active}
-        dropped = self.search.halve(best, env_steps=self.collector.env_steps, figures=figures)
-        for name in dropped:
-            self.learner.drop(name)
-            self.evaluation.drop(name)
-        self.metrics = self._without_dropped(self.metrics)
-        self.run.log({"event": "candidates_dropped", **self.counts(), "dropped": dropped,
-                      "candidates": list(self.search.active)})
+        return best, candidate_figures(result, list(self.search.active))
 
-    def _without_dropped(self, figures: dict[str, float]) -> dict[str, float]:
-        """The figures but those of a size search's dropped candidates (KEY/NAME)."""
-        if self.search is None or not self.search.dropped:
-            return figures
-        return {k: v for k, v in figures.items() if k.rsplit("/", 1)[-1] not in self.search.dropped}
+    def _drop(self, name: str) -> None:
+        self.learner.drop(name)
+        self.evaluation.drop(name)
 
     def _progress_fields(self, sps: float) -> dict[str, str]:
         last, metrics = self.evaluation.last, self.metrics
@@ -343,7 +325,7 @@ class DistillDriver(Driver):
                                     (teacher.version, teacher.weights), final=True, dynamics=self.task.dynamics)
         facts = self._facts(reason, distill_wall_s)
         if self.search is not None:
-            facts["search"] = search_result(self.search, final, self.run)
+            facts["search"] = search_result(self.search, {self.config.env: final}, self.run)
         summary = summarize(self.run, self.config, teacher, final, students, facts)
         self.save_state()  # again: the last weights may have become a student's best
         self.run.close()

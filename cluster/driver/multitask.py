@@ -32,9 +32,11 @@ from ..control import RunControl
 from ..placement import actor_states, on_head, rollout_options
 from ..rundir import RunDir
 from ..rundir.multitask import summarize_tasks, task_dir
+from ..rundir.search import search_result
 from .base import Driver
 from .collect import stop_actors, task_buffers
 from .evaluation import StudentEvaluation
+from .search import Searching, SizeSearch, candidate_figures
 from .labels import Labels
 from .task_fleet import TaskFleet
 from .telemetry import Telemetry
@@ -56,7 +58,7 @@ class Task:
         return self.info.env_id
 
 
-class MultiTaskDistillDriver(TaskFleet, Driver):
+class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
     def __init__(self, config: DistillRunConfig, infos: list[EnvInfo], teachers: list[checkpoint.Checkpoint], *,
                  run: RunDir, started: float, control: RunControl, device: str = "cpu") -> None:
         self.distill_started = time.monotonic()
@@ -71,6 +73,8 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
                            StudentEvaluation(cfg.distill.students, every_s=cfg.eval_every_s, target=None,
                                              save_best=lambda *_: None))
                       for t, (info, teacher) in enumerate(zip(infos, teachers))]
+        self.search = SizeSearch(cfg.search_keep, self.learner.params()) if cfg.search_keep is not None else None
+        self.search_best: dict[str, float] = {}  # a search's ranking: each candidate's best score over the tasks
         self.weights = parse_balance(cfg.task_balance, len(infos))
         self.balance = TaskBalance(self.weights)
         self.refresh_in_buffer = cfg.refresh == "periodic"
@@ -94,7 +98,8 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
                 "balance": self.balance.state(), "rows_taken": self.rows_taken.tolist(),
                 "best": {name: {"return": s, "agreement": a, "version": v, "weights": from_numpy(w)}
                          for name, ((s, a), v, w) in self.best.items()},
-                "tasks": [task.labels.state() for task in self.tasks]}
+                "tasks": [task.labels.state() for task in self.tasks],
+                **({"search": self.search.state(), "search_best": self.search_best} if self.search is not None else {})}
 
     def restore(self, state: dict[str, object]) -> None:
         self.learner.load_state_dict(state["learner"])
@@ -107,6 +112,11 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
                      for name, b in state["best"].items()}
         for task, saved in zip(self.tasks, state["tasks"]):
             task.labels.restore(saved)
+        if self.search is not None:
+            self.search.restore(state["search"])
+            self.search_best = dict(state["search_best"])
+            for task in self.tasks:
+                task.evaluation.students = tuple(n for n in task.evaluation.students if n in self.search.active)
         self._resumed_at(int(state["env_steps"]))
 
     def counts(self, env_steps: int | None = None) -> dict[str, int]:
@@ -226,13 +236,17 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
 
     def _judge(self, snapshot, results: list[dict[str, float]]) -> dict[str, float]:
         """Log the evaluation (every task's figures under eval/ENV/…, and each student's geometric
-        mean) and keep each student's best version."""
+        mean), keep each student's best version, and apply a search's rungs now due."""
         merged: dict[str, float] = {}
         for task, result in zip(self.tasks, results):
             merged.update({key.replace("eval/", f"eval/{task.env}/", 1): v for key, v in result.items()})
+        merged = self._without_dropped(merged)  # an evaluation started before a rung dropped some
         version, whole = snapshot
-        for name in self.config.distill.students:
+        for name in self.learner.students:
             pcts = [r[f"eval/pct_of_teacher/{name}"] for r in results]
+            if self.search is not None:
+                capped = geometric_mean(np.clip(pcts, 1.0, self.search.threshold))
+                self.search_best[name] = max(self.search_best.get(name, -np.inf), capped)
             score = (geometric_mean(pcts), float(np.mean([r[f"eval/agreement/{name}"] for r in results])))
             merged[f"eval/geomean_pct_of_teacher/{name}"] = score[0]
             if name not in self.best or score > self.best[name][0]:
@@ -240,7 +254,18 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
                 self._save_student(name, "best", version, whole[name])
         self.last = merged
         self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3), **merged})
+        self._halve_due(merged)
         return merged
+
+    def _search_scores(self, result: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+        """A search's ranking: each candidate's best geometric mean over the tasks of its % of each
+        teacher counted from 1% up to the threshold, and its figures in `result`."""
+        return self.search_best, candidate_figures(result, list(self.search.active))
+
+    def _drop(self, name: str) -> None:
+        self.learner.drop(name)
+        for task in self.tasks:
+            task.evaluation.drop(name)
 
     def _save_student(self, name: str, which: str, version: int, weights: dict[str, np.ndarray]) -> dict[str, str]:
         """The whole network, and each task's part as an ordinary checkpoint (what `export` takes)."""
@@ -269,13 +294,13 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
                          ("size", "capacity", "inserted", "sampled", "rejected")},
                       "students/version": self.student_version, **self.metrics})
         fields = {"steps/s": f"{sps:,.0f}"}
-        for name in self.config.distill.students:
+        for name in self.learner.students:
             g = self.last.get(f"eval/geomean_pct_of_teacher/{name}")
             fields[name] = f"{g:.0f}% of teachers (geomean)" if g is not None else "-"
         self.telemetry.publish(self.config, phase="distill", env_steps=self.collector.env_steps,
                                learner_steps=self.learner.steps, sps=sps, view=view, buffer=buffer, fields=fields,
                                returns={f"{t.env} {who}": self.last.get(f"eval/{t.env}/return/{who}") for t in self.tasks
-                                        for who in ("teacher", *self.config.distill.students)})
+                                        for who in ("teacher", *self.learner.students)})
 
     # -- the end ----------------------------------------------------------------------------------
 
@@ -284,19 +309,22 @@ class MultiTaskDistillDriver(TaskFleet, Driver):
         every task's final evaluation of each student's best, the summary and report."""
         self.save_state()
         version, whole = self._snapshot()
-        students = {name: {"last": self._save_student(name, "last", version, whole[name])}
-                    for name in self.config.distill.students}
+        students = {name: {"last": self._save_student(name, "last", version, whole[name])} for name in whole}
         self._judge((version, whole), [t.evaluation.now(self._task_snapshot((version, whole), t.index),
                                                         (t.labels.version, t.labels.weights)) for t in self.tasks])
-        best = {name: self.best[name][2] for name in self.config.distill.students}
+        students = {name: students[name] for name in self.learner.students}  # a search's rungs may have dropped some
+        best = {name: self.best[name][2] for name in students}
         finals = [t.evaluation.now(self._task_snapshot((version, best), t.index), (t.labels.version, t.labels.weights),
                                    final=True) for t in self.tasks]
         for name in students:
             students[name]["best"] = {"network": str(self.run.student_checkpoint(name, "best")),
                                       **{t.env: str(task_dir(self.run, t.env) / f"student-{name}-best.pt")
                                          for t in self.tasks}}
+        facts = self._facts(reason, distill_wall_s)
+        if self.search is not None:
+            facts["search"] = search_result(self.search, dict(zip((t.env for t in self.tasks), finals)), self.run)
         summary = summarize_tasks(self.run, self.config, [t.teacher for t in self.tasks], finals, students,
-                                  self.learner.params(), self._facts(reason, distill_wall_s))
+                                  self.learner.params(), facts)
         self.save_state()
         self.run.close()
         return summary

@@ -7,12 +7,19 @@ every candidate at the threshold ranks alike, and among alike ones the smaller r
 lower half is dropped: it stops training and being evaluated. So the candidates that cannot reach
 the threshold go first, and once several reach it, the larger of them. At the end the candidates
 left play the final held-out evaluation; the winner is the smallest whose 95% interval of % of
-teacher lies wholly at or above the threshold, or none."""
+teacher lies wholly at or above the threshold, or none.
+
+A run of several tasks ranks a candidate by the geometric mean over tasks of its % of each task's
+teacher, each counted no higher than the threshold (so a task far above it cannot make up for one
+below); its winner's interval must clear the threshold on every task."""
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
+
+from .loop import budget_fraction
 
 RUNGS = (0.125, 0.25, 0.5)  # fractions of the budget at which the candidates are halved
 
@@ -64,3 +71,36 @@ class SizeSearch:
 
     def restore(self, state: dict[str, object]) -> None:
         self.active, self.dropped, self.rung = list(state["active"]), dict(state["dropped"]), int(state["rung"])
+
+
+class Searching:
+    """A distillation driver's part in a size search (`search` None: no search). The driver gives
+    `_search_scores(result)`, each active candidate's best score so far and its newest figures,
+    and `_drop(name)`, which stops a candidate training and being evaluated."""
+
+    search: SizeSearch | None
+
+    def _fraction(self) -> float:
+        return budget_fraction(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started)
+
+    def _halve_due(self, result: dict[str, float]) -> None:
+        """Every rung of the search the run has passed and not yet applied, on this evaluation."""
+        while self.search is not None and self.search.due(self._fraction()):
+            best, figures = self._search_scores(result)
+            dropped = self.search.halve(best, env_steps=self.collector.env_steps, figures=figures)
+            for name in dropped:
+                self._drop(name)
+            self.metrics = self._without_dropped(self.metrics)
+            self.run.log({"event": "candidates_dropped", **self.counts(), "dropped": dropped,
+                          "candidates": list(self.search.active)})
+
+    def _without_dropped(self, figures: dict[str, float]) -> dict[str, float]:
+        """The figures but those of the search's dropped candidates (KEY/NAME)."""
+        if self.search is None or not self.search.dropped:
+            return figures
+        return {k: v for k, v in figures.items() if k.rsplit("/", 1)[-1] not in self.search.dropped}
+
+
+def candidate_figures(result: dict[str, float], names: list[str]) -> dict[str, dict[str, float]]:
+    """Each candidate's figures in an evaluation's result, its name taken off their keys."""
+    return {n: {k[:-len(n) - 1]: v for k, v in result.items() if k.endswith(f"/{n}")} for n in names}

@@ -69,7 +69,8 @@ def task_tables(summary: dict[str, object]) -> str:
 
 def write_task_report(path: Path, summary: dict[str, object]) -> list[Path]:
     """report.md, embedding every plot (returns: a panel per task), and the plots; the files written."""
-    pngs, images = plot_images(path, list(summary["students"]))
+    search = summary.get("search")
+    pngs, images = plot_images(path, list(search["candidates"] if search else summary["students"]))
     text = (f"# qdistill multi-task run: {', '.join(summary['tasks'])}\n\n"
             f"Loss `{summary['loss']}`, minibatches `{summary['task_batches']}`, input layers `{summary['task_inputs']}`; "
             f"stopped by {summary['stop_reason']} after {summary['distill_wall_s']:.1f} s of distillation, "
@@ -77,6 +78,11 @@ def write_task_report(path: Path, summary: dict[str, object]) -> list[Path]:
             f"{_episodes(summary)} held-out episodes per task{CI_NOTE}; agreement on held-out teacher "
             "states.\n\n"
             f"{task_tables(summary)}\n{images}\n")
+    if "search" in summary:
+        from .search import search_plot, search_text
+
+        pngs.append(search_plot(path, summary))
+        text += "\n" + search_text(summary)
     report = path / "report.md"
     report.write_text(text)
     return [*pngs, report]

@@ -61,6 +61,8 @@ def test_config_show_resolves_the_tasks_their_teachers_and_one_actor_per_task(te
     (["--behaviour", "mixed"], "--behaviour mixed is for one-task runs: a multi-task run distills fixed teachers, "
                                "each acting in its own task"),
     (["--mode", "offline"], "several tasks need mode online"),
+    (["--students", "16"], "network spec '16' has one hidden layer: with an input layer per task and a head per task "
+                           "nothing is left to share; give two layers or more (e.g. '64x64'), or pad the inputs"),
 ])
 def test_bad_multi_task_settings_are_refused_in_one_line(teachers, capsys, tmp_path, extra, message):
     _refused(capsys, tmp_path, [*_both(teachers), *extra], message)

@@ -62,3 +62,18 @@ def test_a_keep_out_of_range_is_refused(keep):
                                          r"student must keep, a number in \(0, 1.5\] \(e.g. 0.95\)$"):
         DistillRunConfig(env="CartPole-v1", out="x", steps=10, search_keep=keep,
                          distill=DistillConfig(students=("8", "16")))
+
+
+def test_weight_bytes_count_inner_dense_layers_as_int8_and_a_shared_trunk_once():
+    from qdistill.cluster.rundir.search import weight_bytes
+    from qdistill.learners.multitask import build
+    from qdistill.learners.networks import QNetwork
+
+    # 16x16 on CartPole: 4x16+16, 16x16+16, 16x2+2 = 386 params; only the 16x16 layer's weights go to int8
+    assert weight_bytes(QNetwork("16x16", (4,), 2)) == {"float_bytes": 4 * 386, "int8_bytes": 4 * 386 - 4 * 256 + 256 + 4 * 16}
+    # a multi-task 16x16 over CartPole and Acrobot: an input layer and a head per task around one shared 16x16 layer
+    whole = build("16x16", [((4,), 2), ((6,), 3)], inputs="per-task")
+    params = (4 * 16 + 16) + (6 * 16 + 16) + (16 * 16 + 16) + (16 * 2 + 2) + (16 * 3 + 3)
+    assert weight_bytes(whole, list(whole.tasks)) == {"float_bytes": 4 * params,
+                                                      "int8_bytes": 4 * params - 4 * 256 + 256 + 4 * 16}
+    assert weight_bytes(QNetwork("c8k3s1-16", (10, 10, 4), 3))["int8_bytes"] is None  # conv nets have no int8 form
