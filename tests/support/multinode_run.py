@@ -32,6 +32,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, required=True, help="the run's budget of env steps")
     parser.add_argument("--kill-after", type=int, help="learner steps after which a worker node dies")
     parser.add_argument("--run-args", help="the run's env and teacher flags, as a JSON list")
+    parser.add_argument("--command", default="run", choices=("run", "shrink"), help="the qdistill command to run")
     args = parser.parse_args()
     # a dead node is declared dead within ~2 s (the default takes tens of seconds)
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "_system_config": {
@@ -55,7 +56,7 @@ def main() -> None:
                 cluster.remove_node(workers[1], allow_graceful=False)
             threading.Thread(target=kill, daemon=True).start()
         given = json.loads(args.run_args) if args.run_args else ["--env", "CartPole-v1", "--teacher", args.teacher]
-        code = qdistill(["run", *given, "--steps", str(args.steps),
+        code = qdistill([args.command, *given, "--steps", str(args.steps),
                          "--no-target", "--actors", "4", "--actor-cpus", "1", "--actor-resources", '{"rollout": 1}',
                          "--envs-per-actor", "4", "--address", cluster.address, "--out", args.out, "--quiet"])
         if code != 0:
