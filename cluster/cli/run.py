@@ -56,7 +56,8 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
     if not args.resume:
         candidates = config.distill.students if args.candidates else \
             tuple(normalized(c) if parse_spec(config.distill.students[0]).normalize else c
-                  for c in CANDIDATES["conv" if info.pixels else "mlp"] if not config.tasks or shares(c, config.task_inputs))
+                  for c in CANDIDATES["conv" if info.pixels else "mlp"]
+                  if not config.tasks or shares(c, config.task_inputs))  # several tasks: candidates that share a layer
         config = replace(config, search_keep=0.95 if args.keep is None else args.keep,
                          eval_ci=SEARCH_EVAL_CI if config.eval_ci is None else config.eval_ci, distill=replace(config.distill, students=candidates))
         check_networks(config, info)

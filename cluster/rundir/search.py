@@ -7,7 +7,6 @@ import math
 from pathlib import Path
 
 from ...actors.intervals import geometric_mean
-
 from ...learners import checkpoint
 from ...learners.export import inner_linears
 from ...learners.networks import action_latency_us, count_params, is_conv
@@ -21,8 +20,10 @@ def weight_bytes(net, parts: list | None = None) -> dict[str, int]:
     """Bytes of the weights in float32, and with the inner dense layers int8 (one int8 per weight
     and a float32 scale per output row, as `export --int8` stores them; a conv net has no int8 form).
     `parts`: a multi-task network's task paths, whose inner layers count (shared ones once)."""
-    inner = set() if is_conv(net.spec) else \
-        {id(m) for part in parts or [net] for name, m in part.named_modules() if name in set(inner_linears(part))}
+    inner = set()
+    for part in [] if is_conv(net.spec) else parts or [net]:
+        names = set(inner_linears(part))
+        inner |= {id(m) for name, m in part.named_modules() if name in names}
     int8 = 0
     for module in net.modules():
         for p in module.parameters(recurse=False):
