@@ -274,10 +274,11 @@ class DistillDriver(Searching, Driver):
             self.evaluation.judge(result, snapshot, teacher)
 
     def _search_scores(self, result: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """A search's ranking: each candidate's best % of teacher, and its figures in `result`."""
+        """A search's scores: each active candidate's % of teacher in `result`, and its figures there."""
         teacher = result["eval/return/teacher"]
-        best = {name: percent_of(ret, teacher) for name, ((ret, _), _, _) in self.evaluation.best.items()}
-        return best, candidate_figures(result, list(self.search.active))
+        scores = {name: percent_of(result[f"eval/return/{name}"], teacher) for name in self.search.active
+                  if f"eval/return/{name}" in result}
+        return scores, candidate_figures(result, list(self.search.active))
 
     def _drop(self, name: str) -> None:
         self.learner.drop(name)

@@ -74,7 +74,6 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
                                              save_best=lambda *_: None))
                       for t, (info, teacher) in enumerate(zip(infos, teachers))]
         self.search = SizeSearch(cfg.search_keep, self.learner.params()) if cfg.search_keep is not None else None
-        self.search_best: dict[str, float] = {}  # a search's ranking: each candidate's best score over the tasks
         self.weights = parse_balance(cfg.task_balance, len(infos))
         self.balance = TaskBalance(self.weights)
         self.refresh_in_buffer = cfg.refresh == "periodic"
@@ -99,7 +98,7 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
                 "best": {name: {"return": s, "agreement": a, "version": v, "weights": from_numpy(w)}
                          for name, ((s, a), v, w) in self.best.items()},
                 "tasks": [task.labels.state() for task in self.tasks],
-                **({"search": self.search.state(), "search_best": self.search_best} if self.search is not None else {})}
+                **({"search": self.search.state()} if self.search is not None else {})}
 
     def restore(self, state: dict[str, object]) -> None:
         self.learner.load_state_dict(state["learner"])
@@ -114,7 +113,6 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
             task.labels.restore(saved)
         if self.search is not None:
             self.search.restore(state["search"])
-            self.search_best = dict(state["search_best"])
             for task in self.tasks:
                 task.evaluation.students = tuple(n for n in task.evaluation.students if n in self.search.active)
         self._resumed_at(int(state["env_steps"]))
@@ -244,9 +242,6 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
         version, whole = snapshot
         for name in self.learner.students:
             pcts = [r[f"eval/pct_of_teacher/{name}"] for r in results]
-            if self.search is not None:
-                capped = geometric_mean(np.clip(pcts, 1.0, self.search.threshold))
-                self.search_best[name] = max(self.search_best.get(name, -np.inf), capped)
             score = (geometric_mean(pcts), float(np.mean([r[f"eval/agreement/{name}"] for r in results])))
             merged[f"eval/geomean_pct_of_teacher/{name}"] = score[0]
             if name not in self.best or score > self.best[name][0]:
@@ -258,9 +253,12 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
         return merged
 
     def _search_scores(self, result: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
-        """A search's ranking: each candidate's best geometric mean over the tasks of its % of each
-        teacher counted from 1% up to the threshold, and its figures in `result`."""
-        return self.search_best, candidate_figures(result, list(self.search.active))
+        """A search's scores: each active candidate's geometric mean over the tasks of its % of each
+        teacher in `result` (merged: eval/ENV/…), counted from 1% up to the threshold, and its figures."""
+        keys = {name: [f"eval/{t.env}/pct_of_teacher/{name}" for t in self.tasks] for name in self.search.active}
+        scores = {name: geometric_mean(np.clip([result[k] for k in ks], 1.0, self.search.threshold))
+                  for name, ks in keys.items() if all(k in result for k in ks)}
+        return scores, candidate_figures(result, list(self.search.active))
 
     def _drop(self, name: str) -> None:
         self.learner.drop(name)

@@ -1,9 +1,11 @@
 """The smallest-student search (`qdistill shrink`): candidates distilled side by side in one run,
 on the same stream, and halved at rungs of the budget (successive halving on their evaluations).
 
-At each rung (1/8, 1/4 and 1/2 of the budget) the candidates still in the run are ranked by their
-best evaluated % of the teacher's return, counted no higher than the threshold (`keep` x 100):
-every candidate at the threshold ranks alike, and among alike ones the smaller ranks first. The
+At each rung (1/8, 1/4 and 1/2 of the budget) the candidates still in the run are ranked by the
+mean % of the teacher's return over their last `WINDOW` evaluations, counted no higher than the
+threshold (`keep` x 100): every candidate at the threshold ranks alike, and among alike ones the
+smaller ranks first. A mean, not the best: an evaluation is 20 episodes, and on a game whose return
+spreads as widely as its mean (MinAtar) the best of many such figures is mostly luck. The
 lower half is dropped: it stops training and being evaluated. So the candidates that cannot reach
 the threshold go first, and once several reach it, the larger of them. At the end the candidates
 left play the final held-out evaluation; the winner is the smallest whose 95% interval of % of
@@ -11,7 +13,7 @@ teacher lies wholly at or above the threshold, or none.
 
 A run of several tasks ranks a candidate by the geometric mean over tasks of its % of each task's
 teacher, each counted no higher than the threshold (so a task far above it cannot make up for one
-below); its winner's interval must clear the threshold on every task."""
+below), per evaluation; its winner's interval must clear the threshold on every task."""
 
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from dataclasses import dataclass, field
 from .loop import budget_fraction
 
 RUNGS = (0.125, 0.25, 0.5)  # fractions of the budget at which the candidates are halved
+WINDOW = 5  # a candidate ranks by the mean of its last WINDOW evaluations (100 episodes)
 
 
 @dataclass
@@ -31,6 +34,7 @@ class SizeSearch:
     active: list[str] = field(default_factory=list)  # the candidates still in the run
     dropped: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> when, and its figures then
     rung: int = 0  # the next rung
+    scores: dict[str, list[float]] = field(default_factory=dict)  # name -> its last WINDOW scores
 
     def __post_init__(self) -> None:
         self.active = self.active or sorted(self.params, key=lambda n: (self.params[n], n))
@@ -43,21 +47,34 @@ class SizeSearch:
         """Whether the run, `fraction` of the way through its budget, has reached the next rung."""
         return self.rung < len(RUNGS) and fraction >= RUNGS[self.rung]
 
-    def halve(self, best_pct: dict[str, float], *, env_steps: int,
-              figures: dict[str, dict[str, float]]) -> list[str]:
-        """Drop the lower half (rounded down) of the active candidates by their best % of teacher
-        (`best_pct`; a candidate not evaluated yet ranks last); returns the dropped names, smallest
-        first. `figures`: each candidate's newest evaluation, kept for the dropped ones' rows."""
+    def observe(self, scores: dict[str, float]) -> None:
+        """One evaluation's score (% of teacher) of each active candidate; a figure that is not
+        finite (a teacher that scored 0) is left out."""
+        for name, score in scores.items():
+            if name in self.active and math.isfinite(score):
+                self.scores[name] = [*self.scores.get(name, []), float(score)][-WINDOW:]
+
+    def ranked_score(self, name: str) -> float:
+        """The mean of a candidate's last WINDOW scores (-inf before any)."""
+        window = self.scores.get(name)
+        return sum(window) / len(window) if window else -math.inf
+
+    def halve(self, *, env_steps: int, figures: dict[str, dict[str, float]]) -> list[str]:
+        """Drop the lower half (rounded down) of the active candidates by their ranked score (a
+        candidate not evaluated yet ranks last); returns the dropped names, smallest first.
+        `figures`: each candidate's newest evaluation, kept for the dropped ones' rows."""
         def rank(name: str) -> tuple[float, int, str]:
-            pct = best_pct.get(name, -math.inf)
-            return -min(pct if math.isfinite(pct) else -math.inf, self.threshold), self.params[name], name
+            return -min(self.ranked_score(name), self.threshold), self.params[name], name
 
         ranked = sorted(self.active, key=rank)
         kept, out = ranked[:math.ceil(len(ranked) / 2)], ranked[math.ceil(len(ranked) / 2):]
         self.active = [n for n in self.active if n in kept]
         for name in out:
+            score = self.ranked_score(name)
             self.dropped[name] = {"at_env_steps": env_steps, "at_rung": RUNGS[self.rung],
-                                  "best_pct_of_teacher": best_pct.get(name), **figures.get(name, {})}
+                                  "ranked_pct_of_teacher": score if math.isfinite(score) else None,
+                                  **figures.get(name, {})}
+            self.scores.pop(name, None)
         self.rung += 1
         return sorted(out, key=lambda n: (self.params[n], n))
 
@@ -67,15 +84,16 @@ class SizeSearch:
                      if pct_ci_low.get(n, -math.inf) >= self.threshold), None)
 
     def state(self) -> dict[str, object]:
-        return {"active": list(self.active), "dropped": self.dropped, "rung": self.rung}
+        return {"active": list(self.active), "dropped": self.dropped, "rung": self.rung, "scores": self.scores}
 
     def restore(self, state: dict[str, object]) -> None:
         self.active, self.dropped, self.rung = list(state["active"]), dict(state["dropped"]), int(state["rung"])
+        self.scores = {name: list(window) for name, window in state.get("scores", {}).items()}
 
 
 class Searching:
     """A distillation driver's part in a size search (`search` None: no search). The driver gives
-    `_search_scores(result)`, each active candidate's best score so far and its newest figures,
+    `_search_scores(result)`, each active candidate's score in this evaluation and its figures,
     and `_drop(name)`, which stops a candidate training and being evaluated."""
 
     search: SizeSearch | None
@@ -84,10 +102,14 @@ class Searching:
         return budget_fraction(self.config, self.collector.env_steps, time.monotonic() - self.telemetry.started)
 
     def _halve_due(self, result: dict[str, float]) -> None:
-        """Every rung of the search the run has passed and not yet applied, on this evaluation."""
-        while self.search is not None and self.search.due(self._fraction()):
-            best, figures = self._search_scores(result)
-            dropped = self.search.halve(best, env_steps=self.collector.env_steps, figures=figures)
+        """Note this evaluation's scores, then apply every rung of the search the run has passed and
+        not yet applied. Every evaluation comes here once."""
+        if self.search is None:
+            return
+        scores, figures = self._search_scores(result)
+        self.search.observe(scores)
+        while self.search.due(self._fraction()):
+            dropped = self.search.halve(env_steps=self.collector.env_steps, figures=figures)
             for name in dropped:
                 self._drop(name)
             self.metrics = self._without_dropped(self.metrics)

@@ -47,7 +47,7 @@ def search_result(search, finals: dict[str, dict[str, float]], run: RunDir) -> d
         else:
             at = search.dropped[name]
             row.update(status="dropped", dropped_at_env_steps=at["at_env_steps"], dropped_at_rung=at["at_rung"],
-                       best_pct_of_teacher=at["best_pct_of_teacher"])
+                       ranked_pct_of_teacher=at.get("ranked_pct_of_teacher"))
             figures = {env: _figures(at.get, (lambda k, e=env: f"eval/{e}/{k}") if several else (lambda k: f"eval/{k}"))
                        for env in finals}
         if several:
@@ -132,8 +132,9 @@ def search_text(summary: dict[str, object]) -> str:
                "`qdistill export`)." if search["winner"] else
                f"No candidate left at the end kept {search['threshold_pct']:g}% of {whose} with its whole "
                "95% interval: give larger candidates, a longer budget, or a lower --keep.")
-    rank = "the geometric mean over tasks of its % of each teacher, each counted from 1% up to the threshold" \
-        if "per_task" in summary else "their best % of teacher (counted up to the threshold)"
+    rank = ("the mean over its last five evaluations of the geometric mean over tasks of its % of each teacher, "
+            "each counted from 1% up to the threshold") if "per_task" in summary else \
+        "the mean of their last five evaluations' % of teacher (counted up to the threshold)"
     return ("## Size search\n\nCandidates distilled side by side on the same stream, the lower half dropped at 1/8, "
             f"1/4 and 1/2 of the budget by {rank}; among candidates at the threshold, the smaller kept. Rows of "
             "dropped candidates hold their last evaluation before they were dropped; "
