@@ -14,7 +14,6 @@ import ray
 import torch
 
 from ...actors.envs import EnvInfo
-from ...actors.intervals import percent_of
 from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ...actors.wire import Schema
 from ...learners import checkpoint
@@ -275,9 +274,8 @@ class DistillDriver(Searching, Driver):
 
     def _search_scores(self, result: dict[str, float]) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
         """A search's scores: each active candidate's % of teacher in `result`, and its figures there."""
-        teacher = result["eval/return/teacher"]
-        scores = {name: percent_of(result[f"eval/return/{name}"], teacher) for name in self.search.active
-                  if f"eval/return/{name}" in result}
+        scores = {name: result[f"eval/pct_of_teacher/{name}"] for name in self.search.active
+                  if f"eval/pct_of_teacher/{name}" in result}
         return scores, candidate_figures(result, list(self.search.active))
 
     def _drop(self, name: str) -> None:

@@ -34,7 +34,8 @@ class SizeSearch:
     active: list[str] = field(default_factory=list)  # the candidates still in the run
     dropped: dict[str, dict[str, object]] = field(default_factory=dict)  # name -> when, and its figures then
     rung: int = 0  # the next rung
-    scores: dict[str, list[float]] = field(default_factory=dict)  # name -> its last WINDOW scores
+    scores: dict[str, list[float]] = field(default_factory=dict)  # name -> its last `window` scores
+    window: int = WINDOW
 
     def __post_init__(self) -> None:
         self.active = self.active or sorted(self.params, key=lambda n: (self.params[n], n))
@@ -52,10 +53,10 @@ class SizeSearch:
         finite (a teacher that scored 0) is left out."""
         for name, score in scores.items():
             if name in self.active and math.isfinite(score):
-                self.scores[name] = [*self.scores.get(name, []), float(score)][-WINDOW:]
+                self.scores[name] = [*self.scores.get(name, []), float(score)][-self.window:]
 
     def ranked_score(self, name: str) -> float:
-        """The mean of a candidate's last WINDOW scores (-inf before any)."""
+        """The mean of a candidate's last `window` scores (-inf before any)."""
         window = self.scores.get(name)
         return sum(window) / len(window) if window else -math.inf
 

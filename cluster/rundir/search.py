@@ -58,7 +58,7 @@ def search_result(search, finals: dict[str, dict[str, float]], run: RunDir) -> d
         candidates[name] = row
     winner = search.winner({n: min((f["pct_of_teacher_ci"] or [-math.inf])[0] for f in _tasks(c))
                             for n, c in candidates.items() if c["status"] == "final"})
-    return {"keep": search.keep, "threshold_pct": search.threshold, "winner": winner,
+    return {"keep": search.keep, "threshold_pct": search.threshold, "rank_window": search.window, "winner": winner,
             "winner_checkpoint": str(run.student_checkpoint(winner, "best")) if winner else None,
             "candidates": candidates}
 
@@ -132,9 +132,9 @@ def search_text(summary: dict[str, object]) -> str:
                "`qdistill export`)." if search["winner"] else
                f"No candidate left at the end kept {search['threshold_pct']:g}% of {whose} with its whole "
                "95% interval: give larger candidates, a longer budget, or a lower --keep.")
-    rank = ("the mean over its last five evaluations of the geometric mean over tasks of its % of each teacher, "
-            "each counted from 1% up to the threshold") if "per_task" in summary else \
-        "the mean of their last five evaluations' % of teacher (counted up to the threshold)"
+    last = f"the mean over their last {search['rank_window']} evaluations of"
+    rank = (f"{last} the geometric mean over tasks of the % of each teacher, each counted from 1% up to the "
+            "threshold") if "per_task" in summary else f"{last} their % of teacher (counted up to the threshold)"
     return ("## Size search\n\nCandidates distilled side by side on the same stream, the lower half dropped at 1/8, "
             f"1/4 and 1/2 of the budget by {rank}; among candidates at the threshold, the smaller kept. Rows of "
             "dropped candidates hold their last evaluation before they were dropped; "
