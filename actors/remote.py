@@ -136,20 +136,26 @@ class RolloutActor:
         version, weights = pulled[0]
         if weights is not None:
             self.rollout.load_weights(version, weights)
-        if len(pulled) > 1 and pulled[1][1] is not None:
+        if len(pulled) > 1 and pulled[1][1] is not None and self.student_name in pulled[1][1]:
+            # (a size search's candidate dropped since this call was made has no weights: it acts on)
             self.rollout.load_student(pulled[1][0], pulled[1][1][self.student_name])
         return version
 
     def collect(self, num_steps: int, epsilon: float, beta: float = 1.0,
                 dynamics: dict[str, float] | None = None,
-                versions: tuple[int, int] | None = None) -> dict[str, object]:
+                versions: tuple[int, int] | None = None, student: str | None = None) -> dict[str, object]:
         """`dynamics`: the task's parameters now (a changed task), set on this actor's envs when
-        they differ from what it has; passed with every call, so restarted actors get it too.
+        they differ from what it has; passed with every call, so restarted actors get it too; so is
+        `student`, the one that acts (a size search's largest candidate left), which an actor with a
+        student switches to when it differs from its own.
         `versions`: the newest (teacher, student) versions the caller has published; an actor that
         holds them skips the pull (a round trip per call), any other pulls first."""
         if dynamics and dynamics != self.dynamics:
             set_dynamics(self.rollout.env, dynamics)
             self.dynamics = dynamics
+        if student is not None and self.student_params is not None and student != self.student_name:
+            self.rollout.act_with(student)
+            self.student_name = student
         latest = versions[0] if self._has(versions) else self._pull()
         dropped = self.rollout.dropped_nonfinite
         batch, episodes = self.rollout.collect(num_steps, epsilon, beta)

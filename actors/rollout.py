@@ -38,6 +38,7 @@ class Rollout:
         self.td = td_rules(env_id)
         self.teacher = GreedyPolicy(net, obs_shape, n_actions)
         self.student = GreedyPolicy(student, obs_shape, n_actions) if student else None
+        self.obs_shape = obs_shape
         self.n_actions = n_actions
         self.num_envs = num_envs
         self.actor_id = actor_id
@@ -63,6 +64,10 @@ class Rollout:
         if self.student is None:
             raise ValueError("this rollout has no student to load weights into")
         self.student.load(version, weights)
+
+    def act_with(self, student: str) -> None:
+        """Another student acts from now on, with its initial weights until the next `load_student`."""
+        self.student = GreedyPolicy(student, self.obs_shape, self.n_actions)
 
     def _behaviour(self, beta: float) -> None:
         """Draw who acts for the sub-envs whose episode starts now (only with a student)."""

@@ -41,19 +41,21 @@ def main() -> None:
     parser.add_argument("--one-by-one", action="store_true", help="also one run per candidate")
     parser.add_argument("--eval-ci", type=float, default=5.0, help="the final evaluations' interval width, for the "
                                                                   "search and each one-by-one run alike (5 points)")
+    parser.add_argument("--behaviour", default="teacher", help="who acts, in the search and each one-by-one run "
+                                                               "alike: teacher (default), student or mixed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-runs", help="keep the runs here (and take the ones already there)")
     parser.add_argument("--results", help="PREFIX of the .md and .json (default benchmarks/results/shrink_ENV)")
     args = parser.parse_args()
     common = ["--env", args.env, "--teacher", args.teacher, "--steps", str(args.steps), "--no-target",
-              "--seed", str(args.seed), "--eval-ci", str(args.eval_ci)]
+              "--seed", str(args.seed), "--eval-ci", str(args.eval_ci), "--behaviour", args.behaviour]
     with tempfile.TemporaryDirectory() as tmp:
         keep = Path(args.keep_runs or tmp)
         keep.mkdir(parents=True, exist_ok=True)
         wall, summary = _qdistill(["shrink", *common, "--keep", str(args.keep),
                                    *(["--candidates", args.candidates] if args.candidates else [])], keep / "search")
         search, teacher = summary["search"], summary["teacher"]
-        rows = {"env": args.env, "steps": args.steps, "keep": args.keep, "seed": args.seed,
+        rows = {"env": args.env, "steps": args.steps, "keep": args.keep, "seed": args.seed, "behaviour": args.behaviour,
                 "teacher": {k: teacher[k] for k in ("net", "params", "eval_return_mean")},
                 "search": {"wall_s": wall, "winner": search["winner"], "candidates": search["candidates"]}}
         if args.one_by_one:
@@ -84,7 +86,7 @@ def table(rows: dict[str, object], command: str) -> str:
     teacher, search, singles = rows["teacher"], rows["search"], rows.get("one_by_one")
     lines = [f"{rows['env']}: the smallest student keeping {100 * rows['keep']:g}% of the teacher's return "
              f"(teacher {teacher['net']}, {teacher['params']:,} params, return {teacher['eval_return_mean']:.1f}); "
-             f"{rows['steps']:,} env steps per run, seed {rows['seed']}\n",
+             f"{rows['steps']:,} env steps per run, seed {rows['seed']}, behaviour {rows.get('behaviour', 'teacher')}\n",
              "| candidate | params | % of teacher's params | search: % of teacher | search: fate | one by one: % of "
              "teacher | one by one: wall s |", "|---|---:|---:|---|---|---|---:|"]
     for name, c in search["candidates"].items():

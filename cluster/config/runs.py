@@ -273,9 +273,8 @@ class DistillRunConfig(RunConfig):
                                             "return the student must keep, a number in (0, 1.5] (e.g. 0.95)")
         _check(len(self.distill.students) >= 2, f"a size search needs two candidates or more, not "
                                                 f"{list(self.distill.students)}: give --candidates A,B,…")
-        _check(not self.teacher_learns and self.behaviour == "teacher" and self.mode == "online",
-               "a size search distils from a fixed teacher acting, online: drop --teacher-learns, --behaviour and "
-               "--mode")
+        _check(not self.teacher_learns and self.mode == "online",
+               "a size search distils from a fixed teacher, online: drop --teacher-learns and --mode")
 
     def __post_init__(self) -> None:
         super().__post_init__()

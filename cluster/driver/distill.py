@@ -144,7 +144,7 @@ class DistillDriver(Searching, Driver):
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config
-        acting = cfg.distill.students[0] if cfg.behaviour != "teacher" else None
+        acting = self.acting()
         return RolloutActor.options(**rollout_options(cfg)).remote(
             cfg.env, net=self.teacher.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
@@ -165,10 +165,17 @@ class DistillDriver(Searching, Driver):
             self.labels.counters["teacher/swaps"] += 1
         return stop
 
-    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int]]:
+    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int], str | None]:
         env_steps = self.collector.env_steps
         return (self.epsilon(env_steps), behaviour_beta(self.config.behaviour, self.beta, env_steps),
-                self.task.dynamics, (self.labels.version, self.student_version))
+                self.task.dynamics, (self.labels.version, self.student_version), self.acting())
+
+    def acting(self) -> str | None:
+        """The student that acts besides the teacher (behaviour student or mixed): the first one; in a
+        size search, the largest candidate still in it (a dropped one hands over at the next collect)."""
+        if self.config.behaviour == "teacher":
+            return None
+        return self.search.active[-1] if self.search is not None else self.config.distill.students[0]
 
     def collected(self, results: list[dict[str, object]]) -> None:
         for result in results:
@@ -239,7 +246,7 @@ class DistillDriver(Searching, Driver):
         self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
                       **Telemetry.fleet(self.collector, view),
                       "evaluator/evaluations_lost": self.evaluation.lost, "rollout/steps_per_s": round(sps, 1),
-                      "rollout/beta": self.behaviour()[1],
+                      "rollout/beta": self.behaviour()[1], **({"rollout/acting": self.acting()} if self.acting() else {}),
                       "charts/episodic_return": float(np.mean(self.recent)) if self.recent else None,
                       **{k: buffer[k] for k in ("buffer/size", "buffer/capacity", "buffer/inserted", "buffer/sampled",
                                                  "buffer/rejected")},

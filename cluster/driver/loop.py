@@ -23,8 +23,8 @@ class Run(Protocol):
 
     def should_stop(self) -> str | None:
         """A budget spent or a stop asked for ("steps", "time", "stopped"); what came from outside applied."""
-    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int] | None]:
-        """The collect's (ε, β, dynamics, newest versions)."""
+    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int] | None, str | None]:
+        """The collect's (ε, β, dynamics, newest versions, the student that acts)."""
     def collected(self, results: list[dict[str, object]]) -> None:
         """Take in what the finished collects report (episodes, versions)."""
     def learn(self, sample) -> None:

@@ -162,8 +162,8 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
             params=f"{self.run_id}-task{task.index}-teacher-params", sink=self.buffer.sink_for(i, task.index),
             run=self.run.name, next_obs=False)
 
-    def behaviour(self) -> tuple[float, float, dict[str, float] | None, tuple[int, int] | None]:
-        return self.epsilon(self.collector.env_steps), 1.0, None, None
+    def behaviour(self) -> tuple[float, float, None, None, None]:
+        return self.epsilon(self.collector.env_steps), 1.0, None, None, None
 
     def collected(self, results: list[dict[str, object]]) -> None:
         pass

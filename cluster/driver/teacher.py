@@ -108,10 +108,10 @@ class TeacherDriver(Driver):
             params=f"{self.run_id}-params", sink=self.buffer.sink_for(i), run=self.run.name,
         )
 
-    def behaviour(self) -> tuple[float, float, None, None]:
+    def behaviour(self) -> tuple[float, float, None, None, None]:
         # the buffer's rate limiter keeps the replay ratio, holding inserts while the learner is
         # behind and samples while data is too thin
-        return self.epsilon(self.collector.env_steps), 1.0, None, None
+        return self.epsilon(self.collector.env_steps), 1.0, None, None, None
 
     def collected(self, results: list[dict[str, object]]) -> None:
         for result in results:

@@ -170,6 +170,49 @@ def test_student_actions_are_the_students_greedy_actions():
         np.testing.assert_array_equal(batch.actions, student(torch.from_numpy(batch.observations)).argmax(1).numpy())
 
 
+def test_another_student_acts_once_told_with_its_own_weights():
+    r = _mixed_rollout(num_envs=2)
+    r.act_with("16")
+    r.load_student(2, _policy_weights("16", 3))
+    batch, _ = r.collect(30, epsilon=0.0, beta=0.0)
+    student = QNetwork("16", (4,), 2)
+    student.load_state_dict({k: torch.from_numpy(v) for k, v in _policy_weights("16", 3).items()})
+    with torch.no_grad():
+        np.testing.assert_array_equal(batch.actions, student(torch.from_numpy(batch.observations)).argmax(1).numpy())
+    assert (r.student.spec, r.student.version) == ("16", 2)
+
+
+@pytest.mark.slow
+def test_an_actor_switches_to_the_student_each_call_names(ray_session):
+    """A size search's acting candidate comes with every collect; one dropped since the call was
+    made (no weights published for it) acts on with what it has."""
+    teacher = ParameterServerActor.options(name="test-acting-teacher").remote()
+    students = ParameterServerActor.options(name="test-acting-students").remote()
+    buffer = ShardedBuffer(1, 10_000)
+    ray.get(teacher.publish.remote(1, _policy_weights("8", 0)))
+    ray.get(students.publish.remote(3, {"4": _policy_weights("4", 1), "16": _policy_weights("16", 2)}))
+    actor = RolloutActor.options(num_cpus=0).remote(
+        "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=2, seed=0, actor_id=0,
+        params="test-acting-teacher", sink=buffer.sink_for(0), student="4", student_params="test-acting-students")
+
+    def acting():
+        return ray.get(actor.__ray_call__.remote(lambda self: (self.student_name, self.rollout.student.spec,
+                                                               self.rollout.student.version)))
+    try:
+        first = ray.get(actor.collect.remote(10, 0.0, 0.0, None, (1, 3), "4"))
+        assert first["student_steps"] == first["env_steps"] > 0
+        assert acting() == ("4", "4", 3)
+        ray.get(actor.collect.remote(10, 0.0, 0.0, None, (1, 3), "16"))  # told another: switches and pulls its weights
+        assert acting() == ("16", "16", 3)
+        ray.get(students.publish.remote(4, {"4": _policy_weights("4", 1)}))  # "16" dropped after the call was made
+        last = ray.get(actor.collect.remote(10, 0.0, 0.0, None, (1, 4), "16"))
+        assert last["student_steps"] == last["env_steps"] > 0
+        assert acting() == ("16", "16", 3)
+    finally:
+        for handle in [actor, teacher, students, *buffer.shards]:
+            ray.kill(handle)
+
+
 class _NaNOnce(gym.Env):
     """Counts its steps in the observation; the third step's observation is NaN; never ends."""
 

@@ -1,6 +1,7 @@
 """`qdistill shrink` end to end: five candidates distilled side by side from a steady CartPole
 teacher, halved at 1/8, 1/4 and 1/2 of the budget down to one, which the final held-out
-evaluation judges against the threshold; and a search over two tasks."""
+evaluation judges against the threshold, the largest candidate left acting (mixed behaviour); and a
+search over two tasks."""
 
 import json
 
@@ -20,7 +21,8 @@ STEPS = 24_000
 def test_shrink_halves_the_candidates_and_judges_the_last(ray_session, steady_teacher, tmp_path, capsys):
     out = tmp_path / "search"
     assert main(["shrink", "--env", "CartPole-v1", "--teacher", steady_teacher, "--candidates", ",".join(CANDIDATES),
-                 "--keep", "0.9", "--steps", str(STEPS), "--no-target", "--out", str(out), "--quiet"]) == 0
+                 "--keep", "0.9", "--steps", str(STEPS), "--no-target", "--behaviour", "mixed", "--out", str(out),
+                 "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     search = summary["search"]
     assert (search["keep"], search["threshold_pct"]) == (0.9, 90.0)
@@ -35,6 +37,15 @@ def test_shrink_halves_the_candidates_and_judges_the_last(ray_session, steady_te
     (left,) = events[-1]["candidates"]
     assert [n for n, c in search["candidates"].items() if c["status"] == "final"] == [left]
     assert list(summary["students"]) == [left]
+    # the largest candidate still in the search acts: "64" until the first rung, then the largest left
+    acting, seen = CANDIDATES[-1], set()
+    for record in records:
+        if record.get("event") == "candidates_dropped":
+            acting = record["candidates"][-1]
+        elif "rollout/acting" in record:
+            assert record["rollout/acting"] == acting
+            seen.add(acting)
+    assert left in seen
     for event in events:  # a dropped candidate trains and plays no more
         after = [r for r in records if r is not event and records.index(r) > records.index(event)]
         for name in event["dropped"]:
