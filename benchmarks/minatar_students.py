@@ -72,6 +72,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=500_000, help="the run's env steps")
     parser.add_argument("--behaviour", default="teacher", help="who acts in the run: teacher, student or mixed")
     parser.add_argument("--replay-ratio", type=float, default=0.1, help="the run's learner steps per env step (0.1)")
+    parser.add_argument("--tau", type=float, default=0.01, help="the run's KL temperature (0.01)")
     parser.add_argument("--eval-every-s", type=float, default=60.0,
                         help="seconds between the run's evaluations, which pick each student's best checkpoint (60)")
     parser.add_argument("--episodes", type=int, default=200, help="held-out episodes per policy for the table")
@@ -91,7 +92,7 @@ def main() -> None:
             start = time.monotonic()
             subprocess.run(["qdistill", "run", "--env", args.env, "--teacher", args.teacher, "--students",
                             args.students, "--steps", str(args.steps), "--replay-ratio", str(args.replay_ratio),
-                            "--behaviour", args.behaviour, "--config",
+                            "--behaviour", args.behaviour, "--tau", str(args.tau), "--config",
                             str(config), "--no-target", "--seed", str(args.seed), "--out", str(out)], check=True,
                            stdout=sys.stderr)
             wall = time.monotonic() - start
@@ -105,7 +106,7 @@ def main() -> None:
     teacher = summary["teacher"]
     print(f"{args.env}: teacher {teacher['net']} ({teacher['params']:,} params), one run of {summary['env_steps']:,} "
           f"env steps" + (f" ({wall:.0f} s)" if wall else "") + f", {summary['learner_steps']:,} learner steps, "
-          f"behaviour {summary['behaviour']}, "
+          f"behaviour {summary['behaviour']}, τ {summary['tau']:g}, "
           f"{args.episodes} held-out episodes per policy, seed {args.seed}\n")
     print(text)
     if sidecar:
@@ -117,7 +118,8 @@ def main() -> None:
               f"{sidecar['input']['scaling']}")
     source = (f"--evaluate {args.evaluate}" if args.evaluate else
               f"--teacher {args.teacher} --students {args.students} --steps {args.steps} --replay-ratio "
-              f"{args.replay_ratio:g} --behaviour {args.behaviour} --eval-every-s {args.eval_every_s:g}") + (
+              f"{args.replay_ratio:g} --behaviour {args.behaviour} --tau {args.tau:g} "
+              f"--eval-every-s {args.eval_every_s:g}") + (
         f" --export {args.export}" if args.export else "")
     print(f"\nreproduce: python benchmarks/minatar_students.py {source} --env {args.env} --episodes {args.episodes} "
           f"--seed {args.seed}")
