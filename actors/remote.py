@@ -10,7 +10,7 @@ import ray
 from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing
 from .dynamics import set_dynamics
-from .evaluator import Evaluator
+from .evaluator import MAX_FINAL_EPISODES, Evaluator
 from .metrics import RolloutMetrics
 from .params import ParameterServer
 from .ratelimit import SampleToInsertRatio
@@ -186,7 +186,7 @@ class EvaluatorActor:
 
     def __init__(self, env_id: str, *, teacher_net: str, students: tuple[str, ...], obs_shape: tuple[int, ...],
                  n_actions: int, episodes: int, seed: int, tau: float, teacher_params: str,
-                 ci_width: float | None = None) -> None:
+                 ci_width: float | None = None, max_episodes: int = MAX_FINAL_EPISODES) -> None:
         """`teacher_params`: the named parameter server to take the newest teacher from; by name,
         so a restarted evaluator finds it again (weights as arguments would have to outlive it)."""
         import torch
@@ -194,7 +194,7 @@ class EvaluatorActor:
         torch.set_num_threads(1)
         self.evaluator = Evaluator(env_id, teacher_net=teacher_net, students=students, obs_shape=obs_shape,
                                    n_actions=n_actions, episodes=episodes, seed=seed, tau=tau,
-                                   ci_width=ci_width)
+                                   ci_width=ci_width, max_episodes=max_episodes)
         self.evaluator.load_teacher(*ray.get(ray.get_actor(teacher_params).pull.remote(-1)))
 
     def evaluate(self, version: int, students: dict[str, dict[str, np.ndarray]], final: bool = False,

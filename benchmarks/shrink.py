@@ -41,6 +41,7 @@ def main() -> None:
     parser.add_argument("--one-by-one", action="store_true", help="also one run per candidate")
     parser.add_argument("--eval-ci", type=float, default=5.0, help="the final evaluations' interval width, for the "
                                                                   "search and each one-by-one run alike (5 points)")
+    parser.add_argument("--eval-max-episodes", type=int, default=1000, help="their cap on episodes per policy (1000)")
     parser.add_argument("--behaviour", default="teacher", help="who acts, in the search and each one-by-one run "
                                                                "alike: teacher (default), student or mixed")
     parser.add_argument("--seed", type=int, default=0)
@@ -48,7 +49,8 @@ def main() -> None:
     parser.add_argument("--results", help="PREFIX of the .md and .json (default benchmarks/results/shrink_ENV)")
     args = parser.parse_args()
     common = ["--env", args.env, "--teacher", args.teacher, "--steps", str(args.steps), "--no-target",
-              "--seed", str(args.seed), "--eval-ci", str(args.eval_ci), "--behaviour", args.behaviour]
+              "--seed", str(args.seed), "--eval-ci", str(args.eval_ci), "--behaviour", args.behaviour,
+              "--eval-max-episodes", str(args.eval_max_episodes)]
     with tempfile.TemporaryDirectory() as tmp:
         keep = Path(args.keep_runs or tmp)
         keep.mkdir(parents=True, exist_ok=True)

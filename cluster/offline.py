@@ -31,7 +31,8 @@ def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Che
     learner.take_statistics(teacher.weights)
     evaluator = Evaluator(cfg.env, teacher_net=teacher.net, students=cfg.distill.students,
                           obs_shape=info.obs_shape, n_actions=info.n_actions, episodes=cfg.eval_episodes,
-                          seed=cfg.seed, tau=cfg.distill.tau, ci_width=cfg.eval_ci)
+                          seed=cfg.seed, tau=cfg.distill.tau, ci_width=cfg.eval_ci,
+                          max_episodes=cfg.eval_max_episodes)
     evaluator.load_teacher(teacher.version, teacher.weights)
     best: dict[str, tuple[float, dict[str, np.ndarray]]] = {}
 

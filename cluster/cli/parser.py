@@ -163,7 +163,9 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--refresh-every", type=int, help="learner steps between periodic refresh passes")
     r.add_argument("--eval-ci", type=float, metavar="POINTS",
                    help="the final evaluation plays more rounds of episodes until each student's 95%% interval of %% "
-                        "of its teacher is at most POINTS wide (at most 1000 episodes; default: one round, 20)")
+                        "of its teacher is at most POINTS wide (at most --eval-max-episodes; default: one round, 20)")
+    r.add_argument("--eval-max-episodes", type=int, metavar="N",
+                   help="the most episodes --eval-ci's final evaluation plays per policy (default 1000)")
     r.add_argument("--mode", help="online (default) or offline (the seed's label-once-then-fit baseline)")
     r.add_argument("--samples", type=int, help="offline: teacher-labelled states (default 50000)")
     r.add_argument("--epochs", type=int, help="offline: passes over them (default 10)")

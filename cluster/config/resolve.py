@@ -61,6 +61,7 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
             samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
             max_label_staleness=args.max_label_staleness, change_at=args.change_at,
             change=dict(args.change) if args.change else None, dqn={"net": teacher_net}, eval_ci=args.eval_ci,
+            eval_max_episodes=args.eval_max_episodes,
             distill={"students": parse_students(args.students) if args.students is not None else None,
                      "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size})
 

@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
+from ...actors.evaluator import MAX_FINAL_EPISODES
 from ...actors.ratelimit import SampleToInsertRatio
 from ...actors.redis_connect import redact_url
 from ...learners.distill import DistillConfig
@@ -259,6 +260,7 @@ class DistillRunConfig(RunConfig):
     refresh_chunk: int = 4_096  # records relabelled per shard per pass
     eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
     eval_ci: float | None = None  # the final evaluation plays on until each % of teacher's 95% interval is this narrow (points)
+    eval_max_episodes: int = MAX_FINAL_EPISODES  # ... or until each policy has played this many episodes
     search_keep: float | None = None  # `qdistill shrink`: the students are candidates, halved; the winner keeps this share
     samples: int = 50_000  # offline: teacher-labelled states, labelled once
     epochs: int = 10  # offline: passes over them
@@ -295,6 +297,9 @@ class DistillRunConfig(RunConfig):
         _check(self.eval_ci is None or (self.eval_ci > 0 and math.isfinite(self.eval_ci)),
                f"eval_ci {self.eval_ci} is not valid: expected the widest 95% interval of % of teacher to accept, "
                "in points > 0 (e.g. 5)")
+        _check(isinstance(self.eval_max_episodes, int) and self.eval_max_episodes >= self.eval_episodes,
+               f"eval_max_episodes {self.eval_max_episodes} is not valid: expected an integer >= the evaluations' "
+               f"episodes ({self.eval_episodes})")
         _check(isinstance(self.max_label_staleness, int) and self.max_label_staleness >= 0,
                f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
         _check(not (self.teacher_learns and self.mode == "offline"),

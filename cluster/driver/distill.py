@@ -140,7 +140,7 @@ class DistillDriver(Searching, Driver):
         self.evaluation.evaluator = EvaluatorActor.options(num_cpus=0, max_restarts=-1, max_task_retries=0, **local).remote(
             cfg.env, teacher_net=self.teacher.net, students=cfg.distill.students, obs_shape=info.obs_shape,
             n_actions=info.n_actions, episodes=cfg.eval_episodes, seed=cfg.seed, tau=cfg.distill.tau,
-            teacher_params=f"{run_id}-teacher-params", ci_width=cfg.eval_ci)
+            teacher_params=f"{run_id}-teacher-params", ci_width=cfg.eval_ci, max_episodes=cfg.eval_max_episodes)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         cfg = self.config

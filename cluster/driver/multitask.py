@@ -151,7 +151,8 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
                                                                **local).remote(
                 task.env, teacher_net=task.teacher.net, students=cfg.distill.students,
                 obs_shape=task.info.obs_shape, n_actions=task.info.n_actions, episodes=cfg.eval_episodes,
-                seed=cfg.seed, tau=cfg.distill.tau, teacher_params=f"{name}-teacher-params", ci_width=cfg.eval_ci)
+                seed=cfg.seed, tau=cfg.distill.tau, teacher_params=f"{name}-teacher-params", ci_width=cfg.eval_ci,
+                max_episodes=cfg.eval_max_episodes)
         self.inserted_at_start = int(self.buffer.stats()["buffer/inserted"])
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:

@@ -109,6 +109,8 @@ RUN_CASES = [
     (["--rate-tolerance", "-1"], "rate_tolerance -1.0 is not valid: expected a number of rows >= 0"),
     (["--eval-ci", "0"], "eval_ci 0.0 is not valid: expected the widest 95% interval of % of teacher to accept, in "
                          "points > 0 (e.g. 5)"),
+    (["--eval-max-episodes", "10"],
+     "eval_max_episodes 10 is not valid: expected an integer >= the evaluations' episodes (20)"),
 ]
 
 
