@@ -75,6 +75,8 @@ def main() -> None:
     parser.add_argument("--tau", type=float, default=0.01, help="the run's KL temperature (0.01)")
     parser.add_argument("--eval-every-s", type=float, default=60.0,
                         help="seconds between the run's evaluations, which pick each student's best checkpoint (60)")
+    parser.add_argument("--eval-episodes", type=int, default=20,
+                        help="episodes per run evaluation (20): more pick each student's best checkpoint more surely")
     parser.add_argument("--episodes", type=int, default=200, help="held-out episodes per policy for the table")
     parser.add_argument("--export", help="the student written as ONNX and verified")
     parser.add_argument("--seed", type=int, default=0)
@@ -88,7 +90,7 @@ def main() -> None:
         wall = None
         if args.teacher:
             config = Path(tmp) / "evaluator.toml"  # the run's evaluations only pick each student's best checkpoint
-            config.write_text(f"eval_every_s = {args.eval_every_s}\n")
+            config.write_text(f"eval_every_s = {args.eval_every_s}\neval_episodes = {args.eval_episodes}\n")
             start = time.monotonic()
             subprocess.run(["qdistill", "run", "--env", args.env, "--teacher", args.teacher, "--students",
                             args.students, "--steps", str(args.steps), "--replay-ratio", str(args.replay_ratio),
@@ -119,7 +121,7 @@ def main() -> None:
     source = (f"--evaluate {args.evaluate}" if args.evaluate else
               f"--teacher {args.teacher} --students {args.students} --steps {args.steps} --replay-ratio "
               f"{args.replay_ratio:g} --behaviour {args.behaviour} --tau {args.tau:g} "
-              f"--eval-every-s {args.eval_every_s:g}") + (
+              f"--eval-every-s {args.eval_every_s:g} --eval-episodes {args.eval_episodes}") + (
         f" --export {args.export}" if args.export else "")
     print(f"\nreproduce: python benchmarks/minatar_students.py {source} --env {args.env} --episodes {args.episodes} "
           f"--seed {args.seed}")
