@@ -90,15 +90,16 @@ def sb3_to_target(env_id: str, seed: int, every: int, target: float) -> dict[str
             "reached": reached}
 
 
-def summarise(rows: list[dict[str, object]], key: str) -> str:
+def summarise(rows: list[dict[str, object]], key: str, digits: int) -> str:
     values = [r[key] for r in rows]
-    return f"{statistics.median(values):,.1f} [{min(values):,.1f}–{max(values):,.1f}]"
+    return f"{statistics.median(values):,.{digits}f} [{min(values):,.{digits}f}–{max(values):,.{digits}f}]"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", action="append", choices=sorted(ZOO), help="repeatable (default CartPole-v1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--config", help="a train-teacher config file for qdistill's side (default: the preset)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     os.environ.setdefault("SB3_LOGDIR", tempfile.mkdtemp(prefix="sb3-logs-"))
@@ -107,7 +108,7 @@ def main() -> None:
         target, every = gym.spec(env_id).reward_threshold, TEACHER_PRESETS[env_id]["eval_every"]
         ours, sb3 = [], []
         for seed in args.seeds:  # interleaved: the machine's drift falls on both alike
-            ours.append(run_once("train-teacher", env_id, seed, []))
+            ours.append(run_once("train-teacher", env_id, seed, ["--config", args.config] if args.config else []))
             sb3.append(sb3_to_target(env_id, seed, every, target))
             print(f"{env_id} seed {seed}: qdistill {ours[-1]['env_steps']:,} steps {ours[-1]['wall_s']:.1f} s "
                   f"(reached {ours[-1]['reached']}); SB3 {sb3[-1]['env_steps']:,} steps, trained "
@@ -128,8 +129,8 @@ def table(env_id: str, r: dict[str, object]) -> str:
     for name, rows, time_key in (("qdistill train-teacher (whole command)", ours, "wall_s"),
                                  ("SB3 DQN, RL Zoo hyperparameters (training only)", sb3, "train_s")):
         iqm = iqm_ci([x["env_steps"] for x in rows])
-        lines.append(f"| {name} | {summarise(rows, 'env_steps')} | {iqm.value:,.0f} [{iqm.low:,.0f}, {iqm.high:,.0f}] "
-                     f"| {summarise(rows, time_key)} | {sum(x['reached'] for x in rows)} of {len(rows)} |")
+        lines.append(f"| {name} | {summarise(rows, 'env_steps', 0)} | {iqm.value:,.0f} [{iqm.low:,.0f}, {iqm.high:,.0f}] "
+                     f"| {summarise(rows, time_key, 1)} | {sum(x['reached'] for x in rows)} of {len(rows)} |")
     ratio = statistics.median(x["wall_s"] for x in ours) / statistics.median(x["train_s"] for x in sb3)
     lines.append(f"\nqdistill's median wall / SB3's median training time: {ratio:.2f}x\n")
     return "\n".join(lines)
