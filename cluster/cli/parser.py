@@ -178,7 +178,8 @@ def _shrink_flags(sh: argparse.ArgumentParser) -> None:
                     help="the share of the teacher's return the student must keep, its 95%% interval included "
                          "(default 0.95)")
     sh.add_argument("--candidates", help="candidate specs joined by ',' (default: MLPs 8 to 64 wide with one layer "
-                                         "and 8x8 to 256x256 with two; conv nets c4k3s1-8 to c16k3s1-128, with one or two convolutions, on frames)")
+                                         "and 8x8 to 256x256 with two; conv nets c4k3s1-8 to c16k3s1-128, with one "
+                                         "or two convolutions, on frames)")
 
 
 def _teacher_flags(t: argparse.ArgumentParser) -> None:

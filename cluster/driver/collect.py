@@ -140,13 +140,14 @@ class Collector:
                versions: tuple[int, int] | None = None, student: str | None = None) -> None:
         """Start a collect on every idle actor; `dynamics`: a changed task's parameters, once it
         has changed; `versions`: the newest (teacher, student) weights published, so an actor that
-        has them need not ask; `student`: the one that acts (None: the actor's own). The buffer's rate limiter holds an actor's insert while the learner
-        is behind: its next collect then waits on it, with one batch in flight."""
+        has them need not ask; `student`: the one that acts (None: the actor's own). The buffer's
+        rate limiter holds an actor's insert while the learner is behind: its next collect then
+        waits on it, with one batch in flight."""
         self._started()
         while self.idle:
             i = self.idle.pop()
-            self.pending[self.actors[i].collect.remote(self.steps_per_call, epsilon, beta, dynamics, versions,
-                                                               student)] = i
+            call = self.actors[i].collect.remote(self.steps_per_call, epsilon, beta, dynamics, versions, student)
+            self.pending[call] = i
 
     def harvest(self, timeout: float = 0.0) -> list[dict[str, object]]:
         """Results of the collects that have finished (waiting up to `timeout` for the first)."""

@@ -243,10 +243,11 @@ class DistillDriver(Searching, Driver):
             return
         sps = self.telemetry.rate(self.collector.env_steps)
         view, buffer = self.collector.view(), self.buffer.stats()
+        _, beta, _, _, acting = self.behaviour()
         self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
                       **Telemetry.fleet(self.collector, view),
                       "evaluator/evaluations_lost": self.evaluation.lost, "rollout/steps_per_s": round(sps, 1),
-                      "rollout/beta": self.behaviour()[1], **({"rollout/acting": self.acting()} if self.acting() else {}),
+                      "rollout/beta": beta, **({"rollout/acting": acting} if acting else {}),
                       "charts/episodic_return": float(np.mean(self.recent)) if self.recent else None,
                       **{k: buffer[k] for k in ("buffer/size", "buffer/capacity", "buffer/inserted", "buffer/sampled",
                                                  "buffer/rejected")},
