@@ -12,11 +12,13 @@ from .runs import DistillRunConfig, ExplorationConfig, TeacherRunConfig
 # Per-env presets, in the spirit of RL Baselines3 Zoo: measured on a 2-core machine
 # (benchmarks/time_to_target.py, benchmarks/distill_quality.py). Flags override them.
 TEACHER_PRESETS: dict[str, dict[str, object]] = {
+    # RL-Zoo's CartPole DQN (lr, batch, ε, a target copy per 128 learner steps) with one learner
+    # step per env step, not its 0.5: fewer env steps to 475 (benchmarks/teacher_vs_sb3.py)
     "CartPole-v1": {
         "steps": 300_000,
-        "dqn": {"net": "256x256", "lr": 5e-4, "batch_size": 64, "target_update": 250},
-        "exploration": {"end": 0.02, "steps": 10_000},
-        "replay_ratio": 0.25,
+        "dqn": {"net": "256x256", "lr": 2.3e-3, "batch_size": 64, "target_update": 128},
+        "exploration": {"end": 0.04, "steps": 8_000},
+        "replay_ratio": 1.0,
         "eval_every": 2_000,
     },
     "Acrobot-v1": {

@@ -152,7 +152,7 @@ def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
     shown = yaml.safe_load(out)
     assert (shown["actors"], shown["steps"], shown["target_return"]) == (1, 50_000, 475.0)
     assert (shown["dqn"]["net"], shown["dqn"]["lr"], shown["dqn"]["batch_size"]) == ("64x64", 1e-3, 64)  # flag over file
-    assert shown["exploration"] == {"start": 1.0, "end": 0.05, "steps": 10_000}  # the preset's, one key from the file
+    assert shown["exploration"] == {"start": 1.0, "end": 0.05, "steps": 8_000}  # the preset's, one key from the file
     saved = tmp_path / "shown.yaml"
     saved.write_text(out)
     assert main(["config", "show-teacher", "--config", str(saved)]) == 0

@@ -13,16 +13,16 @@ def test_a_fixed_teacher_distills_with_the_distillation_preset(tmp_path):
 
 def test_a_teacher_learning_from_scratch_learns_as_train_teacher_would(tmp_path):
     cfg = distill_config("CartPole-v1", str(tmp_path), teacher_learns=True)
-    assert cfg.exploration == ExplorationConfig(start=1.0, end=0.02, steps=10_000)
-    assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update) == ("256x256", 5e-4, 64, 250)
-    assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.steps) == (0.25, 2, 16, 300_000)
+    assert cfg.exploration == ExplorationConfig(start=1.0, end=0.04, steps=8_000)
+    assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update) == ("256x256", 2.3e-3, 64, 128)
+    assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.steps) == (1.0, 2, 16, 300_000)
     assert cfg.eval_every_s == 1.0 and cfg.distill.batch_size == 256 and cfg.distill.students == ("16x16",)
 
 
 def test_a_trained_teacher_learning_on_explores_as_at_the_end_of_its_schedule(tmp_path):
     cfg = distill_config("CartPole-v1", str(tmp_path), teacher_learns=True, teacher="t.pt")
-    assert cfg.exploration == ExplorationConfig(start=0.02, end=0.02, steps=0)
-    assert cfg.dqn.net == "256x256" and cfg.replay_ratio == 0.25
+    assert cfg.exploration == ExplorationConfig(start=0.04, end=0.04, steps=0)
+    assert cfg.dqn.net == "256x256" and cfg.replay_ratio == 1.0
 
 
 def test_buffer_bytes_cap_the_capacity(tmp_path):
