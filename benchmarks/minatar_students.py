@@ -73,7 +73,6 @@ def main() -> None:
     parser.add_argument("--behaviour", default="teacher", help="who acts in the run: teacher, student or mixed")
     parser.add_argument("--replay-ratio", type=float, default=0.1, help="the run's learner steps per env step (0.1)")
     parser.add_argument("--tau", type=float, default=0.01, help="the run's KL temperature (0.01)")
-    parser.add_argument("--ema", type=float, default=0.0, help="the run's student weight-average decay (0: off)")
     parser.add_argument("--eval-every-s", type=float, default=60.0,
                         help="seconds between the run's evaluations, which pick each student's best checkpoint (60)")
     parser.add_argument("--eval-episodes", type=int, default=20,
@@ -95,7 +94,7 @@ def main() -> None:
             start = time.monotonic()
             subprocess.run(["qdistill", "run", "--env", args.env, "--teacher", args.teacher, "--students",
                             args.students, "--steps", str(args.steps), "--replay-ratio", str(args.replay_ratio),
-                            "--behaviour", args.behaviour, "--tau", str(args.tau), "--ema", str(args.ema), "--config",
+                            "--behaviour", args.behaviour, "--tau", str(args.tau), "--config",
                             str(config), "--no-target", "--seed", str(args.seed), "--out", str(out)], check=True,
                            stdout=sys.stderr)
             wall = time.monotonic() - start
@@ -109,7 +108,7 @@ def main() -> None:
     teacher = summary["teacher"]
     print(f"{args.env}: teacher {teacher['net']} ({teacher['params']:,} params), one run of {summary['env_steps']:,} "
           f"env steps" + (f" ({wall:.0f} s)" if wall else "") + f", {summary['learner_steps']:,} learner steps, "
-          f"behaviour {summary['behaviour']}, τ {summary['tau']:g}, ema {summary.get('ema', 0):g}, "
+          f"behaviour {summary['behaviour']}, τ {summary['tau']:g}, "
           f"{args.episodes} held-out episodes per policy, seed {args.seed}\n")
     print(text)
     if sidecar:
@@ -121,7 +120,7 @@ def main() -> None:
               f"{sidecar['input']['scaling']}")
     source = (f"--evaluate {args.evaluate}" if args.evaluate else
               f"--teacher {args.teacher} --students {args.students} --steps {args.steps} --replay-ratio "
-              f"{args.replay_ratio:g} --behaviour {args.behaviour} --tau {args.tau:g} --ema {args.ema:g} "
+              f"{args.replay_ratio:g} --behaviour {args.behaviour} --tau {args.tau:g} "
               f"--eval-every-s {args.eval_every_s:g} --eval-episodes {args.eval_episodes}") + (
         f" --export {args.export}" if args.export else "")
     print(f"\nreproduce: python benchmarks/minatar_students.py {source} --env {args.env} --episodes {args.episodes} "

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
@@ -23,7 +21,6 @@ class DistillConfig:
     tau: float = DEFAULT_TAU
     lr: float = 1e-3
     batch_size: int = 256
-    ema: float = 0.0  # > 0: the students served (published, evaluated, saved) are averages of their weights
 
     def __post_init__(self) -> None:
         if not self.students:
@@ -42,8 +39,6 @@ class DistillConfig:
             raise ValueError(f"distill lr {self.lr} is not valid: expected a number > 0")
         if self.batch_size < 1:
             raise ValueError(f"distill batch_size {self.batch_size} is not valid: expected an integer >= 1")
-        if not 0 <= self.ema < 1:
-            raise ValueError(f"distill ema {self.ema} is not valid: expected a decay in [0, 1), e.g. 0.999 (0: off)")
 
 
 def parse_students(text: str) -> tuple[str, ...]:
@@ -56,11 +51,6 @@ def parse_students(text: str) -> tuple[str, ...]:
 
 class DistillLearner:
     """One network and one Adam per student; `step` is one gradient step for each.
-
-    With `config.ema` > 0 each student also keeps an exponential moving average of its weights
-    (decay min(ema, (1 + t) / (10 + t)) at step t, so early averages are not held back by the
-    initial weights); `served` holds what leaves the learner (published, evaluated, saved): the
-    averages, or the trained networks themselves without ema.
 
     `tasks`: (observation shape, action count) of each task; with two or more, every student is
     one MultiTaskQNetwork (a shared trunk, a head per task; `inputs` as there) and a step may take
@@ -76,14 +66,7 @@ class DistillLearner:
         self.optimizers = {
             name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
         }
-        self.averages = {name: copy.deepcopy(net).requires_grad_(False) for name, net in self.students.items()
-                         } if config.ema else {}
         self.steps = 0
-
-    @property
-    def served(self) -> dict[str, nn.Module]:
-        """Each student's network as it leaves the learner: its weight average with ema, else itself."""
-        return self.averages or self.students
 
     def params(self) -> dict[str, int]:
         return {name: count_params(net) for name, net in self.students.items()}
@@ -91,7 +74,6 @@ class DistillLearner:
     def drop(self, name: str) -> None:
         """Student `name` trains no more (a size search's dropped candidate): network and optimiser go."""
         del self.students[name], self.optimizers[name]
-        self.averages.pop(name, None)
 
     def take_statistics(self, teacher_weights: dict[str, np.ndarray]) -> None:
         """Each `norm-` student's observation statistics set to its teacher's (from the teacher's
@@ -123,19 +105,10 @@ class DistillLearner:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            if self.averages:
-                self._average(net, self.averages[name])
             metrics[f"learner/distill_loss/{name}"] = float(loss.detach())
             metrics[f"learner/agreement/{name}"] = agree
         self.steps += 1
         return Update(metrics)
-
-    @torch.no_grad()
-    def _average(self, net: nn.Module, average: nn.Module) -> None:
-        decay = min(self.config.ema, (1 + self.steps) / (10 + self.steps))
-        torch._foreach_lerp_(list(average.parameters()), list(net.parameters()), 1.0 - decay)
-        for kept, live in zip(average.buffers(), net.buffers()):  # observation statistics: copied, not averaged
-            kept.copy_(live)
 
     def _inputs(self, batch: TransitionBatch) -> tuple[int, torch.Tensor, torch.Tensor]:
         """(task, observations, teacher Q-values) of one task's rows, on the learner's device."""
@@ -144,17 +117,16 @@ class DistillLearner:
 
     def task_network(self, name: str, task: int = 0) -> QNetwork:
         """Student `name` on one task, as a plain QNetwork."""
-        return task_network(self.served[name], task)
+        return task_network(self.students[name], task)
 
     def weights(self, task: int = 0) -> dict[str, dict[str, np.ndarray]]:
         """Every student's weights for one task (a plain QNetwork's)."""
         return {name: to_numpy(self.task_network(name, task).state_dict()) for name in self.students}
 
     def state_dict(self) -> dict[str, object]:
-        """Everything a resumed run needs to carry on: students, their averages, optimiser states, step count."""
+        """Everything a resumed run needs to carry on: students, optimiser states, step count."""
         return {"steps": self.steps,
                 "students": {n: net.state_dict() for n, net in self.students.items()},
-                "averages": {n: net.state_dict() for n, net in self.averages.items()},
                 "optimizers": {n: opt.state_dict() for n, opt in self.optimizers.items()}}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
@@ -163,6 +135,4 @@ class DistillLearner:
         for name, net in self.students.items():
             net.load_state_dict(state["students"][name])
             self.optimizers[name].load_state_dict(state["optimizers"][name])
-        for name, net in self.averages.items():  # a state saved without ema: the averages start from the students
-            net.load_state_dict(state.get("averages", {}).get(name, state["students"][name]))
         self.steps = int(state["steps"])

@@ -158,9 +158,6 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--students", help="student network specs joined by ',' (default: the env's preset, e.g. 16x16)")
     r.add_argument("--loss", help="mse (the seed's), kl (default) or nll")
     r.add_argument("--tau", type=float, help="temperature of the kl loss (default 0.01)")
-    r.add_argument("--ema", type=float, metavar="DECAY",
-                   help="serve each student as a moving average of its weights with this decay, e.g. 0.999 "
-                        "(published, evaluated, saved and exported; default 0: the trained weights)")
     r.add_argument("--behaviour", help="who acts: teacher (default), student, or mixed (β schedule)")
     r.add_argument("--refresh", help="label refresh: periodic (default, in the buffer shards), on-sample, off")
     r.add_argument("--refresh-every", type=int, help="learner steps between periodic refresh passes")

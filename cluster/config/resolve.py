@@ -63,8 +63,7 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
             change=dict(args.change) if args.change else None, dqn={"net": teacher_net}, eval_ci=args.eval_ci,
             eval_max_episodes=args.eval_max_episodes,
             distill={"students": parse_students(args.students) if args.students is not None else None,
-                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size,
-                     "ema": args.ema})
+                     "loss": args.loss, "tau": args.tau, "lr": args.lr, "batch_size": args.batch_size})
 
     config, info = _resolve(args, DistillRunConfig, distill_config, "teacher", own)
     if not args.resume:

@@ -197,7 +197,7 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
 
     def _snapshot(self) -> tuple[int, dict[str, dict[str, np.ndarray]]]:
         """The students' version and each student's whole network's weights."""
-        return self.student_version, {name: to_numpy(net.state_dict()) for name, net in self.learner.served.items()}
+        return self.student_version, {name: to_numpy(net.state_dict()) for name, net in self.learner.students.items()}
 
     def _task_weights(self, weights: dict[str, np.ndarray], name: str, task: int) -> dict[str, np.ndarray]:
         """Task `task`'s part of a student's whole-network weights."""

@@ -48,7 +48,7 @@ def summarize_tasks(run: RunDir, cfg: DistillRunConfig, teachers: list[checkpoin
                          "min_pct_of_teacher": min(pcts),
                          "checkpoint": paths["best"]["network"], "last_checkpoint": paths["last"]["network"]}
     summary = {"env": cfg.env, "tasks": list(cfg.tasks), **run_facts, "loss": cfg.distill.loss, "tau": cfg.distill.tau,
-               "ema": cfg.distill.ema, "task_batches": cfg.task_batches, "task_inputs": cfg.task_inputs, "students": overall,
+               "task_batches": cfg.task_batches, "task_inputs": cfg.task_inputs, "students": overall,
                "per_task": per_task}
     run.write_json(run.summary, summary)
     write_task_report(run.path, summary)

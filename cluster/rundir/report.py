@@ -75,7 +75,6 @@ def summarize(run: RunDir, cfg: DistillRunConfig, teacher: checkpoint.Checkpoint
         **run_facts,
         "loss": cfg.distill.loss,
         "tau": cfg.distill.tau,
-        "ema": cfg.distill.ema,
         "behaviour": cfg.behaviour,
         "refresh": cfg.refresh,
         "target_return": cfg.target_return,

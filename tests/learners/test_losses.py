@@ -1,5 +1,4 @@
 import math
-import re
 
 import pytest
 import torch
@@ -76,12 +75,10 @@ def test_unknown_loss():
         ({"students": ()}, "student spec list is empty: give at least one network spec, e.g. '16x16'"),
         ({"students": ("16x16", "16x16")}, "students name '16x16' twice: give each student spec once"),
         ({"students": ("16y16",)}, "network spec '16y16' is not valid"),
-        ({"ema": 1.0}, "distill ema 1.0 is not valid: expected a decay in [0, 1), e.g. 0.999 (0: off)"),
-        ({"ema": -0.1}, "distill ema -0.1 is not valid: expected a decay in [0, 1), e.g. 0.999 (0: off)"),
     ],
 )
 def test_distill_config_refuses(kwargs, message):
-    with pytest.raises(ValueError, match="^" + re.escape(message)):
+    with pytest.raises(ValueError, match="^" + message.replace("(", r"\(").replace(")", r"\)")):
         DistillConfig(**kwargs)
 
 
