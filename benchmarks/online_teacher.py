@@ -41,6 +41,8 @@ def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
         teacher_phase = out / "teacher" / "summary.json"  # sequential: the teacher's own env steps
         teacher = json.loads(teacher_phase.read_text()) if teacher_phase.is_file() else None
         env_steps = summary["env_steps"] + (teacher["env_steps"] if teacher else 0)
+        tracking = _tracking([json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()],
+                             summary["target_return"]) if not teacher else None
     student = next(iter(summary["students"].values()))
     labels = summary["labels"]
     # sequential: the distillation phase after the teacher reached the threshold (the most that
@@ -50,7 +52,29 @@ def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
             "teacher": summary["teacher"]["eval_return_mean"], "student": student["eval_return_mean"],
             "stop": summary["stop_reason"], "p95_sampled": labels.get("staleness_p95_sampled"),
             "p95_used": labels.get("staleness_p95_used"), "relabelled": labels.get("relabelled_fraction"),
-            "own": labels.get("labels/from_teacher_step", 0) / labels["sampled"] if labels.get("sampled") else 0.0}
+            "own": labels.get("labels/from_teacher_step", 0) / labels["sampled"] if labels.get("sampled") else 0.0,
+            "phase_share": round(phase / round(wall, 1), 3) if phase is not None else None, "tracking": tracking,
+            "loop_s": summary.get("loop_s")}
+
+
+def _tracking(records: list[dict], target: float | None) -> float | None:
+    """How closely the student followed the learning teacher: the median of student/teacher return
+    over the run's evaluations from the first at which the teacher reached half its target on."""
+    evals = [r for r in records if "eval/return/teacher" in r]
+    student = next((k for r in evals for k in r if k.startswith("eval/return/") and k != "eval/return/teacher"), None)
+    if target is None or student is None:
+        return None
+    half = next((i for i, r in enumerate(evals) if r["eval/return/teacher"] >= target / 2), None)
+    ratios = [r[student] / r["eval/return/teacher"] for r in evals[half:] if r["eval/return/teacher"] > 0] \
+        if half is not None else []
+    return round(statistics.median(ratios), 3) if ratios else None
+
+
+def _loop_shares(rows: list[dict]) -> dict[str, float]:
+    """Each loop phase's median share of the loop's whole time (the sum of its top-level phases)."""
+    loops = [r["loop_s"] for r in rows if r.get("loop_s")]
+    shares = [{k: v / sum(x for p, x in loop.items() if "/" not in p) for k, v in loop.items()} for loop in loops]
+    return {k: statistics.median(s.get(k, 0.0) for s in shares) for k in (shares[0] if shares else {})}
 
 
 def _fmt(v: object) -> str:
@@ -66,12 +90,13 @@ def main() -> None:
     args = parser.parse_args()
     rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, *([] if args.no_drift else ["no-refresh"])]}
     header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
-             f"{'stop':>7} {'phase 2 s':>9} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10} {'own labels':>10}"
+             f"{'stop':>7} {'phase 2 s':>9} {'share':>6} {'tracking':>8} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10} {'own labels':>10}"
     print(f"{args.env}: from nothing until teacher and 16x16 student reach the reward threshold\n{header}")
 
     def show(arm: str, r: dict) -> None:
         print(f"{arm:<11} {r['seed']:>4} {r['wall_s']:>7.1f} {r['env_steps']:>10,} {r['teacher']:>8.1f} "
-              f"{r['student']:>8.1f} {r['stop']:>7} {_fmt(r['distill_phase_s']):>9} {_fmt(r['p95_sampled']):>15} {_fmt(r['p95_used']):>12} "
+              f"{r['student']:>8.1f} {r['stop']:>7} {_fmt(r['distill_phase_s']):>9} {_fmt(r['phase_share']):>6} "
+              f"{_fmt(r['tracking']):>8} {_fmt(r['p95_sampled']):>15} {_fmt(r['p95_used']):>12} "
               f"{_fmt(r['relabelled']):>10} {_fmt(r['own']):>10}", flush=True)
 
     for seed in range(args.seeds):
@@ -95,10 +120,19 @@ def main() -> None:
     print(f"\nlearning together / train-then-distill, median wall: {ratio:.2f}x (goal <= 0.7x)")
     print(f"train-then-distill without its distillation phase / with it, median: {bound:.2f}x "
           "(learning together with free students and a teacher learning as fast as alone)")
+    share = statistics.median(r["phase_share"] for r in rows["sequential"])
+    tracked = [r["tracking"] for r in rows["learning"] if r["tracking"] is not None]
+    print(f"distillation phase's share of train-then-distill, median: {share:.2f} (the 0.7x goal holds where >= 0.40)")
+    print(f"student/teacher return over the learning arm's evaluations once its teacher reached half the target, "
+          f"median over seeds: {statistics.median(tracked):.2f}" if tracked else "tracking: no evaluation past half the target")
+    loop = _loop_shares(rows["learning"])
+    print("where the learning arm's run loop spent its time, median share of the loop's wall: "
+          + ", ".join(f"{k} {v:.2f}" for k, v in loop.items()))
     print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}"
           + (" --no-drift" if args.no_drift else ""))
     if args.json:
-        Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound}, indent=2) + "\n")
+        Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound,
+                                                "phase_share": share, "tracking": tracked, "loop_shares": loop}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from ..config import RunConfig
 from ..control import RunControl
 from ..placement import actors_per_node
 from .collect import Collector, hand_over, steer
-from .loop import Prefetcher, budget_spent, run_loop
+from .loop import LoopClock, Prefetcher, budget_spent, run_loop
 from .telemetry import Telemetry
 
 
@@ -31,6 +31,7 @@ class Driver:
         self.saved_at = time.monotonic()
         self.resumed_env_steps = 0  # env steps this run (re)started from
         self.placement: dict[str, object] = {}
+        self.loop_clock = LoopClock()  # where the run loop's time went (summary.json's loop_s)
 
     def _make_actor(self, i: int) -> ray.actor.ActorHandle:
         raise NotImplementedError
@@ -49,7 +50,7 @@ class Driver:
         self.placement["actors_per_node_at_start"] = actors_per_node(self.collector.handles(), timeout=60)
         self.prefetch = Prefetcher(self.buffer, self.config.chunk_rows)
         self.saved_at = self.telemetry.last_at = time.monotonic()  # the first state and record: one interval in
-        reason = run_loop(self)
+        reason = run_loop(self, self.loop_clock)
         hand_over(self.buffer, self.collector)
         view = self.collector.view()
         self.placement.update(actors_per_node_at_end=view["per_node"], actor_failures=self.collector.failures,

@@ -188,13 +188,16 @@ class DistillDriver(Searching, Driver):
         self.metrics.update(self.labels.sampled(batch))
         relabelled, lag_used = [], 0  # the most any trained-on label of this chunk lagged
         for mb_ids, mb in minibatches(ids, batch, self._student_batch()):
-            fresh = self._teacher_learns(mb) if self.dqn is not None else None
-            writes, most = self.labels.within_bound(mb_ids, mb, fresh)
+            with self.loop_clock("learn/teacher"):
+                fresh = self._teacher_learns(mb) if self.dqn is not None else None
+            with self.loop_clock("learn/labels"):
+                writes, most = self.labels.within_bound(mb_ids, mb, fresh)
             relabelled, lag_used = relabelled + writes, max(lag_used, most)
-            self.metrics.update(self.learner.step(mb).metrics)
-            if self.learner.steps % cfg.publish_every == 0:
-                self.student_version += 1
-                self.student_params.publish.remote(self.student_version, self.learner.weights())
+            with self.loop_clock("learn/students"):
+                self.metrics.update(self.learner.step(mb).metrics)
+                if self.learner.steps % cfg.publish_every == 0:
+                    self.student_version += 1
+                    self.student_params.publish.remote(self.student_version, self.learner.weights())
         self.labels.write_back(self.buffer, relabelled)
         self.metrics["buffer/label_staleness_used_max"] = lag_used
         if self.refresh_in_buffer:
@@ -347,6 +350,7 @@ class DistillDriver(Searching, Driver):
         inserted = int(stats["buffer/inserted"]) - self.inserted_at_start
         return {
             "mode": "online", "wall_s": round(time.monotonic() - self.started, 2),
+            "loop_s": self.loop_clock.facts(),
             "distill_wall_s": round(distill_wall_s, 2), "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps, **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
             "dropped_nonfinite": self.collector.dropped_nonfinite,

@@ -8,6 +8,7 @@ evaluation, telemetry, task change)."""
 
 from __future__ import annotations
 
+import time
 from typing import Protocol
 
 
@@ -38,21 +39,55 @@ class Run(Protocol):
         """The resumable state, every checkpoint_every_s while running."""
 
 
-def run_loop(run: Run) -> str:
-    """Drive `run` to its end; returns why it ended."""
+def run_loop(run: Run, clock: LoopClock | None = None) -> str:
+    """Drive `run` to its end, timing each phase on `clock`; returns why it ended."""
+    clock = clock or LoopClock()
     stop = None
     while stop is None:
-        stop = run.should_stop()
-        if not stop:
-            run.collector.launch(*run.behaviour())
-        ready, results = wait_for_work(run.prefetch, run.collector, stop)
-        run.collected(results)
+        with clock("launch"):
+            stop = run.should_stop()
+            if not stop:
+                run.collector.launch(*run.behaviour())
+        with clock("wait"):
+            ready, results = wait_for_work(run.prefetch, run.collector, stop)
+            run.collected(results)
         if ready:
-            run.learn(run.prefetch.take())
-        stop = run.evaluate(stop) or stop
-        run.record(stop)
-        run.checkpoint(stop)
+            with clock("take"):
+                sample = run.prefetch.take()
+            with clock("learn"):
+                run.learn(sample)
+        with clock("evaluate"):
+            stop = run.evaluate(stop) or stop
+        with clock("record"):
+            run.record(stop)
+            run.checkpoint(stop)
     return stop
+
+
+class LoopClock:
+    """Wall seconds the run loop spent in each phase (summary.json's `loop_s`): starting collects
+    (`launch`), waiting for a sample or a finished collect (`wait`), taking the sample (`take`),
+    learning (`learn`; a run may time parts of it itself, e.g. `learn/teacher`), evaluating, and
+    recording and checkpointing (`record`). Phases may nest."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._open: list[tuple[str, float]] = []
+
+    def __call__(self, phase: str) -> LoopClock:
+        self._open.append((phase, 0.0))
+        return self
+
+    def __enter__(self) -> None:
+        self._open[-1] = (self._open[-1][0], time.perf_counter())
+
+    def __exit__(self, *exc: object) -> None:
+        phase, started = self._open.pop()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + time.perf_counter() - started
+
+    def facts(self) -> dict[str, float]:
+        """Seconds per phase, rounded to the millisecond."""
+        return {phase: round(s, 3) for phase, s in self.seconds.items()}
 
 
 def budget_fraction(cfg: RunConfig, env_steps: int, elapsed_s: float) -> float:

@@ -333,6 +333,7 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
         inserted = int(stats["buffer/inserted"]) - self.inserted_at_start
         return {
             "mode": "online", "wall_s": round(time.monotonic() - self.started, 2),
+            "loop_s": self.loop_clock.facts(),
             "distill_wall_s": round(distill_wall_s, 2), "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps, "dropped_nonfinite": self.collector.dropped_nonfinite,
             "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,

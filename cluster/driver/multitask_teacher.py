@@ -162,6 +162,7 @@ class MultiTaskTeacherDriver(TaskFleet, TeacherDriver):
                                   "bytes_per_row": Schema.of(info, next_obs=cfg.next_obs).record_size}
         summary = {
             "env": cfg.env, "tasks": list(cfg.tasks), "wall_s": round(time.monotonic() - self.started, 2),
+            "loop_s": self.loop_clock.facts(),
             "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
             "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
             "stop_reason": reason, "task_balance": dict(zip(cfg.tasks, self.weights)),

@@ -180,6 +180,7 @@ class TeacherDriver(Driver):
         final = best.final or self.evaluation.final(best.version, best.weights)
         summary = {
             "env": cfg.env, "wall_s": round(time.monotonic() - self.started, 2),
+            "loop_s": self.loop_clock.facts(),
             "env_steps": self.collector.env_steps, "learner_steps": self.learner.steps,
             "weights_version": self.version, "dropped_nonfinite": self.collector.dropped_nonfinite,
             "bytes_per_row": Schema.of(self.info, next_obs=cfg.next_obs).record_size, "stop_reason": reason, "actors": self.placement, "target_return": cfg.target_return,

@@ -25,6 +25,10 @@ def test_labels_stay_within_the_staleness_bound(ray_session, tmp_path):
     # the student took one step per 256 rows: four of the teacher's 64-row minibatches
     assert labels["teacher_versions"] == summary["teacher_steps"] // 32
     assert summary["learner_steps"] == summary["teacher_steps"] // 4
+    # the learn phase's parts are timed: the teacher's steps, the labels' bound, the students' steps
+    loop = summary["loop_s"]
+    assert {"learn/teacher", "learn/labels", "learn/students"} <= set(loop)
+    assert loop["learn/teacher"] + loop["learn/labels"] + loop["learn/students"] <= loop["learn"] + 0.001
     assert labels["teacher_versions"] > 50
     # sampled labels went stale (the buffer holds labels of many versions) ...
     assert labels["staleness_p95_sampled"] > 1

@@ -23,6 +23,9 @@ def test_train_teacher_small_budget(small_teacher, capsys):
     teacher = summary["teacher"]
     assert teacher["params"] == 67_586 and teacher["eval_episodes"] == 20
     assert set(summary) >= {"env", "wall_s", "env_steps"}
+    # where the run loop's time went: every phase ran, and together they fit in the run's wall time
+    assert set(summary["loop_s"]) == {"launch", "wait", "take", "learn", "evaluate", "record"}
+    assert 0 < sum(summary["loop_s"].values()) <= summary["wall_s"]
     assert set(teacher) >= {"params", "eval_return_mean", "eval_return_std", "eval_episodes", "checkpoint"}
 
     # the rollout actors acted with versions the learner published after the start
