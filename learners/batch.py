@@ -32,15 +32,15 @@ class TransitionBatch:
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        return _FIELDS
 
     def arrays(self) -> dict[str, np.ndarray]:
         """The fields that are there (next_observations may not be)."""
-        return {name: a for name in self.field_names() if (a := getattr(self, name)) is not None}
+        return {name: a for name in _FIELDS if (a := getattr(self, name)) is not None}
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, np.ndarray]) -> TransitionBatch:
-        return cls(**{name: arrays.get(name) for name in cls.field_names()})
+        return cls(**{name: arrays.get(name) for name in _FIELDS})
 
     @classmethod
     def concat(cls, batches: list[TransitionBatch]) -> TransitionBatch:
@@ -56,6 +56,9 @@ class TransitionBatch:
 
     def take(self, index: np.ndarray | slice) -> TransitionBatch:
         return TransitionBatch.from_arrays({n: a[index] for n, a in self.arrays().items()})
+
+
+_FIELDS = tuple(f.name for f in fields(TransitionBatch))  # looked up once: a learner slices batches in its hot loop
 
 
 @dataclass(frozen=True)
