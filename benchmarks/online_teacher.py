@@ -53,7 +53,7 @@ def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
             "stop": summary["stop_reason"], "p95_sampled": labels.get("staleness_p95_sampled"),
             "p95_used": labels.get("staleness_p95_used"), "relabelled": labels.get("relabelled_fraction"),
             "own": labels.get("labels/from_teacher_step", 0) / labels["sampled"] if labels.get("sampled") else 0.0,
-            "phase_share": round(phase / round(wall, 1), 3) if phase is not None else None, "tracking": tracking,
+            "phase_share": round(phase / wall, 3) if phase is not None else None, "tracking": tracking,
             "loop_s": summary.get("loop_s")}
 
 
