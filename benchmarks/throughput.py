@@ -17,7 +17,9 @@ Labelled transitions per second:
                limiter holds the actors to the replay ratio, so this is the learner's pace.
 Rows trained per second (the env's preset students, batch size, chunk and torch threads):
   plain loop   the distillation learner's step alone, on minibatches drawn from memory before the clock.
-  from buffer  the learner taking prefetched chunks from a Ray buffer shard, as a run does.
+  from buffer  the learner taking prefetched chunks from a Ray buffer shard, as a run does
+               (--also-updates-per-sample N: one more row per N, its chunks N minibatches long).
+               These rows take their timed windows in turn, so they share the machine's moments alike.
   full         the learner in `qdistill run` above (also evaluating, logging, sharing the CPUs).
 RLlib (--rllib): its DQN with CORES env runners of --envs envs and a 256x256 Q-network: sampling
 alone, against the collection path, and training, against the full path.
@@ -177,8 +179,9 @@ def full(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: f
                "--time", str(seconds * (windows + 2) + STARTUP_S), "--no-target", "--quiet", "--out", f"{tmp}/run"]
         if replay_ratio is not None:
             cmd += ["--replay-ratio", str(replay_ratio)]
-        if updates_per_sample is not None:
-            cmd += ["--updates-per-sample", str(updates_per_sample)]
+        if updates_per_sample is not None:  # a config file's key: `qdistill run` has no flag for it
+            Path(f"{tmp}/chunk.toml").write_text(f"updates_per_sample = {updates_per_sample}\n")
+            cmd += ["--config", f"{tmp}/chunk.toml"]
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
         records = [json.loads(line) for line in Path(f"{tmp}/run/metrics.jsonl").read_text().splitlines()]
     rated = [r for r in records if "rollout/steps_per_s" in r]
@@ -215,62 +218,75 @@ def _distill_data(env_id: str, rows: int):
 
 
 def learner(env_id: str, cores: int, seconds: float, windows: int, updates_per_sample: int | None,
-            rows: int) -> tuple[list[float], list[float], str]:
+            rows: int, also: tuple[int, ...] = ()) -> tuple[dict[str, list[float]], str]:
     """Rows trained per second by the distillation learner (the env's preset students, batch size,
     torch threads and chunk): a plain torch loop over tensors in memory, against the learner taking
-    prefetched chunks from a Ray buffer shard, as `qdistill run` does; on `rows` rows collected first."""
+    prefetched chunks from a Ray buffer shard, as `qdistill run` does; on `rows` rows collected first.
+    `also`: more updates-per-sample values, each its own "from buffer" row. The rows take their
+    windows in turn (plain, from buffer, the others), so all share the machine's moments alike."""
     import ray
     import torch
 
     from qdistill.actors.buffer_client import ShardedBuffer
     from qdistill.cluster.config import distill_config
-    from qdistill.cluster.driver.loop import Prefetcher, minibatches
-    from qdistill.learners.distill import DistillLearner
 
     cfg = distill_config(env_id, "unused", updates_per_sample=updates_per_sample)
     torch.set_num_threads(cfg.learner_threads)
     info, data = _distill_data(env_id, rows)
     size = cfg.distill.batch_size
-
-    def timed(step_rows) -> list[float]:
-        rates = []
-        for _ in range(windows + 1):  # the first window warms up
-            rows, start = 0, time.monotonic()
-            while time.monotonic() - start < seconds:
-                rows += step_rows()
-            rates.append(rows / (time.monotonic() - start))
-        return rates[1:]
-
-    plain_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
     rng = np.random.default_rng(0)
     drawn = [data.take(rng.integers(len(data), size=size)) for _ in range(256)]  # before the clock: the step alone
-    turn = itertools.count()
-
-    def plain_step() -> int:
-        plain_learner.step(drawn[next(turn) % len(drawn)])
-        return size
-
-    plain = timed(plain_step)
     ray.init(address="local", num_cpus=cores, include_dashboard=False, logging_level=logging.ERROR)
     try:
         buffer = ShardedBuffer(cfg.shards, len(data), name="throughput-learner")
         ray.get([shard.add.remote(data.take(np.arange(i, len(data), cfg.shards))) for i, shard in enumerate(buffer.shards)])
-        buffer_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
-        prefetch = Prefetcher(buffer, cfg.chunk_rows)
-
-        def buffer_step() -> int:
-            _, chunk = prefetch.take()
-            rows = 0
-            for _, mb in minibatches(np.arange(len(chunk)), chunk, size):
-                buffer_learner.step(mb)
-                rows += len(mb)
-            return rows
-
-        from_buffer = timed(buffer_step)
+        steps: dict[str, object] = {"plain loop": _plain_step(cfg, info, drawn),
+                                    "from buffer": _buffer_step(cfg, info, buffer, cfg.chunk_rows)}
+        for n in also:
+            steps[f"from buffer x{n}"] = _buffer_step(cfg, info, buffer, cfg.update_rows * n)
+        rates: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(windows + 1):  # the first window warms up
+            for name, step in steps.items():
+                done, start = 0, time.monotonic()
+                while time.monotonic() - start < seconds:
+                    done += step()
+                rates[name].append(done / (time.monotonic() - start))
     finally:
         ray.shutdown()
-    return plain, from_buffer, f"students {','.join(cfg.distill.students)}, batch {size}, chunk {cfg.chunk_rows}, " \
+    return {name: r[1:] for name, r in rates.items()}, \
+        f"students {','.join(cfg.distill.students)}, batch {size}, chunk {cfg.chunk_rows}, " \
         f"{cfg.learner_threads} torch thread(s)"
+
+
+def _plain_step(cfg, info, drawn):
+    """One distillation step on a minibatch already in memory, per call."""
+    from qdistill.learners.distill import DistillLearner
+
+    plain_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
+    turn = itertools.count()
+
+    def step() -> int:
+        plain_learner.step(drawn[next(turn) % len(drawn)])
+        return cfg.distill.batch_size
+    return step
+
+
+def _buffer_step(cfg, info, buffer, chunk_rows: int):
+    """One prefetched chunk of `chunk_rows` rows taken from the buffer and trained on, per call."""
+    from qdistill.cluster.driver.loop import Prefetcher, minibatches
+    from qdistill.learners.distill import DistillLearner
+
+    buffer_learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)])
+    prefetch = Prefetcher(buffer, chunk_rows)
+
+    def step() -> int:
+        _, chunk = prefetch.take()
+        done = 0
+        for _, mb in minibatches(np.arange(len(chunk)), chunk, cfg.distill.batch_size):
+            buffer_learner.step(mb)
+            done += len(mb)
+        return done
+    return step
 
 
 def rllib(env_id: str, cores: int, num_envs: int, steps_per_call: int, seconds: float,
@@ -340,6 +356,8 @@ def main() -> None:
     parser.add_argument("--replay-ratio", type=float, help="the full path's (default: the env's preset)")
     parser.add_argument("--updates-per-sample", type=int, help="learner steps per sampled chunk, in the learner rows "
                                                                 "and the full path (default: the env's preset)")
+    parser.add_argument("--also-updates-per-sample", type=int, nargs="+", default=[], metavar="N",
+                        help="more learner rows from the buffer at these updates per sample, side by side with the preset's")
     parser.add_argument("--learner-rows", type=int, default=100_000,
                         help="rows the learner rows train on, collected first (100000; fewer for Atari: 28 kB a row)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
@@ -351,6 +369,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cores < 1 or args.cores > len(os.sched_getaffinity(0)):
         parser.error(f"--cores {args.cores} is not valid: expected 1 to {len(os.sched_getaffinity(0))} (this machine's CPUs)")
+    if any(n < 1 for n in args.also_updates_per_sample):
+        parser.error(f"--also-updates-per-sample {args.also_updates_per_sample} is not valid: expected integers >= 1")
     if args.rllib:
         try:
             import ray.rllib  # noqa: F401
@@ -364,9 +384,9 @@ def main() -> None:
         "collection": collection(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
         "full": full_env,
     }
-    plain, from_buffer, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats,
-                                                args.updates_per_sample, args.learner_rows)
-    trained = {"plain loop": plain, "from buffer": from_buffer, "full": full_trained}
+    trained, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats, args.updates_per_sample,
+                                     args.learner_rows, tuple(args.also_updates_per_sample))
+    trained["full"] = full_trained
     if args.rllib:
         rllib_sampling, rllib_training = rllib(args.env, args.cores, args.envs, args.steps_per_call, args.seconds,
                                                args.repeats)
@@ -390,6 +410,8 @@ def main() -> None:
           + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else "")
           + (f" --updates-per-sample {args.updates_per_sample}" if args.updates_per_sample is not None else "")
           + (f" --learner-rows {args.learner_rows}" if args.learner_rows != 100_000 else "")
+          + (f" --also-updates-per-sample {' '.join(map(str, args.also_updates_per_sample))}"
+             if args.also_updates_per_sample else "")
           + (" --rllib" if args.rllib else ""))
     if args.json:
         with open(args.json, "w") as f:
@@ -398,6 +420,8 @@ def main() -> None:
                        "ratio": {"collection_to_limit": med_t["collection"] / med_t["limit"],
                                  "full_to_limit": med_t["full"] / med_t["limit"],
                                  "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"],
+                                 **{f"buffer_x{n}_to_plain": med_l[f"from buffer x{n}"] / med_l["plain loop"]
+                                    for n in args.also_updates_per_sample},
                                  **({"collection_to_rllib_sampling": med_r["collection"] / med_r["rllib sampling"],
                                      "full_to_rllib_training": med_r["full"] / med_r["rllib training"]} if med_r else {})},
                        "rllib": sampling if args.rllib else None}, f, indent=2)
