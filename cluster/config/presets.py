@@ -21,11 +21,15 @@ TEACHER_PRESETS: dict[str, dict[str, object]] = {
         "replay_ratio": 1.0,
         "eval_every": 2_000,
     },
+    # RL-Zoo's Acrobot DQN as it is (one learner step per env step, ε to 0.1 over 12,000 steps, a
+    # 50,000-row buffer): a third of the env steps to -100 that a quarter step per env step took
+    # (benchmarks/teacher_vs_sb3.py)
     "Acrobot-v1": {
         "steps": 300_000,
+        "buffer_capacity": 50_000,
         "dqn": {"net": "256x256", "lr": 6.3e-4, "batch_size": 128, "target_update": 250},
-        "exploration": {"end": 0.05, "steps": 20_000},
-        "replay_ratio": 0.25,
+        "exploration": {"end": 0.1, "steps": 12_000},
+        "replay_ratio": 1.0,
         "eval_every": 5_000,
     },
     "LunarLander-v3": {
