@@ -62,13 +62,13 @@ TEACHER_PRESETS: dict[str, dict[str, object]] = {
         "eval_every": 250_000,
     },
 }
+PIXEL_UPDATES_PER_SAMPLE = 16  # pixel rows are large: an Atari sample of 4,096 rows is 115 MB
 DISTILL_DEFAULTS: dict[str, object] = {
     "steps": 500_000,
     "actors": 1,
     "replay_ratio": 0.1,
-    # 16,384-row samples: a Ray call's cost spread over 64 updates (0.95x the plain loop against 0.87x
-    # at 16: benchmarks/throughput.py --also-updates-per-sample); pixel rows keep 16 (an Atari chunk of
-    # 4,096 rows is 115 MB)
+    # 16,384-row samples: a Ray call's cost spread over 64 updates (0.95x the plain loop against 0.86x
+    # at 16: benchmarks/throughput.py --also-updates-per-sample); pixel rows keep PIXEL_UPDATES_PER_SAMPLE
     "updates_per_sample": 64,
     "exploration": {"start": 0.05, "end": 0.05, "steps": 0},
 }
@@ -77,9 +77,9 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
     "Acrobot-v1": {"distill": {"students": ("16x16",)}},
     "LunarLander-v3": {"distill": {"students": ("64x64",)}, "buffer_capacity": 200_000, "eval_every_s": 5.0},
     "MinAtar/*": {"distill": {"students": ("c8k3s1-16",)}, "eval_every_s": 10.0,  # 6.5% of the teacher's parameters
-                  "updates_per_sample": 16},
+                  "updates_per_sample": PIXEL_UPDATES_PER_SAMPLE},
     "ALE/*": {"distill": {"students": ("c16k8s4-c32k4s2-256",)}, "buffer_capacity": 50_000, "eval_every_s": 30.0,
-              "updates_per_sample": 16},
+              "updates_per_sample": PIXEL_UPDATES_PER_SAMPLE},
 }
 
 
