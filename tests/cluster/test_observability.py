@@ -15,6 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from qdistill.cluster.cli import main
+from tests.support.records import read_records
 
 pytestmark = pytest.mark.slow  # a whole run, read back from TensorBoard and Ray's metrics
 
@@ -36,10 +37,6 @@ def observed_run(ray_session, steady_teacher, tmp_path_factory):
                  "--quiet"])
     assert code == 0
     return out
-
-
-def _records(out) -> list[dict]:
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _scrape() -> dict[str, dict[tuple, float]]:
@@ -65,7 +62,7 @@ def test_ray_metrics_carry_the_runs_figures(observed_run):
     its last report (the run's learner and actors are gone once the run returns; they report
     what they recorded when they exit, so no value is lost, only time to read it)."""
     run = observed_run.name
-    records = _records(observed_run)
+    records = read_records(observed_run)
     steps = max(r["learner/steps"] for r in records if "learner/steps" in r)
     want = {
         "ray_qdistill_rollout_env_steps_total": [{"run": run, "actor": "0"}, {"run": run, "actor": "1"}],
@@ -106,12 +103,12 @@ def test_eval_ci_narrows_the_final_intervals(observed_run):
     episodes = summary["teacher"]["eval_episodes"]
     low, high = summary["students"][STUDENT]["pct_of_teacher_ci"]
     assert episodes % 20 == 0 and (high - low <= 5 or episodes == 1000)
-    periodic = [r["eval/episodes"] for r in _records(observed_run) if "eval/episodes" in r]
+    periodic = [r["eval/episodes"] for r in read_records(observed_run) if "eval/episodes" in r]
     assert periodic and set(periodic) == {20}  # the evaluations during the run play one round each
 
 
 def test_tensorboard_events_carry_the_runs_figures(observed_run):
-    records = _records(observed_run)
+    records = read_records(observed_run)
     logged = defaultdict(list)  # key -> [(env step, value)], in logging order
     for r in records:
         for key, value in r.items():

@@ -7,12 +7,9 @@ import pytest
 from qdistill.actors.wire import Schema
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
+from tests.support.records import evaluated_agreements, read_records
 
 pytestmark = pytest.mark.slow  # end-to-end runs on a real Ray runtime
-
-
-def _records(out):
-    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 def _within_the_rate_limit(out) -> int:
@@ -22,7 +19,7 @@ def _within_the_rate_limit(out) -> int:
 
     limit = config_from_dict(DistillRunConfig, json.loads((out / "config.json").read_text()), source="").rate_limit
     checked = 0
-    for r in _records(out):
+    for r in read_records(out):
         if r.get("buffer/inserted", 0) >= limit.min_size_to_sample:
             diff = r["buffer/inserted"] * limit.samples_per_insert - r["buffer/sampled"]
             assert limit.offset - limit.tolerance <= diff <= limit.offset + limit.tolerance, (r, limit)
@@ -41,7 +38,7 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
     # the buffer kept as many transitions as 512 KiB hold (61 bytes each: a fixed teacher's rows carry no next
     # observation), no more
     assert Schema((4,), 2, next_obs=False).record_size == summary["buffer"]["bytes_per_row"] == 61
-    sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in _records(out) if "buffer/size" in r]
+    sizes = [(r["buffer/size"], r["buffer/capacity"]) for r in read_records(out) if "buffer/size" in r]
     assert {c for _, c in sizes} == {512 * 1024 // 61} and max(n for n, _ in sizes) == 512 * 1024 // 61
     assert summary["dropped_nonfinite"] == 0
     assert _within_the_rate_limit(out) >= 1
@@ -59,12 +56,13 @@ def test_online_run_distills_students(small_teacher, tmp_path, capsys):
         assert (out / name).is_file(), name
     assert (out / "return.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
-    # the students improved: the first evaluation saw a barely trained student
-    evals = [r for r in _records(out) if "eval/return/16x16" in r]
-    assert len(evals) >= 2
-    assert summary["students"]["16x16"]["agreement"] > evals[0]["eval/agreement/16x16"]
-    assert summary["students"]["16x16"]["agreement"] > 0.7
-    staleness = [r["buffer/label_staleness"] for r in _records(out) if "buffer/label_staleness" in r]
+    # the students improved: the first evaluation saw a barely trained student, the last the last weights, on
+    # the same episodes. (The summary reports each student's best evaluated version: with a teacher this weak
+    # that may be the first evaluation's, so the summary's agreement is not compared.)
+    agreements = evaluated_agreements(out, "16x16")
+    assert len(agreements) >= 2 and agreements[-1] > max(0.7, agreements[0])
+    assert 0 < summary["students"]["16x16"]["agreement"] <= 1
+    staleness = [r["buffer/label_staleness"] for r in read_records(out) if "buffer/label_staleness" in r]
     assert staleness and max(staleness) == 0.0  # a fixed teacher: labels are always current
     assert "| student 16x16 " in (out / "report.md").read_text()
 
@@ -97,7 +95,7 @@ def test_online_run_with_the_redis_buffer(small_teacher, redis_server, redis_pre
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps"] >= 12_000 and summary["learner_steps"] > 500
-    assert summary["students"]["16x16"]["agreement"] > 0.7
+    assert evaluated_agreements(out, "16x16")[-1] > 0.7
     assert json.loads((out / "config.json").read_text())["buffer"] == redis_server.url
     # the transitions live in Redis under the run's prefix, and outlive the run
     from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
