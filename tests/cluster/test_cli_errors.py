@@ -3,7 +3,6 @@
 import json
 import re
 import subprocess
-import sys
 
 import gymnasium as gym
 import numpy as np
@@ -14,13 +13,9 @@ import torch
 from qdistill.cluster.cli import main
 from qdistill.actors.wire import Schema
 from qdistill.learners import checkpoint
+from tests.support.cli import as_process, in_process
 from tests.support.redis_server import RedisServer, free_port
 from qdistill.learners.networks import QNetwork, to_numpy
-
-
-def _run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", *args],
-                          capture_output=True, text=True, timeout=120)
 
 
 def _assert_refused(result: subprocess.CompletedProcess, message: str) -> None:
@@ -48,41 +43,37 @@ CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, message", CASES, ids=[c[1].split(":")[0][:40] for c in CASES])
 def test_bad_input_is_refused(tmp_path, args, message):
     out = tmp_path / "run"
-    _assert_refused(_run("train-teacher", *args, "--out", str(out)), message)
+    _assert_refused(in_process("train-teacher", *args, "--out", str(out)), message)
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_unwritable_output_directory(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("")
-    _assert_refused(_run("train-teacher", "--env", "CartPole-v1", "--out", str(blocker / "run")),
+    _assert_refused(in_process("train-teacher", "--env", "CartPole-v1", "--out", str(blocker / "run")),
                     f"output directory '{blocker / 'run'}' is not writable: '{blocker}' is not a directory")
-    result = _run("train-teacher", "--env", "CartPole-v1", "--out", "/proc/qdistill-run")
+    result = in_process("train-teacher", "--env", "CartPole-v1", "--out", "/proc/qdistill-run")
     assert result.returncode == 2
     assert result.stderr.startswith("qdistill: error: output directory '/proc/qdistill-run' is not writable: ")
     assert result.stderr.count("\n") == 1
 
 
-@pytest.mark.slow
 def test_non_empty_output_directory(tmp_path):
     (tmp_path / "keep.txt").write_text("mine")
-    _assert_refused(_run("train-teacher", "--env", "CartPole-v1", "--out", str(tmp_path)),
+    _assert_refused(in_process("train-teacher", "--env", "CartPole-v1", "--out", str(tmp_path)),
                     f"output directory '{tmp_path}' is not empty: give a new or empty directory")
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
 
 
-@pytest.mark.slow
 def test_checkpoint_for_another_env(tmp_path):
     path = tmp_path / "acrobot.pt"
     checkpoint.save(path, checkpoint.Checkpoint("64", (6,), 3, "Acrobot-v1", 1,
                                                 to_numpy(QNetwork("64", (6,), 3).state_dict())))
     out = tmp_path / "run"
-    _assert_refused(_run("train-teacher", "--env", "CartPole-v1", "--init", str(path), "--out", str(out)),
+    _assert_refused(in_process("train-teacher", "--env", "CartPole-v1", "--init", str(path), "--out", str(out)),
                     f"checkpoint '{path}' was made for env 'Acrobot-v1', not 'CartPole-v1'; "
                     "observation shape (6,), not (4,); 3 actions, not 2")
     assert not out.exists()
@@ -114,31 +105,29 @@ RUN_CASES = [
 ]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("args, message", RUN_CASES, ids=[c[1].split(":")[0][:40] for c in RUN_CASES])
 def test_run_bad_input_is_refused(tmp_path, args, message):
     out = tmp_path / "run"
-    _assert_refused(_run("run", "--env", "CartPole-v1", *args, "--out", str(out)), message)
+    _assert_refused(in_process("run", "--env", "CartPole-v1", *args, "--out", str(out)), message)
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_run_teacher_checkpoints_are_checked(tmp_path):
     out = tmp_path / "run"
     missing = tmp_path / "nope.pt"
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(missing), "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--teacher", str(missing), "--out", str(out)),
                     f"checkpoint '{missing}' does not exist")
     acrobot = tmp_path / "acrobot.pt"
     checkpoint.save(acrobot, checkpoint.Checkpoint("64", (6,), 3, "Acrobot-v1", 1,
                                                    to_numpy(QNetwork("64", (6,), 3).state_dict())))
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(acrobot), "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--teacher", str(acrobot), "--out", str(out)),
                     f"checkpoint '{acrobot}' was made for env 'Acrobot-v1', not 'CartPole-v1'; "
                     "observation shape (6,), not (4,); 3 actions, not 2")
     # same env id, other action count (a checkpoint edited or made for a variant)
     odd = tmp_path / "odd.pt"
     checkpoint.save(odd, checkpoint.Checkpoint("64", (4,), 3, "CartPole-v1", 1,
                                                to_numpy(QNetwork("64", (4,), 3).state_dict())))
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(odd), "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--teacher", str(odd), "--out", str(out)),
                     f"checkpoint '{odd}' was made for 3 actions, not 2")
     assert not out.exists()
 
@@ -146,11 +135,11 @@ def test_run_teacher_checkpoints_are_checked(tmp_path):
 @pytest.mark.slow
 def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, redis_prefix):
     out = tmp_path / "run"
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", "mongodb://x", "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--buffer", "mongodb://x", "--out", str(out)),
                     "buffer 'mongodb://x' is not valid: expected 'ray' or redis://[user:password@]host:port/db "
                     "(rediss:// for TLS)")
     port = free_port()
-    result = _run("train-teacher", "--env", "CartPole-v1", "--buffer", f"redis://127.0.0.1:{port}/0", "--out", str(out))
+    result = in_process("train-teacher", "--env", "CartPole-v1", "--buffer", f"redis://127.0.0.1:{port}/0", "--out", str(out))
     assert result.returncode == 2 and result.stderr.startswith(f"qdistill: error: cannot reach redis at 127.0.0.1:{port}: ")
     assert result.stderr.count("\n") == 1
     # a prefix that holds a LunarLander buffer is refused for CartPole, and left as it was
@@ -158,40 +147,39 @@ def test_buffer_urls_are_checked_before_anything_starts(tmp_path, redis_server, 
     from qdistill.actors.wire import Schema
 
     RedisBuffer(RedisSpec(redis_server.url, redis_prefix, 1000, 256, Schema((8,), 4))).close()
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", redis_server.url, "--buffer-prefix", redis_prefix,
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--buffer", redis_server.url, "--buffer-prefix", redis_prefix,
                          "--out", str(out)),
                     f"redis prefix '{redis_prefix}' at 127.0.0.1:{redis_server.port} holds another run's buffer "
                     "(field observations is <f4 (8,), not <f4 (4,)): use another prefix, or delete its keys")
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_eval_needs_a_run_directory_or_a_checkpoint(tmp_path):
-    _assert_refused(_run("eval", str(tmp_path)),
+    _assert_refused(in_process("eval", str(tmp_path)),
                     f"run directory '{tmp_path}' has no checkpoints/teacher.pt: expected a `qdistill run` "
                     "directory, or a checkpoint file")
 
 
 def _assert_no_node_can_host(out, flag: str, request: str, message: str) -> None:
     """Refused at once, naming the request and what the nodes offer; nothing written."""
-    result = _run("train-teacher", "--env", "CartPole-v1", flag, request, "--out", str(out))
-    assert result.returncode == 2
+    result = in_process("train-teacher", "--env", "CartPole-v1", flag, request, "--out", str(out))
+    assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.startswith(f"qdistill: error: {message}: the nodes offer CPU ")
     assert result.stderr.count("\n") == 1 and not out.exists()
 
 
 @pytest.mark.slow
-def test_an_actor_no_node_can_host_is_refused_at_once(tmp_path):
+def test_an_actor_no_node_can_host_is_refused_at_once(ray_session, tmp_path):
     out = tmp_path / "run"
     _assert_no_node_can_host(out, "--actor-resources", '{"gpu_box": 1}',
                              "no node can host a rollout actor asking for CPU 1, gpu_box 1")
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--actor-resources", '{"rollout": -1}', "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--actor-resources", '{"rollout": -1}', "--out", str(out)),
                     "actor resources {'rollout': -1} are not valid: expected names with numbers >= 0, "
                     'e.g. {"rollout": 1}')
 
 
 @pytest.mark.slow
-def test_a_learner_no_node_can_host_is_refused_at_once(tmp_path):
+def test_a_learner_no_node_can_host_is_refused_at_once(ray_session, tmp_path):
     _assert_no_node_can_host(tmp_path / "run", "--learner-resources", '{"GPU": 1}',
                              "no node can host the learner asking for GPU 1")
 
@@ -213,49 +201,44 @@ def _untouched(run) -> None:
     assert (run / "metrics.jsonl").read_text() == ""
 
 
-@pytest.mark.slow
 def test_resuming_a_run_directory_made_for_another_env(tmp_path):
     run = _run_dir(tmp_path)
-    _assert_refused(_run("run", "--resume", str(run), "--env", "Acrobot-v1"),
+    _assert_refused(in_process("run", "--resume", str(run), "--env", "Acrobot-v1"),
                     f"run directory '{run}' was made for CartPole-v1, not Acrobot-v1")
     _untouched(run)
 
 
-@pytest.mark.slow
 def test_resume_refuses_what_it_cannot_honour(tmp_path):
-    _assert_refused(_run("run", "--resume", str(tmp_path)),
+    _assert_refused(in_process("run", "--resume", str(tmp_path)),
                     f"run directory '{tmp_path}' has no config.json: expected a directory made by `qdistill run`")
     run = _run_dir(tmp_path)
-    _assert_refused(_run("run", "--resume", str(run), "--lr", "0.1", "--students", "8"),
+    _assert_refused(in_process("run", "--resume", str(run), "--lr", "0.1", "--students", "8"),
                     "--resume carries on with the run's own config: --lr, --students cannot be given with it "
                     "(only --steps, --time, --actors, --address, --buffer, --buffer-ca, --buffer-cert, --buffer-key, "
                     "--detach, --learner-resources, --quiet)")
     _untouched(run)
 
 
-@pytest.mark.slow
 def test_a_run_config_with_an_unknown_key_or_a_wrong_type(tmp_path):
     run = _run_dir(tmp_path, bogus=1)
-    _assert_refused(_run("run", "--resume", str(run)), f"{run / 'config.json'}: unknown key 'bogus'")
+    _assert_refused(in_process("run", "--resume", str(run)), f"{run / 'config.json'}: unknown key 'bogus'")
     run = _run_dir(tmp_path / "other", actors="two")
-    _assert_refused(_run("run", "--resume", str(run)), f'{run / "config.json"}: actors should be an integer, not "two"')
+    _assert_refused(in_process("run", "--resume", str(run)), f'{run / "config.json"}: actors should be an integer, not "two"')
 
 
 @pytest.mark.slow
 def test_detach_needs_a_cluster_to_outlive_the_command(tmp_path):
     out = tmp_path / "run"
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--detach", "--out", str(out)),
+    _assert_refused(as_process("run", "--env", "CartPole-v1", "--detach", "--out", str(out)),
                     "--detach needs a running Ray cluster to outlive this command: start one with "
                     "`ray start --head` and give --address (e.g. --address auto)")
     assert not out.exists()
 
 
-@pytest.mark.slow
 def test_scale_needs_at_least_one_actor():
-    _assert_refused(_run("scale", "some-run", "--actors", "0"), "--actors 0 is not valid: expected an integer >= 1")
+    _assert_refused(in_process("scale", "some-run", "--actors", "0"), "--actors 0 is not valid: expected an integer >= 1")
 
 
-@pytest.mark.slow
 def test_truncated_and_newer_checkpoints_are_refused(tmp_path):
     path = tmp_path / "teacher.pt"
     checkpoint.save(path, checkpoint.Checkpoint("64", (4,), 2, "CartPole-v1", 1,
@@ -263,11 +246,11 @@ def test_truncated_and_newer_checkpoints_are_refused(tmp_path):
     whole = path.read_bytes()
     path.write_bytes(whole[: len(whole) // 2])
     out = tmp_path / "run"
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
                     f"checkpoint '{path}' is not a qdistill checkpoint (unreadable: truncated, or another kind of "
                     "file): RuntimeError")
     torch.save({"schema": checkpoint.SCHEMA_VERSION + 1, "net": "64"}, path)
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--teacher", str(path), "--out", str(out)),
                     f"checkpoint '{path}' has schema version {checkpoint.SCHEMA_VERSION + 1}, newer than this "
                     f"qdistill reads ({checkpoint.SCHEMA_VERSION}): upgrade qdistill to load it")
     assert not out.exists()
@@ -315,19 +298,19 @@ RECORD = Schema((4,), 2, next_obs=False).record_size  # bytes per CartPole row o
 
 
 @pytest.mark.slow
-def test_a_buffer_the_head_cannot_hold_is_refused(tmp_path):
+def test_a_buffer_the_head_cannot_hold_is_refused(ray_session, tmp_path):
     out = tmp_path / "run"
-    result = _run("run", "--env", "CartPole-v1", "--buffer-capacity", "10000000000", "--out", str(out))
+    result = in_process("run", "--env", "CartPole-v1", "--buffer-capacity", "10000000000", "--out", str(out))
     assert result.returncode == 2 and result.stdout == ""
     need = 10_000_000_000 * RECORD / 2**30
     assert re.fullmatch(rf"qdistill: error: a buffer of 10,000,000,000 transitions of {RECORD} bytes needs "
                         rf"{need:.1f} GiB: the head node, which holds the buffer shards, has \d+\.\d GiB of memory "
                         r"for Ray; lower --buffer-capacity, or cap it with --buffer-bytes\n", result.stderr)
-    _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer-bytes", "100", "--out", str(out)),
+    _assert_refused(in_process("run", "--env", "CartPole-v1", "--buffer-bytes", "100", "--out", str(out)),
                     f"buffer_bytes 100 holds 1 transitions of {RECORD} bytes, fewer than the batch size 256: "
                     f"expected at least {256 * RECORD} bytes")
-    result = _run("run", "--env", "CartPole-v1", "--envs-per-actor", "100000000", "--out", str(out))
-    assert result.returncode == 2
+    result = in_process("run", "--env", "CartPole-v1", "--envs-per-actor", "100000000", "--out", str(out))
+    assert result.returncode == 2 and result.stdout == ""
     flight = (1 * 2 * 32 * 100_000_000 + 2 * 256 * 4) * RECORD / 2**30
     assert re.fullmatch(rf"qdistill: error: transitions in flight need {flight:.1f} GiB \(1 actors x 2 batches of "
                         r"3,200,000,000, and 2 sampled chunks\): the head node's object store holds \d+\.\d GiB; "
@@ -337,7 +320,7 @@ def test_a_buffer_the_head_cannot_hold_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_a_size_that_is_not_a_size_is_refused(tmp_path):
-    result = _run("run", "--env", "CartPole-v1", "--buffer-bytes", "2X", "--out", str(tmp_path / "run"))
+    result = as_process("run", "--env", "CartPole-v1", "--buffer-bytes", "2X", "--out", str(tmp_path / "run"))
     assert result.returncode == 2
     assert result.stderr.splitlines()[-1] == \
         "qdistill run: error: argument --buffer-bytes: '2X' is not a size: expected bytes, or a number with K, M " \
@@ -350,7 +333,7 @@ def test_a_buffer_beyond_the_redis_servers_maxmemory_is_refused(tmp_path, redis_
     try:
         redis.Redis(port=server.port).config_set("maxmemory", str(2**20))
         out = tmp_path / "run"
-        _assert_refused(_run("run", "--env", "CartPole-v1", "--buffer", server.url, "--buffer-prefix", redis_prefix,
+        _assert_refused(in_process("run", "--env", "CartPole-v1", "--buffer", server.url, "--buffer-prefix", redis_prefix,
                              "--buffer-capacity", "100000", "--out", str(out)),
                         f"a buffer of 100,000 transitions of {RECORD} bytes needs {100_000 * RECORD / 2**20:.1f} MiB: "
                         "the redis server's maxmemory is 1.0 MiB; lower --buffer-capacity, cap it with --buffer-bytes, "

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -16,8 +15,9 @@ from qdistill.cluster import export as ex
 from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
 from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
+from tests.support.cli import in_process
 
-slow = pytest.mark.slow  # the cases that run `qdistill export` in a process of its own
+slow = pytest.mark.slow  # the cases that run `qdistill export` whole: states labelled, episodes played, files verified
 
 W = torch.tensor([0.1, 0.5, 1.0, 1.0])  # CartPole: push right when w.x > 0 (plays 500)
 
@@ -54,8 +54,7 @@ def _run_dir(path, students: dict[str, QNetwork], env_id: str = "CartPole-v1", t
 
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", "export", *args],
-                          capture_output=True, text=True, timeout=300)
+    return in_process("export", *args)
 
 
 @slow

@@ -11,7 +11,7 @@ from qdistill.learners import checkpoint
 
 def _run(tmp_path, *extra: str) -> dict:
     out = tmp_path / "run"
-    code = main(["run", "--env", "CartPole-v1", "--teacher-learns", "--steps", "12000", "--no-target",
+    code = main(["run", "--env", "CartPole-v1", "--teacher-learns", "--steps", "6000", "--no-target",
                  "--out", str(out), "--quiet", *extra])
     assert code == 0
     return json.loads((out / "summary.json").read_text())
