@@ -91,7 +91,7 @@ def main() -> None:
     rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, *([] if args.no_drift else ["no-refresh"])]}
     header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
              f"{'stop':>7} {'phase 2 s':>9} {'share':>6} {'tracking':>8} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10} {'own labels':>10}"
-    print(f"{args.env}: from nothing until teacher and 16x16 student reach the reward threshold\n{header}")
+    print(f"{args.env}: from nothing until teacher and the preset's student reach the reward threshold\n{header}")
 
     def show(arm: str, r: dict) -> None:
         print(f"{arm:<11} {r['seed']:>4} {r['wall_s']:>7.1f} {r['env_steps']:>10,} {r['teacher']:>8.1f} "
