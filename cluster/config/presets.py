@@ -112,12 +112,14 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         learning["exploration"] = {**asdict(ExplorationConfig()), **teacher.get("exploration", {})}
         if overrides.get("teacher"):  # a trained teacher learning on explores as at the end of its schedule
             learning["exploration"].update(start=learning["exploration"]["end"], steps=0)
-        # evaluated about as often in env steps as `train-teacher` evaluates (every 2,000): a
-        # learning teacher's returns swing, and the run stops at the first evaluation that finds
-        # teacher and students at the target
+        # evaluated as often in env steps as `train-teacher` evaluates (`eval_every`, at most once a
+        # second): a learning teacher's returns swing, and the run stops at the first evaluation
+        # that finds teacher and students at the target; more often, the evaluator takes CPU from
+        # the learner (LunarLander: 42% of a core every second, against every 20,000 env steps)
         # the students step once per 256 rows (four of the teacher's minibatches): a small student's
         # step costs about the same at any batch size, and they keep up (benchmarks/online_teacher.py)
         chosen = _merge(chosen, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
+                                 "eval_every": teacher.get("eval_every", TeacherRunConfig.eval_every),
                                  "distill": {"batch_size": 256}, **learning})
     return _resolve(DistillRunConfig, chosen, _DISTILL_NESTED, env, out, overrides)
 

@@ -258,7 +258,8 @@ class DistillRunConfig(RunConfig):
     refresh: str = "periodic"
     refresh_every: int = 100  # learner steps between shard-side refresh passes
     refresh_chunk: int = 4_096  # records relabelled per shard per pass
-    eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner)
+    eval_every_s: float = 2.0  # seconds between evaluations (the evaluator runs beside the learner) ...
+    eval_every: int | None = None  # ... and, if set, env steps (a learning teacher: its train-teacher preset's)
     eval_ci: float | None = None  # the final evaluation plays on until each % of teacher's 95% interval is this narrow (points)
     eval_max_episodes: int = MAX_FINAL_EPISODES  # ... or until each policy has played this many episodes
     search_keep: float | None = None  # `qdistill shrink`: the students are candidates, halved; the winner keeps this share
@@ -293,6 +294,8 @@ class DistillRunConfig(RunConfig):
             value = getattr(self, name)
             _check(isinstance(value, int) and value >= 1, f"{name} {value} is not valid: expected an integer >= 1")
         _check(self.eval_every_s > 0, f"eval_every_s {self.eval_every_s} is not valid: expected seconds > 0")
+        _check(self.eval_every is None or (isinstance(self.eval_every, int) and self.eval_every >= 1),
+               f"eval_every {self.eval_every} is not valid: expected env steps, an integer >= 1, or none")
         self._check_search()
         _check(self.eval_ci is None or (self.eval_ci > 0 and math.isfinite(self.eval_ci)),
                f"eval_ci {self.eval_ci} is not valid: expected the widest 95% interval of % of teacher to accept, "

@@ -57,7 +57,8 @@ class DistillDriver(Searching, Driver):
         self.labels = Labels(teacher, {"on-sample": 0, "periodic": cfg.max_label_staleness}.get(cfg.refresh))
         self.refresh_in_buffer = cfg.refresh == "periodic" and self.dqn is None
         self.evaluation = StudentEvaluation(cfg.distill.students, every_s=cfg.eval_every_s, target=cfg.target_return,
-                                            save_best=lambda name, v, w: self.save_student(name, "best", v, w))
+                                            save_best=lambda name, v, w: self.save_student(name, "best", v, w),
+                                            every_steps=cfg.eval_every)
         self.search = SizeSearch(cfg.search_keep, self.learner.params()) if cfg.search_keep is not None else None
         self.task = TaskChange(cfg.change_at, cfg.change)
         self.epsilon = LinearSchedule(cfg.exploration.start, cfg.exploration.end, cfg.exploration.steps)
@@ -235,10 +236,11 @@ class DistillDriver(Searching, Driver):
             if current and not self.task.waiting and self.evaluation.reached(result, teacher_learns=self.dqn is not None):
                 reached = "target"
             self._halve_due(result)
-        if not stop and not reached and self.learner.steps > 0 and self.evaluation.due(time.monotonic()):
+        env_steps = self.collector.env_steps
+        if not stop and not reached and self.learner.steps > 0 and self.evaluation.due(time.monotonic(), env_steps):
             self.evaluation.start((self.student_version, self.learner.weights()),
                                   (self.labels.version, self.labels.weights),
-                                  task=self.task.changed_at, dynamics=self.task.dynamics)
+                                  task=self.task.changed_at, dynamics=self.task.dynamics, env_steps=env_steps)
         return reached
 
     def record(self, stop: str | None) -> None:

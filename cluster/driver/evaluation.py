@@ -26,15 +26,18 @@ PROBE_PAUSE_S = 0.2  # between probes of an evaluator Ray cannot reach yet
 
 
 class StudentEvaluation:
-    """One evaluation in flight at a time, every `every_s` seconds; `save_best(name, version, weights)`
+    """One evaluation in flight at a time, every `every_s` seconds (and, given `every_steps`, that many
+    env steps after the last one started); `save_best(name, version, weights)`
     writes a student's new best checkpoint. An evaluation that fails with the evaluator is counted
     lost, and none is asked for again until Ray has the evaluator up (a call to a restarting actor
     fails at once, and would be counted too)."""
 
     def __init__(self, students: tuple[str, ...], *, every_s: float, target: float | None,
-                 save_best: Callable[[str, int, Weights], None]) -> None:
+                 save_best: Callable[[str, int, Weights], None], every_steps: int | None = None) -> None:
         self.students = students  # those still evaluated (a size search drops candidates)
         self.every_s = every_s
+        self.every_steps = every_steps or 0
+        self.next_at_step = 0  # the env step the next evaluation waits for
         self.target = target
         self.save_best = save_best
         self.evaluator: ray.actor.ActorHandle | None = None  # set when the run is wired
@@ -49,15 +52,19 @@ class StudentEvaluation:
         self.probe: ray.ObjectRef | None = None  # after a loss: answered once the evaluator is up again
         self.started_at = -np.inf
 
-    def due(self, now: float) -> bool:
-        return self.pending is None and self._up(timeout=0) and now - self.started_at >= self.every_s
+    def due(self, now: float, env_steps: int = 0) -> bool:
+        return (self.pending is None and env_steps >= self.next_at_step and now - self.started_at >= self.every_s
+                and self._up(timeout=0))
 
-    def start(self, snapshot: Snapshot, teacher: Teacher, *, task: int | None, dynamics: dict | None) -> None:
-        """Evaluate these students against this teacher, `task` being when the task last changed."""
+    def start(self, snapshot: Snapshot, teacher: Teacher, *, task: int | None, dynamics: dict | None,
+              env_steps: int = 0) -> None:
+        """Evaluate these students against this teacher, `task` being when the task last changed, at
+        `env_steps` of the run."""
         self.pending = self.evaluator.evaluate.remote(*snapshot, teacher=self._teacher_to_hand(teacher),
                                                       dynamics=dynamics)
         self.pending_of = (snapshot, teacher, task)
         self.started_at = time.monotonic()
+        self.next_at_step = env_steps + self.every_steps
 
     def finished(self) -> tuple[dict[str, float], Snapshot, Teacher, int | None] | None:
         """The evaluation in flight once it is back (None before, or when it was lost with the evaluator)."""

@@ -62,3 +62,35 @@ def test_a_students_best_is_its_highest_return_then_its_highest_agreement():
                          (version, {"s": {}}), teacher)
     assert saved == [1, 2, 4]
     assert evaluation.best["s"][:2] == ((-20.0, 0.10), 4)
+
+
+def test_an_evaluation_waits_for_its_env_steps_as_well_as_its_seconds(ray_session):
+    """`every_steps`: the next evaluation is due once that many env steps passed since the last
+    one started, and `every_s` seconds too (a learning teacher's run: its train-teacher preset's
+    `eval_every`)."""
+    import ray
+
+    from qdistill.actors.remote import EvaluatorActor, ParameterServerActor
+    from qdistill.learners.networks import QNetwork, to_numpy
+
+    weights = to_numpy(QNetwork("8", (4,), 2).state_dict())
+    params = ParameterServerActor.options(name="every-steps-teacher").remote()
+    ray.get(params.publish.remote(1, weights))
+    evaluation = StudentEvaluation(("8",), every_s=0.5, target=None, every_steps=1_000,
+                                   save_best=lambda name, version, w: None)
+    evaluation.evaluator = EvaluatorActor.remote("CartPole-v1", teacher_net="8", students=("8",), obs_shape=(4,),
+                                                 n_actions=2, episodes=2, seed=0, tau=1.0,
+                                                 teacher_params="every-steps-teacher")
+    try:
+        assert evaluation.due(time.monotonic(), 0)
+        evaluation.start((1, {"8": weights}), (1, weights), task=None, dynamics=None, env_steps=600)
+        started = time.monotonic()
+        assert not evaluation.due(started + 10.0, 1_600)  # one in flight
+        while evaluation.finished() is None:
+            time.sleep(0.01)
+        assert not evaluation.due(started + 10.0, 1_599)
+        assert not evaluation.due(started + 0.4, 1_600)
+        assert evaluation.due(started + 10.0, 1_600)
+    finally:
+        ray.kill(evaluation.evaluator)
+        ray.kill(params)

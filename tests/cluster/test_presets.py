@@ -24,6 +24,10 @@ def test_a_teacher_learning_from_scratch_learns_as_train_teacher_would(tmp_path)
     assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update) == ("256x256", 2.3e-3, 64, 128)
     assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.steps) == (1.0, 2, 16, 300_000)
     assert cfg.eval_every_s == 1.0 and cfg.distill.batch_size == 256 and cfg.distill.students == ("16x16",)
+    # evaluated as often in env steps as train-teacher evaluates; a fixed teacher's run by the clock alone
+    assert cfg.eval_every == 2_000
+    assert distill_config("LunarLander-v3", str(tmp_path), teacher_learns=True).eval_every == 20_000
+    assert distill_config("CartPole-v1", str(tmp_path), teacher="t.pt").eval_every is None
 
 
 def test_a_trained_teacher_learning_on_explores_as_at_the_end_of_its_schedule(tmp_path):
