@@ -99,11 +99,17 @@ def teacher_first(args: argparse.Namespace, config: DistillRunConfig, info: EnvI
         raise ValueError(f"--teacher-steps {args.teacher_steps} is not valid: expected an integer >= 1")
     teacher = teacher_config(config.env, str(teacher_dir), seed=config.seed, address=config.address,
                              steps=args.teacher_steps,
-                             target_return=None if config.tasks else info.reward_threshold, buffer=config.buffer,
+                             target_return=None if config.tasks else _teacher_target(config, info), buffer=config.buffer,
                              buffer_prefix=f"{config.buffer_prefix}:teacher" if config.buffer_prefix else None, **tasks)
     if any(parse_spec(s).normalize for s in config.distill.students):  # students take their teacher's statistics
         teacher = replace(teacher, dqn=replace(teacher.dqn, net=normalized(teacher.dqn.net)))
     return teacher
+
+
+def _teacher_target(config: DistillRunConfig, info: EnvInfo) -> float | None:
+    """The return a teacher trained first stops at: the run's target, or (without one) the env's
+    reward threshold, so `--no-target` spends the budget distilling, not training the teacher."""
+    return config.target_return if config.target_return is not None else info.reward_threshold
 
 
 def _check_normalizable(config: RunConfig, what: str) -> None:

@@ -41,3 +41,19 @@ def test_buffer_bytes_cap_the_capacity(tmp_path):
     assert cfg.capacity_for(67) == 1_000 and cfg.batch_rows == 256
     assert distill_config("CartPole-v1", str(tmp_path), teacher="t.pt").capacity_for(67) == 100_000
     assert distill_config("CartPole-v1", str(tmp_path), teacher_learns=True).batch_rows == 256
+
+
+def test_a_teacher_trained_first_stops_at_the_runs_target(tmp_path):
+    """`qdistill run` without --teacher: the teacher stops at --target-return (MinAtar has no reward
+    threshold), else at the env's threshold, with --no-target too."""
+    from qdistill.cluster.cli.parser import build_parser
+    from qdistill.cluster.config.resolve import distill_run, teacher_first
+
+    def teacher_target(*extra: str) -> float | None:
+        args = build_parser().parse_args(["run", "--out", str(tmp_path / "run"), *extra])
+        return teacher_first(args, *distill_run(args)).target_return
+
+    assert teacher_target("--env", "MinAtar/Breakout-v1", "--target-return", "10") == 10.0
+    assert teacher_target("--env", "MinAtar/Breakout-v1") is None
+    assert teacher_target("--env", "CartPole-v1", "--target-return", "300") == 300.0
+    assert teacher_target("--env", "CartPole-v1") == teacher_target("--env", "CartPole-v1", "--no-target") == 475.0
