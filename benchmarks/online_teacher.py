@@ -5,6 +5,7 @@ label refresh on and off. "own labels": the share of trained-on rows labelled by
 teacher's own step on them; "relabelled": the share relabelled by the learner's copy of the teacher.
 
     python benchmarks/online_teacher.py --env CartPole-v1 --seeds 3
+    python benchmarks/online_teacher.py --env MinAtar/Breakout-v1 --target-return 10 --seeds 5 --no-drift
 
 Arms, each seed in turn (interleaved, so machine noise falls on both):
   sequential   qdistill run --env ENV                        (trains a teacher to the threshold, then distills)
@@ -87,21 +88,31 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--no-drift", action="store_true", help="skip the no-refresh arm")
+    parser.add_argument("--target-return", type=float,
+                        help="the return teacher and student must reach (default: the env's reward threshold; "
+                             "MinAtar has none)")
+    parser.add_argument("--students", help="the students of both arms (default: the env's preset's)")
     args = parser.parse_args()
+    given = ["--target-return", str(args.target_return)] if args.target_return is not None else []
+    given += ["--students", args.students] if args.students else []
     rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, *([] if args.no_drift else ["no-refresh"])]}
     header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
              f"{'stop':>7} {'phase 2 s':>9} {'share':>6} {'tracking':>8} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10} {'own labels':>10}"
-    print(f"{args.env}: from nothing until teacher and the preset's student reach the reward threshold\n{header}")
+    goal = f"return {args.target_return:g}" if args.target_return is not None else "the reward threshold"
+    who = args.students or "the preset's student"
+    print(f"{args.env}: from nothing until teacher and {who} reach {goal}\n{header}")
 
     def show(arm: str, r: dict) -> None:
         print(f"{arm:<11} {r['seed']:>4} {r['wall_s']:>7.1f} {r['env_steps']:>10,} {r['teacher']:>8.1f} "
               f"{r['student']:>8.1f} {r['stop']:>7} {_fmt(r['distill_phase_s']):>9} {_fmt(r['phase_share']):>6} "
               f"{_fmt(r['tracking']):>8} {_fmt(r['p95_sampled']):>15} {_fmt(r['p95_used']):>12} "
               f"{_fmt(r['relabelled']):>10} {_fmt(r['own']):>10}", flush=True)
+        if args.json:  # the rows so far, should the run be cut short
+            Path(args.json).write_text(json.dumps({"rows": rows, "partial": True}, indent=2) + "\n")
 
     for seed in range(args.seeds):
         for arm, extra in ARMS.items():
-            rows[arm].append(run_once(args.env, seed, extra))
+            rows[arm].append(run_once(args.env, seed, [*extra, *given]))
             show(arm, rows[arm][-1])
     steps = int(statistics.median(r["env_steps"] for r in rows["learning"]))
     for seed in range(0 if args.no_drift else args.seeds):
@@ -129,6 +140,8 @@ def main() -> None:
     print("where the learning arm's run loop spent its time, median share of the loop's wall: "
           + ", ".join(f"{k} {v:.2f}" for k, v in loop.items()))
     print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}"
+          + (f" --target-return {args.target_return:g}" if args.target_return is not None else "")
+          + (f" --students {args.students}" if args.students else "")
           + (" --no-drift" if args.no_drift else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound,
