@@ -96,16 +96,15 @@ class StudentEvaluation:
         raise RuntimeError(f"the evaluator failed three times in a row, or was not up again within {UP_TIMEOUT_S:.0f} s")
 
     def judge(self, result: dict[str, float], snapshot: Snapshot, teacher: Teacher) -> None:
-        """Keep each student's best weights, and the teacher's best version. A student's best has the
-        highest greedy return, and among equal returns the highest agreement with the teacher: a
-        teacher that scores the same whatever it does (a briefly trained Pong teacher loses every
-        point) would otherwise leave the first, untrained student as the best."""
+        """Keep each student's best weights (`beats`), and the teacher's best version."""
         if self.best_teacher is None or result["eval/return/teacher"] > self.best_teacher[0]:
             self.best_teacher = (result["eval/return/teacher"], *teacher)
         version, weights = snapshot
         for name in self.students:
             score = (result[f"eval/return/{name}"], result[f"eval/agreement/{name}"])
-            if name not in self.best or score > self.best[name][0]:
+            interval = (result.get(f"eval/return_ci_low/{name}", score[0]),
+                        result.get(f"eval/return_ci_high/{name}", score[0]))
+            if name not in self.best or beats(score, interval, self.best[name][0]):
                 self.best[name] = (score, version, weights[name])
                 self.save_best(name, version, weights[name])
 
@@ -163,6 +162,20 @@ class BestTeacher:
     eval_mean: float = -np.inf
     weights: Weights | None = None
     final: EvalResult | None = None  # on the held-out seeds
+
+
+def beats(score: tuple[float, float], interval: tuple[float, float], best: tuple[float, float]) -> bool:
+    """Whether a student's new evaluation, `score` (greedy return, agreement with the teacher) with
+    its return's 95% interval, beats its best so far. The return decides where the interval lies
+    wholly above or below the best's return; where it holds it, the returns cannot be told apart
+    (20 episodes of a weak teacher's task are 80-150 points wide) and the higher agreement wins,
+    which 2,000 held-out states measure closely. So an early version that was lucky once does
+    not stay the best, and a teacher that scores the same whatever it does (a briefly trained Pong
+    teacher loses every point) does not leave the first, untrained student as the best."""
+    (_, agreement), (low, high), (best_ret, best_agreement) = score, interval, best
+    if low > best_ret or high < best_ret:  # told apart by return
+        return low > best_ret
+    return agreement > best_agreement
 
 
 class TeacherEvaluation:

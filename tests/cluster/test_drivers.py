@@ -64,6 +64,25 @@ def test_a_students_best_is_its_highest_return_then_its_highest_agreement():
     assert evaluation.best["s"][:2] == ((-20.0, 0.10), 4)
 
 
+def test_returns_the_interval_cannot_tell_apart_are_decided_by_agreement():
+    """A new version beats the best when its return's 95% interval lies above the best's return,
+    loses when it lies below, and otherwise wins on a higher agreement: an early version that was
+    lucky once does not stay the best."""
+    saved = []
+    evaluation = StudentEvaluation(("s",), every_s=1.0, target=None,
+                                   save_best=lambda name, version, weights: saved.append(version))
+    for version, ret, low, high, agr in ((1, 110.0, 70.0, 150.0, 0.79),  # the first
+                                         (2, 101.0, 60.0, 140.0, 0.95),  # holds 110: agrees more
+                                         (3, 180.0, 150.0, 210.0, 0.90),  # above 101: better, agreeing less
+                                         (4, 160.0, 130.0, 190.0, 0.99),  # holds 180: agrees more
+                                         (5, 120.0, 100.0, 140.0, 1.00),  # below 160: worse, agreeing more
+                                         (6, 170.0, 140.0, 200.0, 0.98)):  # holds 160: agrees less
+        evaluation.judge({"eval/return/teacher": 200.0, "eval/return/s": ret, "eval/return_ci_low/s": low,
+                          "eval/return_ci_high/s": high, "eval/agreement/s": agr}, (version, {"s": {}}), (0, {}))
+    assert saved == [1, 2, 3, 4]
+    assert evaluation.best["s"][:2] == ((160.0, 0.99), 4)
+
+
 def test_an_evaluation_waits_for_its_env_steps_as_well_as_its_seconds(ray_session):
     """`every_steps`: the next evaluation is due once that many env steps passed since the last
     one started, and `every_s` seconds too (a learning teacher's run: its train-teacher preset's
