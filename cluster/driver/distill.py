@@ -58,7 +58,7 @@ class DistillDriver(Searching, Driver):
         self.refresh_in_buffer = cfg.refresh == "periodic" and self.dqn is None
         self.evaluation = StudentEvaluation(cfg.distill.students, every_s=cfg.eval_every_s, target=cfg.target_return,
                                             save_best=lambda name, v, w: self.save_student(name, "best", v, w),
-                                            every_steps=cfg.eval_every)
+                                            every_steps=cfg.eval_every, teacher_learns=cfg.teacher_learns)
         self.search = SizeSearch(cfg.search_keep, self.learner.params()) if cfg.search_keep is not None else None
         self.task = TaskChange(cfg.change_at, cfg.change)
         self.epsilon = LinearSchedule(cfg.exploration.start, cfg.exploration.end, cfg.exploration.steps)

@@ -33,8 +33,10 @@ class StudentEvaluation:
     fails at once, and would be counted too)."""
 
     def __init__(self, students: tuple[str, ...], *, every_s: float, target: float | None,
-                 save_best: Callable[[str, int, Weights], None], every_steps: int | None = None) -> None:
+                 save_best: Callable[[str, int, Weights], None], every_steps: int | None = None,
+                 teacher_learns: bool = False) -> None:
         self.students = students  # those still evaluated (a size search drops candidates)
+        self.teacher_learns = teacher_learns  # each evaluation's agreement is with another teacher version
         self.every_s = every_s
         self.every_steps = every_steps or 0
         self.next_at_step = 0  # the env step the next evaluation waits for
@@ -104,7 +106,7 @@ class StudentEvaluation:
             score = (result[f"eval/return/{name}"], result[f"eval/agreement/{name}"])
             interval = (result.get(f"eval/return_ci_low/{name}", score[0]),
                         result.get(f"eval/return_ci_high/{name}", score[0]))
-            if name not in self.best or beats(score, interval, self.best[name][0]):
+            if name not in self.best or beats(score, interval, self.best[name][0], by_agreement=not self.teacher_learns):
                 self.best[name] = (score, version, weights[name])
                 self.save_best(name, version, weights[name])
 
@@ -164,18 +166,20 @@ class BestTeacher:
     final: EvalResult | None = None  # on the held-out seeds
 
 
-def beats(score: tuple[float, float], interval: tuple[float, float], best: tuple[float, float]) -> bool:
+def beats(score: tuple[float, float], interval: tuple[float, float], best: tuple[float, float], *,
+          by_agreement: bool = True) -> bool:
     """Whether a student's new evaluation, `score` (greedy return, agreement with the teacher) with
     its return's 95% interval, beats its best so far. The return decides where the interval lies
     wholly above or below the best's return; where it holds it, the returns cannot be told apart
     (20 episodes of a weak teacher's task are 80-150 points wide) and the higher agreement wins,
     which 2,000 held-out states measure closely. So an early version that was lucky once does
     not stay the best, and a teacher that scores the same whatever it does (a briefly trained Pong
-    teacher loses every point) does not leave the first, untrained student as the best."""
+    teacher loses every point) does not leave the first, untrained student as the best. Without
+    `by_agreement` (a learning teacher: each agreement is with another version of it) the newer wins."""
     (_, agreement), (low, high), (best_ret, best_agreement) = score, interval, best
     if low > best_ret or high < best_ret:  # told apart by return
         return low > best_ret
-    return agreement > best_agreement
+    return agreement > best_agreement if by_agreement else True
 
 
 class TeacherEvaluation:

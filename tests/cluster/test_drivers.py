@@ -83,6 +83,19 @@ def test_returns_the_interval_cannot_tell_apart_are_decided_by_agreement():
     assert evaluation.best["s"][:2] == ((160.0, 0.99), 4)
 
 
+def test_with_a_learning_teacher_the_newer_of_two_returns_told_apart_by_nothing_wins():
+    """A learning teacher: each evaluation's agreement is with another version of it, so returns
+    the interval cannot tell apart are decided by age, not agreement."""
+    saved = []
+    evaluation = StudentEvaluation(("s",), every_s=1.0, target=None, teacher_learns=True,
+                                   save_best=lambda name, version, weights: saved.append(version))
+    for version, ret, low, high, agr in ((1, 110.0, 70.0, 150.0, 0.79), (2, 101.0, 60.0, 140.0, 0.60),
+                                         (3, 40.0, 10.0, 70.0, 0.99), (4, 90.0, 50.0, 130.0, 0.50)):
+        evaluation.judge({"eval/return/teacher": 200.0, "eval/return/s": ret, "eval/return_ci_low/s": low,
+                          "eval/return_ci_high/s": high, "eval/agreement/s": agr}, (version, {"s": {}}), (version, {}))
+    assert saved == [1, 2, 4]
+
+
 def test_an_evaluation_waits_for_its_env_steps_as_well_as_its_seconds(ray_session):
     """`every_steps`: the next evaluation is due once that many env steps passed since the last
     one started, and `every_s` seconds too (a learning teacher's run: its train-teacher preset's
