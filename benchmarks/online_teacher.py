@@ -140,8 +140,7 @@ def main() -> None:
     print("where the learning arm's run loop spent its time, median share of the loop's wall: "
           + ", ".join(f"{k} {v:.2f}" for k, v in loop.items()))
     print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}"
-          + (f" --target-return {args.target_return:g}" if args.target_return is not None else "")
-          + (f" --students {args.students}" if args.students else "")
+          + "".join(f" {a}" for a in given)
           + (" --no-drift" if args.no_drift else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound,

@@ -233,7 +233,7 @@ class DistillDriver(Searching, Driver):
             # not judged when played on a task that has changed since, or against another teacher
             current = task == self.task.changed_at and result["eval/teacher_version"] == teacher[0]
             self._record_eval(result, snapshot, teacher, judge=current, changed_task=task is not None)
-            if current and not self.task.waiting and self.evaluation.reached(result, teacher_learns=self.dqn is not None):
+            if current and not self.task.waiting and self.evaluation.reached(result):
                 reached = "target"
             self._halve_due(result)
         env_steps = self.collector.env_steps

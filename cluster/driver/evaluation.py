@@ -110,12 +110,12 @@ class StudentEvaluation:
                 self.best[name] = (score, version, weights[name])
                 self.save_best(name, version, weights[name])
 
-    def reached(self, result: dict[str, float], *, teacher_learns: bool) -> bool:
+    def reached(self, result: dict[str, float]) -> bool:
         """Every student at the target now; a learning teacher once (its best version is the one
         reported, as `train-teacher` keeps its best)."""
         if self.target is None:
             return False
-        teacher_there = not teacher_learns or (self.best_teacher is not None and self.best_teacher[0] >= self.target)
+        teacher_there = not self.teacher_learns or (self.best_teacher is not None and self.best_teacher[0] >= self.target)
         return teacher_there and all(result[f"eval/return/{name}"] >= self.target for name in self.students)
 
     def drop(self, name: str) -> None:
