@@ -148,6 +148,9 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
     r.add_argument("--teacher-learns", action="store_true",
                    help="the teacher keeps learning by DQN in this run (from --teacher, or from scratch) while "
                         "the students distill from it")
+    r.add_argument("--student-every", type=int, metavar="N",
+                   help="with --teacher-learns: the students step on one batch of the teacher's rows in N "
+                        "(default: the env's preset, 1 for vector envs, 4 for frames)")
     r.add_argument("--max-label-staleness", type=int,
                    help="teacher versions a sampled label may lag before it is relabelled (default 2)")
     r.add_argument("--change-at", type=int, metavar="STEPS",

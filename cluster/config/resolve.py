@@ -59,7 +59,7 @@ def distill_run(args: argparse.Namespace) -> tuple[DistillRunConfig, EnvInfo]:
             teachers=_teachers(args.teacher, tasks) or None,
             mode=args.mode, behaviour=args.behaviour, refresh=args.refresh, refresh_every=args.refresh_every,
             samples=args.samples, epochs=args.epochs, teacher_learns=args.teacher_learns or None,
-            max_label_staleness=args.max_label_staleness, change_at=args.change_at,
+            max_label_staleness=args.max_label_staleness, student_every=args.student_every, change_at=args.change_at,
             change=dict(args.change) if args.change else None, dqn={"net": teacher_net}, eval_ci=args.eval_ci,
             eval_max_episodes=args.eval_max_episodes,
             distill={"students": parse_students(args.students) if args.students is not None else None,

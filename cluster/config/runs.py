@@ -250,6 +250,7 @@ class DistillRunConfig(RunConfig):
     distill: DistillConfig = field(default_factory=DistillConfig)
     teacher_learns: bool = False  # the teacher keeps learning by DQN on the same buffer, in the same run
     max_label_staleness: int = 2  # teacher versions a sampled label may lag before it is relabelled
+    student_every: int = 1  # a learning teacher's run: the students step on one batch of its rows in this many
     dqn: DQNConfig = field(default_factory=DQNConfig)  # the learning teacher's
     behaviour: str = "teacher"
     beta_start: float = 1.0  # mixed: P(teacher acts) at the start ...
@@ -305,6 +306,12 @@ class DistillRunConfig(RunConfig):
                f"episodes ({self.eval_episodes})")
         _check(isinstance(self.max_label_staleness, int) and self.max_label_staleness >= 0,
                f"max_label_staleness {self.max_label_staleness} is not valid: expected an integer >= 0 (versions)")
+        _check(isinstance(self.student_every, int) and self.student_every >= 1,
+               f"student_every {self.student_every} is not valid: expected an integer >= 1 (1: the students step "
+               "on every batch of the learning teacher's rows)")
+        _check(self.student_every == 1 or self.teacher_learns,
+               f"student_every {self.student_every} is for a learning teacher's run: give --teacher-learns, or drop it "
+               "(with a fixed teacher the students' steps follow --replay-ratio)")
         _check(not (self.teacher_learns and self.mode == "offline"),
                "teacher_learns needs mode online: offline labels a fixed teacher's states once")
         if self.mode == "online":

@@ -183,14 +183,17 @@ class DistillDriver(Searching, Driver):
             self.recent = (self.recent + [ret for ret, _ in result["episodes"]])[-20:]
 
     def learn(self, sample: tuple[np.ndarray, TransitionBatch]) -> None:
-        """Each minibatch of the chunk: a learning teacher's step first (its Q-values label the rows),
-        stale labels relabelled, then every student's step; new labels written back once."""
+        """Each minibatch of the chunk: a learning teacher's step first (its Q-values label the rows);
+        on the minibatches the students step on, stale labels relabelled, then every student's step;
+        new labels written back once."""
         cfg, (ids, batch) = self.config, sample
         self.metrics.update(self.labels.sampled(batch))
         relabelled, lag_used = [], 0  # the most any trained-on label of this chunk lagged
         for mb_ids, mb in minibatches(ids, batch, self._student_batch()):
             with self.loop_clock("learn/teacher"):
                 fresh = self._teacher_learns(mb) if self.dqn is not None else None
+            if not self._students_step():
+                continue
             with self.loop_clock("learn/labels"):
                 writes, most = self.labels.within_bound(mb_ids, mb, fresh)
             relabelled, lag_used = relabelled + writes, max(lag_used, most)
@@ -207,9 +210,17 @@ class DistillDriver(Searching, Driver):
     def _student_batch(self) -> int:
         """Rows per student step: a learning teacher paces the run (update_rows per step of its own),
         and the students take one step per distill.batch_size rows of its minibatches (fewer, larger
-        steps on the same data: a small student's step costs about the same at any batch size)."""
+        steps on the same data: a small MLP student's step costs about the same at any batch size)."""
         cfg, rows = self.config, self.config.update_rows
         return rows if self.dqn is None else max(rows, min(cfg.chunk_rows, cfg.distill.batch_size // rows * rows))
+
+    def _students_step(self) -> bool:
+        """Whether the students step on this batch: every one, or with a learning teacher one in
+        `student_every` (counted by its steps, so a resumed run keeps the rhythm)."""
+        if self.dqn is None or self.config.student_every == 1:
+            return True
+        batches = self.dqn.steps * self.config.update_rows // self._student_batch()
+        return (batches - 1) % self.config.student_every == 0
 
     def _teacher_learns(self, mb: TransitionBatch) -> tuple[np.ndarray, np.ndarray]:
         """The learning teacher's steps on a student minibatch: its Q-values for the rows (from each

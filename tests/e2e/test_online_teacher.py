@@ -70,7 +70,20 @@ def test_with_refresh_off_labels_drift(ray_session, tmp_path):
     assert labels["staleness_p95_used"] == labels["staleness_p95_sampled"] > 2
 
 
+@pytest.mark.slow
+def test_the_students_can_step_on_one_batch_of_the_learning_teachers_rows_in_several(ray_session, tmp_path):
+    summary = _run(tmp_path, "--student-every", "2", "--steps", "3000")
+    # a chunk is 16 teacher steps of 64 rows: four 256-row batches, the students step on two of them
+    assert summary["teacher_steps"] > 0 and summary["teacher_steps"] % 16 == 0
+    assert summary["learner_steps"] == summary["teacher_steps"] // 8
+    # labels are kept within the bound on the batches the students train on, and only on those
+    assert summary["labels"]["sampled"] == summary["labels"]["labels/from_teacher_step"] == summary["learner_steps"] * 256
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["student_every"] == 2
+
+
 @pytest.mark.parametrize("flags, message", [
+    (["--student-every", "0"], "student_every 0 is not valid: expected an integer >= 1 (1: the students step on every "
+                               "batch of the learning teacher's rows)"),
     (["--mode", "offline"], "teacher_learns needs mode online: offline labels a fixed teacher's states once"),
     (["--max-label-staleness", "-1"], "max_label_staleness -1 is not valid: expected an integer >= 0 (versions)"),
 ])
