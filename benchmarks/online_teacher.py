@@ -86,6 +86,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--env", default="CartPole-v1")
     parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--first-seed", type=int, default=0, help="seeds first-seed … first-seed+seeds-1")
     parser.add_argument("--json", help="also write the rows here")
     parser.add_argument("--no-drift", action="store_true", help="skip the no-refresh arm")
     parser.add_argument("--target-return", type=float,
@@ -110,12 +111,13 @@ def main() -> None:
         if args.json:  # the rows so far, should the run be cut short
             Path(args.json).write_text(json.dumps({"rows": rows, "partial": True}, indent=2) + "\n")
 
-    for seed in range(args.seeds):
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    for seed in seeds:
         for arm, extra in ARMS.items():
             rows[arm].append(run_once(args.env, seed, [*extra, *given]))
             show(arm, rows[arm][-1])
     steps = int(statistics.median(r["env_steps"] for r in rows["learning"]))
-    for seed in range(0 if args.no_drift else args.seeds):
+    for seed in [] if args.no_drift else seeds:
         rows["no-refresh"].append(run_once(args.env, seed, ["--teacher-learns", "--refresh", "off", "--steps",
                                                             str(steps), "--no-target"]))
         show("no-refresh", rows["no-refresh"][-1])
@@ -129,6 +131,10 @@ def main() -> None:
     ratio = med["learning"]["wall_s"] / med["sequential"]["wall_s"]
     bound = statistics.median((r["wall_s"] - r["distill_phase_s"]) / r["wall_s"] for r in rows["sequential"])
     print(f"\nlearning together / train-then-distill, median wall: {ratio:.2f}x (goal <= 0.7x)")
+    per_step = {arm: statistics.median(r["wall_s"] / r["env_steps"] * 1e3 for r in rows[arm]) for arm in ARMS}
+    print(f"wall per env step, median: learning together {per_step['learning']:.3f} ms, train-then-distill "
+          f"{per_step['sequential']:.3f} ms ({per_step['learning'] / per_step['sequential']:.2f}x; the rest of the "
+          "ratio is the env steps each arm's teacher took to the target)")
     print(f"train-then-distill without its distillation phase / with it, median: {bound:.2f}x "
           "(learning together with free students and a teacher learning as fast as alone)")
     share = statistics.median(r["phase_share"] for r in rows["sequential"])
@@ -140,11 +146,12 @@ def main() -> None:
     print("where the learning arm's run loop spent its time, median share of the loop's wall: "
           + ", ".join(f"{k} {v:.2f}" for k, v in loop.items()))
     print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}"
+          + (f" --first-seed {args.first_seed}" if args.first_seed else "")
           + "".join(f" {a}" for a in given)
           + (" --no-drift" if args.no_drift else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound,
-                                                "phase_share": share, "tracking": tracked, "loop_shares": loop}, indent=2) + "\n")
+                                                "per_env_step_ms": per_step, "phase_share": share, "tracking": tracked, "loop_shares": loop}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

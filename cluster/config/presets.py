@@ -85,7 +85,8 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
 # a teacher learning in the run: what differs per env. A CNN student's step costs in proportion to its
 # rows (an MLP's is mostly a fixed cost, hence its 256-row steps), and on frames the students stepping
 # on every batch of the teacher's rows took 14% of the learner's loop to follow it at 0.97 of its
-# return (benchmarks/online_teacher.py, MinAtar Breakout): they step on one batch in four
+# return (benchmarks/online_teacher.py, MinAtar Breakout): they step on one batch in four. Atari's
+# the same by analogy (its students' convolutions on 84x84 frames are costlier per row still), not measured
 LEARNING_PRESETS: dict[str, dict[str, object]] = {
     "MinAtar/*": {"student_every": 4},
     "ALE/*": {"student_every": 4},

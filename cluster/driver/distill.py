@@ -260,14 +260,11 @@ class DistillDriver(Searching, Driver):
         sps = self.telemetry.rate(self.collector.env_steps)
         view, buffer = self.collector.view(), self.buffer.stats()
         _, beta, _, _, acting = self.behaviour()
-        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
-                      **Telemetry.fleet(self.collector, view),
-                      "evaluator/evaluations_lost": self.evaluation.lost, "rollout/steps_per_s": round(sps, 1),
-                      "rollout/beta": beta, **({"rollout/acting": acting} if acting else {}),
+        self.run.log({**Telemetry.distilling(self, sps=sps, view=view, buffer=buffer),
+                      "evaluator/evaluations_lost": self.evaluation.lost, "rollout/beta": beta,
+                      **({"rollout/acting": acting} if acting else {}),
                       "charts/episodic_return": float(np.mean(self.recent)) if self.recent else None,
-                      **{k: buffer[k] for k in ("buffer/size", "buffer/capacity", "buffer/inserted", "buffer/sampled",
-                                                 "buffer/rejected")},
-                      "students/version": self.student_version, **self.labels.counters, **self.metrics})
+                      **self.labels.counters})
         last = self.evaluation.last
         self.telemetry.publish(
             self.config, phase="distill", env_steps=self.collector.env_steps, learner_steps=self.learner.steps,

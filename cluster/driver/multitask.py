@@ -287,11 +287,7 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
             return
         sps = self.telemetry.rate(self.collector.env_steps)
         view, buffer = self.fleet_view(), self.buffer.stats()
-        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3),
-                      **Telemetry.fleet(self.collector, view), "rollout/steps_per_s": round(sps, 1),
-                      **{k: v for k, v in buffer.items() if k.rsplit("/", 1)[-1] in
-                         ("size", "capacity", "inserted", "sampled", "rejected")},
-                      "students/version": self.student_version, **self.metrics})
+        self.run.log(Telemetry.distilling(self, sps=sps, view=view, buffer=buffer))
         fields = {"steps/s": f"{sps:,.0f}"}
         for name in self.learner.students:
             g = self.last.get(f"eval/geomean_pct_of_teacher/{name}")

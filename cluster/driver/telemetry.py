@@ -10,6 +10,7 @@ from ..config import RunConfig
 from .collect import Collector
 
 RECORD_EVERY_S = 2.0
+BUFFER_FIELDS = ("size", "capacity", "inserted", "sampled", "rejected")  # a record's buffer figures (each task's)
 
 
 class Telemetry:
@@ -35,6 +36,15 @@ class Telemetry:
         return {"rollout/actors": view["alive"], "rollout/actors_pending": view["pending"],
                 "rollout/actor_restarts": view["restarts"], "rollout/actor_failures": collector.failures,
                 "rollout/dropped_nonfinite": collector.dropped_nonfinite}
+
+    @classmethod
+    def distilling(cls, driver, *, sps: float, view: dict[str, object], buffer: dict[str, float]) -> dict[str, object]:
+        """What every record of a distillation carries, of one task or several: counts, the fleet,
+        the buffer's figures (`BUFFER_FIELDS`, each task's too), the students' version, the learner's metrics."""
+        return {**driver.counts(), "distill_s": round(time.monotonic() - driver.distill_started, 3),
+                **cls.fleet(driver.collector, view), "rollout/steps_per_s": round(sps, 1),
+                **{k: v for k, v in buffer.items() if k.rsplit("/", 1)[-1] in BUFFER_FIELDS},
+                "students/version": driver.student_version, **driver.metrics}
 
     def publish(self, cfg: RunConfig, *, phase: str, env_steps: int, learner_steps: int, sps: float,
                 view: dict[str, object], buffer: dict[str, float], fields: dict[str, str], **more: object) -> None:
