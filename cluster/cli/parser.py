@@ -150,7 +150,7 @@ def _run_flags(r: argparse.ArgumentParser) -> None:
                         "the students distill from it")
     r.add_argument("--student-every", type=int, metavar="N",
                    help="with --teacher-learns: the students step on one batch of the teacher's rows in N "
-                        "(default: the env's preset, 1 for vector envs, 4 for frames)")
+                        "(default 1: every batch; more makes the learner faster and the students follow less closely)")
     r.add_argument("--max-label-staleness", type=int,
                    help="teacher versions a sampled label may lag before it is relabelled (default 2)")
     r.add_argument("--change-at", type=int, metavar="STEPS",

@@ -82,17 +82,6 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
               "updates_per_sample": PIXEL_UPDATES_PER_SAMPLE},
 }
 
-# a teacher learning in the run: what differs per env. A CNN student's step costs in proportion to its
-# rows (an MLP's is mostly a fixed cost, hence its 256-row steps), and on frames the students stepping
-# on every batch of the teacher's rows took 14% of the learner's loop to follow it at 0.97 of its
-# return (benchmarks/online_teacher.py, MinAtar Breakout): they step on one batch in four. Atari's
-# the same by analogy (its students' convolutions on 84x84 frames are costlier per row still), not measured
-LEARNING_PRESETS: dict[str, dict[str, object]] = {
-    "MinAtar/*": {"student_every": 4},
-    "ALE/*": {"student_every": 4},
-}
-
-
 def preset(table: dict[str, dict[str, object]], env: str) -> dict[str, object]:
     """The env's own preset, else its family's (`MinAtar/*`, `ALE/*`), else none."""
     family = env.split("/")[0] + "/*" if "/" in env else None
@@ -130,7 +119,7 @@ def distill_config(env: str, out: str, **overrides: object) -> DistillRunConfig:
         # step costs about the same at any batch size, and they keep up (benchmarks/online_teacher.py)
         chosen = _merge(chosen, {"actors": 2, "updates_per_sample": 16, "eval_every_s": 1.0,
                                  "eval_every": teacher.get("eval_every", TeacherRunConfig.eval_every),
-                                 "distill": {"batch_size": 256}, **learning, **preset(LEARNING_PRESETS, env)})
+                                 "distill": {"batch_size": 256}, **learning})
     return _resolve(DistillRunConfig, chosen, _DISTILL_NESTED, env, out, overrides)
 
 
