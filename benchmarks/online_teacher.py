@@ -93,9 +93,11 @@ def main() -> None:
                         help="the return teacher and student must reach (default: the env's reward threshold; "
                              "MinAtar has none)")
     parser.add_argument("--students", help="the students of both arms (default: the env's preset's)")
+    parser.add_argument("--student-every", type=int, help="the learning arm's --student-every (default: its default, 1)")
     args = parser.parse_args()
     given = ["--target-return", str(args.target_return)] if args.target_return is not None else []
     given += ["--students", args.students] if args.students else []
+    learning = ["--student-every", str(args.student_every)] if args.student_every else []
     rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, *([] if args.no_drift else ["no-refresh"])]}
     header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
              f"{'stop':>7} {'phase 2 s':>9} {'share':>6} {'tracking':>8} {'p95 lag sampled':>15} {'p95 lag used':>12} {'relabelled':>10} {'own labels':>10}"
@@ -114,7 +116,7 @@ def main() -> None:
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     for seed in seeds:
         for arm, extra in ARMS.items():
-            rows[arm].append(run_once(args.env, seed, [*extra, *given]))
+            rows[arm].append(run_once(args.env, seed, [*extra, *given, *(learning if arm == "learning" else [])]))
             show(arm, rows[arm][-1])
     steps = int(statistics.median(r["env_steps"] for r in rows["learning"]))
     for seed in [] if args.no_drift else seeds:
@@ -147,7 +149,7 @@ def main() -> None:
           + ", ".join(f"{k} {v:.2f}" for k, v in loop.items()))
     print(f"reproduce: python benchmarks/online_teacher.py --env {args.env} --seeds {args.seeds}"
           + (f" --first-seed {args.first_seed}" if args.first_seed else "")
-          + "".join(f" {a}" for a in given)
+          + "".join(f" {a}" for a in [*given, *learning])
           + (" --no-drift" if args.no_drift else ""))
     if args.json:
         Path(args.json).write_text(json.dumps({"rows": rows, "median": med, "ratio": ratio, "bound": bound,
