@@ -82,6 +82,7 @@ DISTILL_PRESETS: dict[str, dict[str, object]] = {
               "updates_per_sample": PIXEL_UPDATES_PER_SAMPLE},
 }
 
+
 def preset(table: dict[str, dict[str, object]], env: str) -> dict[str, object]:
     """The env's own preset, else its family's (`MinAtar/*`, `ALE/*`), else none."""
     family = env.split("/")[0] + "/*" if "/" in env else None
