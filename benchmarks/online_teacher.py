@@ -95,8 +95,8 @@ def main() -> None:
     parser.add_argument("--students", help="the students of both arms (default: the env's preset's)")
     parser.add_argument("--student-every", type=int, help="the learning arm's --student-every (default: its default, 1)")
     args = parser.parse_args()
-    given = ["--target-return", str(args.target_return)] if args.target_return is not None else []
-    given += ["--students", args.students] if args.students else []
+    students = ["--students", args.students] if args.students else []
+    given = (["--target-return", str(args.target_return)] if args.target_return is not None else []) + students
     learning = ["--student-every", str(args.student_every)] if args.student_every else []
     rows: dict[str, list[dict]] = {arm: [] for arm in [*ARMS, *([] if args.no_drift else ["no-refresh"])]}
     header = f"{'arm':<11} {'seed':>4} {'wall s':>7} {'env steps':>10} {'teacher':>8} {'student':>8} " \
@@ -121,7 +121,7 @@ def main() -> None:
     steps = int(statistics.median(r["env_steps"] for r in rows["learning"]))
     for seed in [] if args.no_drift else seeds:
         rows["no-refresh"].append(run_once(args.env, seed, ["--teacher-learns", "--refresh", "off", "--steps",
-                                                            str(steps), "--no-target"]))
+                                                            str(steps), "--no-target", *students, *learning]))
         show("no-refresh", rows["no-refresh"][-1])
     print()
     med = {arm: {k: statistics.median(r[k] for r in rs) for k in ("wall_s", "env_steps", "teacher", "student")}
