@@ -3,12 +3,27 @@ state with the teacher's Q-values, and cuts the steps into TransitionBatches."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..learners.batch import BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER, TransitionBatch
 from ..learners.networks import GreedyPolicy
 from .envs import as_stored, make_vector_env
 from .pixels import td_rules
+
+
+@dataclass(frozen=True)
+class Episodes:
+    """The episodes that ended in one collect call, in step order (sub-env by sub-env within a
+    step): two arrays, so a call that ends thousands of episodes ships two buffers, not a list of
+    thousands of tuples (which cost Ray about 15 ms to serialize for 7,000)."""
+
+    returns: np.ndarray  # float64
+    lengths: np.ndarray  # int64
+
+    def __len__(self) -> int:
+        return len(self.returns)
 
 
 class Rollout:
@@ -76,7 +91,7 @@ class Rollout:
             self.student_acting = np.where(self.new_episode, draw, self.student_acting)
             self.new_episode[:] = False
 
-    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, list[tuple[float, int]]]:
+    def collect(self, num_steps: int, epsilon: float, beta: float = 1.0) -> tuple[TransitionBatch, Episodes]:
         """Step every sub-env `num_steps` times; returns the real transitions (step by step, sub-env
         by sub-env) and finished episodes. Transitions with a NaN or inf in them are dropped and
         counted (`dropped_nonfinite`).
@@ -152,15 +167,15 @@ class Rollout:
             batch = batch.take(finite)
         return batch, episodes
 
-    def _finished_episodes(self, rewards: np.ndarray, keep: np.ndarray, done: np.ndarray) -> list[tuple[float, int]]:
-        """(return, length) of the episodes that ended in this call, in step order; what is left of
-        each sub-env's episode carries over to the next call."""
+    def _finished_episodes(self, rewards: np.ndarray, keep: np.ndarray, done: np.ndarray) -> Episodes:
+        """The episodes that ended in this call, in step order; what is left of each sub-env's
+        episode carries over to the next call."""
         cum_return = np.cumsum(np.where(keep, rewards, 0.0), axis=0) + self.episode_return
         cum_length = np.cumsum(keep, axis=0) + self.episode_length
         self.episode_return, self.episode_length = cum_return[-1], cum_length[-1]
         envs, steps = np.nonzero(done.T)  # sub-env by sub-env, in step order within each
         if len(envs) == 0:
-            return []
+            return Episodes(np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.int64))
         ended_return, ended_length = cum_return[steps, envs], cum_length[steps, envs]
         first = np.r_[True, envs[1:] != envs[:-1]]  # a sub-env's first episode to end in this call
         returns = ended_return - np.where(first, 0.0, np.r_[0.0, ended_return[:-1]])
@@ -169,7 +184,7 @@ class Rollout:
         self.episode_return[envs[last]] -= ended_return[last]
         self.episode_length[envs[last]] -= ended_length[last]
         order = np.lexsort((envs, steps))  # step by step, sub-env by sub-env
-        return list(zip(returns[order].tolist(), lengths[order].tolist()))
+        return Episodes(returns[order], lengths[order])
 
     def close(self) -> None:
         self.env.close()

@@ -180,7 +180,7 @@ class DistillDriver(Searching, Driver):
 
     def collected(self, results: list[dict[str, object]]) -> None:
         for result in results:
-            self.recent = (self.recent + [ret for ret, _ in result["episodes"]])[-20:]
+            self.recent = (self.recent + result["episodes"].returns[-20:].tolist())[-20:]
 
     def learn(self, sample: tuple[np.ndarray, TransitionBatch]) -> None:
         """Each minibatch of the chunk: a learning teacher's step first (its Q-values label the rows);

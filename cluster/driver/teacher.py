@@ -115,7 +115,7 @@ class TeacherDriver(Driver):
 
     def collected(self, results: list[dict[str, object]]) -> None:
         for result in results:
-            self.recent_returns.extend(ret for ret, _ in result["episodes"])
+            self.recent_returns.extend(result["episodes"].returns.tolist())
             self.weights_staleness = result["latest_version"] - result["weights_version"]
             self.actor_version = result["weights_version"]
 

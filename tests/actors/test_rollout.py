@@ -48,18 +48,18 @@ def test_episode_boundaries_on_cartpole():
     np.testing.assert_array_equal(batch.next_observations[:-1][chained], batch.observations[1:][chained])
     assert not np.allclose(batch.next_observations[ends[0]], batch.observations[ends[0] + 1])
     lengths = np.diff(np.concatenate([[-1], ends]))
-    assert [length for _, length in episodes] == lengths.tolist()
-    assert [ret for ret, _ in episodes] == [float(x) for x in lengths]  # reward 1 per step
+    assert episodes.lengths.tolist() == lengths.tolist()
+    assert episodes.returns.tolist() == [float(x) for x in lengths]  # reward 1 per step
 
 
 def test_truncations_are_kept_apart_from_terminations():
     """Random Acrobot almost never swings up: its episodes end by the 500-step time limit."""
     r = _rollout("Acrobot-v1", num_envs=2)
     batch, episodes = r.collect(501, epsilon=1.0)
-    assert [length for _, length in episodes] == [500, 500]
+    assert episodes.lengths.tolist() == [500, 500]
     assert batch.truncations.sum() == 2 and not batch.terminations.any()
     assert len(batch) == 2 * 500  # each sub-env's 501st step is its autoreset step, not a transition
-    assert [ret for ret, _ in episodes] == [-500.0, -500.0]
+    assert episodes.returns.tolist() == [-500.0, -500.0]
 
 
 def test_env_validation_messages():
