@@ -107,6 +107,10 @@ def test_refusals_name_the_value():
     with pytest.raises(ValueError, match=r"^a learner batch holds rows of tasks \[0, 1\]: expected the rows of "
                                          r"one task among 0\.\.2$"):
         learner.step(batch)
+    batch.task[:] = 3  # one task, but not one of this learner's
+    with pytest.raises(ValueError, match=r"^a learner batch holds rows of tasks \[3\]: expected the rows of "
+                                         r"one task among 0\.\.2$"):
+        learner.step(batch)
 
 
 @pytest.mark.parametrize("inputs", ["per-task", "pad"])
