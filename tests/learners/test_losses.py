@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from qdistill.learners.distill import DistillConfig, DistillLearner, parse_students
+from qdistill.learners.distill import METRICS_EVERY, DistillConfig, DistillLearner, parse_students
 from qdistill.learners.losses import agreement, distill_loss, kl_loss, mse_loss, nll_loss
 from tests.support.batches import labelled_batch
 
@@ -96,9 +96,12 @@ def test_every_student_trains_on_the_same_batch():
     obs = obs.numpy()
     batch = labelled_batch(obs, target)
     first = learner.step(batch).metrics
-    for _ in range(300):
-        last = learner.step(batch).metrics
+    measured = [learner.step(batch).metrics for _ in range(300)]
     assert set(first) == {"learner/distill_loss/8", "learner/distill_loss/4x4", "learner/agreement/8", "learner/agreement/4x4"}
+    # measured on the first step and one in METRICS_EVERY after (steps 16, 32, ..., 288): the rest give none
+    assert [i + 1 for i, m in enumerate(measured) if m] == list(range(METRICS_EVERY, 301, METRICS_EVERY))
+    assert all(set(m) == set(first) for m in measured if m)
+    last = [m for m in measured if m][-1]
     for name in ("8", "4x4"):
         assert last[f"learner/distill_loss/{name}"] < first[f"learner/distill_loss/{name}"] / 5
     assert learner.steps == 301 and learner.params() == {"8": 3 * 8 + 8 + 8 * 2 + 2, "4x4": 3 * 4 + 4 + 4 * 4 + 4 + 4 * 2 + 2}
