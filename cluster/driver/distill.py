@@ -69,13 +69,18 @@ class DistillDriver(Searching, Driver):
         self.recent: list[float] = []  # the last 20 episodes' returns
         self.inserted_at_start = 0
 
+    @property
+    def distill_s(self) -> float:
+        """Seconds of distillation so far (a resumed run's earlier ones included)."""
+        return time.monotonic() - self.distill_started
+
     # -- resumable state ------------------------------------------------------------------------
 
     def state(self) -> dict[str, object]:
         return {
             "learner": self.learner.state_dict(),
             "env_steps": self.collector.env_steps,
-            "distill_s": time.monotonic() - self.distill_started,
+            "distill_s": self.distill_s,
             "student_version": self.student_version,
             "best": {name: {"return": ret, "agreement": agr, "version": version, "weights": from_numpy(weights)}
                      for name, ((ret, agr), version, weights) in self.evaluation.best.items()},
@@ -121,7 +126,7 @@ class DistillDriver(Searching, Driver):
         try:
             self._wire()
             reason = self._loop()
-            return self._finish(reason, time.monotonic() - self.distill_started)
+            return self._finish(reason, self.distill_s)
         finally:
             stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []), self.labels.params, self.student_params,
                          self.evaluation.evaluator])
@@ -282,14 +287,14 @@ class DistillDriver(Searching, Driver):
         self.task.changed_at = self.collector.env_steps
         self.evaluation.forget_best()
         self.run.log({"event": "task_changed", **self.counts(),
-                      "distill_s": round(time.monotonic() - self.distill_started, 3), "dynamics": self.task.dynamics})
+                      "distill_s": round(self.distill_s, 3), "dynamics": self.task.dynamics})
 
     def _record_eval(self, result: dict[str, float], snapshot: Snapshot, teacher: tuple[int, dict],
                      *, changed_task: bool, judge: bool = True) -> None:
         """Log an evaluation (`changed_task`: played on the changed dynamics) and, `judge`, keep the bests."""
         self.evaluation.last = result
         task = {"eval/on_changed_task": changed_task} if self.config.change_at else {}
-        self.run.log({**self.counts(), "distill_s": round(time.monotonic() - self.distill_started, 3), **result, **task})
+        self.run.log({**self.counts(), "distill_s": round(self.distill_s, 3), **result, **task})
         if judge:
             self.evaluation.judge(result, snapshot, teacher)
 
