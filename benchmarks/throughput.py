@@ -13,6 +13,8 @@ Labelled transitions per second:
   collection   CORES rollout actors (one CPU each) on an embedded Ray runtime, each collecting
                --steps-per-call vector steps per call into one Ray buffer shard (one add in flight
                per actor, no rate limit), the learner idle. Env steps/s as the driver counts them.
+               The limit and the collection path take --rounds turns (Ray started afresh each
+               time), so a slower spell of the machine falls on both; each round's ratio is printed.
   full         `qdistill run` as a user starts it, with the learner distilling: the buffer's rate
                limiter holds the actors to the replay ratio, so this is the learner's pace.
 Rows trained per second (the env's preset students, batch size, chunk and torch threads):
@@ -362,6 +364,9 @@ def main() -> None:
                         help="rows the learner rows train on, collected first (100000; fewer for Atari: 28 kB a row)")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of a timed window")
     parser.add_argument("--repeats", type=int, default=5, help="timed windows per row (median)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="the limit and the collection path measured this many times in turn (each round: "
+                             "--repeats windows of each), so that a drift in the machine's speed falls on both")
     parser.add_argument("--rllib", action="store_true",
                         help="add RLlib's DQN side by side (needs ray[rllib] for this Ray: pip install 'ray[rllib]==<ray version>', "
                              "best in its own virtual environment, as it pins its own gymnasium)")
@@ -369,6 +374,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.cores < 1 or args.cores > len(os.sched_getaffinity(0)):
         parser.error(f"--cores {args.cores} is not valid: expected 1 to {len(os.sched_getaffinity(0))} (this machine's CPUs)")
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds} is not valid: expected an integer >= 1")
     if any(n < 1 for n in args.also_updates_per_sample):
         parser.error(f"--also-updates-per-sample {args.also_updates_per_sample} is not valid: expected integers >= 1")
     if args.rllib:
@@ -379,11 +386,16 @@ def main() -> None:
     os.sched_setaffinity(0, sorted(os.sched_getaffinity(0))[: args.cores])  # inherited by every process started
     full_env, full_trained = full(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats,
                                   args.replay_ratio, args.updates_per_sample)
-    transitions = {
-        "limit": limit(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
-        "collection": collection(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
-        "full": full_env,
-    }
+    transitions: dict[str, list[float]] = {"limit": [], "collection": []}
+    round_ratios = []
+    for _ in range(args.rounds):  # in turn: a slower or faster spell of the machine falls on both rows
+        rounds = {"limit": limit(args.env, args.cores, args.envs, args.steps_per_call, args.seconds, args.repeats),
+                  "collection": collection(args.env, args.cores, args.envs, args.steps_per_call, args.seconds,
+                                           args.repeats)}
+        round_ratios.append(statistics.median(rounds["collection"]) / statistics.median(rounds["limit"]))
+        for name, windows in rounds.items():
+            transitions[name] += windows
+    transitions["full"] = full_env
     trained, learner_setup = learner(args.env, args.cores, args.seconds, args.repeats, args.updates_per_sample,
                                      args.learner_rows, tuple(args.also_updates_per_sample))
     trained["full"] = full_trained
@@ -395,7 +407,7 @@ def main() -> None:
     print(f"{args.env}, {teacher_net(args.env)} teacher, {args.cores} cores, {args.envs} envs per process/actor, "
           f"{args.steps_per_call} steps per call; median of {args.repeats} windows of {args.seconds:g} s\n")
     med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
-    print()
+    print(f"collection / limit, round by round: {', '.join(f'{r:.2f}' for r in round_ratios)}\n")
     med_l = _table(f"Rows trained per second ({learner_setup})", "rows/s", trained, "plain loop")
     print()
     med_r = None
@@ -406,7 +418,8 @@ def main() -> None:
                         "rllib training": "rllib training", "full": "rllib training"}, base_label="RLlib")
         print("(collection against RLlib's sampling; full, with the learner distilling, against RLlib training DQN)\n")
     print(f"reproduce: python benchmarks/throughput.py --env {args.env} --cores {args.cores} --envs {args.envs} "
-          f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats}"
+          f"--steps-per-call {args.steps_per_call} --seconds {args.seconds:g} --repeats {args.repeats} "
+          f"--rounds {args.rounds}"
           + (f" --replay-ratio {args.replay_ratio:g}" if args.replay_ratio is not None else "")
           + (f" --updates-per-sample {args.updates_per_sample}" if args.updates_per_sample is not None else "")
           + (f" --learner-rows {args.learner_rows}" if args.learner_rows != 100_000 else "")
@@ -418,6 +431,7 @@ def main() -> None:
             json.dump({"args": vars(args), "transitions": transitions, "trained": trained,
                        "median": {"transitions": med_t, "trained": med_l},
                        "ratio": {"collection_to_limit": med_t["collection"] / med_t["limit"],
+                                 "collection_to_limit_by_round": round_ratios,
                                  "full_to_limit": med_t["full"] / med_t["limit"],
                                  "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"],
                                  **{f"buffer_x{n}_to_plain": med_l[f"from buffer x{n}"] / med_l["plain loop"]
