@@ -409,7 +409,8 @@ def main() -> None:
     med_t = _table("Labelled transitions per second", "transitions/s", transitions, "limit")
     print(f"collection / limit, round by round: {', '.join(f'{r:.2f}' for r in round_ratios)}\n")
     med_l = _table(f"Rows trained per second ({learner_setup})", "rows/s", trained, "plain loop")
-    print()
+    paired = statistics.median(b / p for p, b in zip(trained["plain loop"], trained["from buffer"]))
+    print(f"from buffer / plain loop, window by window (they take their windows in turn): median {paired:.2f}\n")
     med_r = None
     if args.rllib:
         med_r = _table(f"Env steps per second against RLlib {ray_version()} DQN ({args.cores} env runners of {args.envs} "
@@ -434,6 +435,7 @@ def main() -> None:
                                  "collection_to_limit_by_round": round_ratios,
                                  "full_to_limit": med_t["full"] / med_t["limit"],
                                  "buffer_to_plain": med_l["from buffer"] / med_l["plain loop"],
+                                 "buffer_to_plain_paired": paired,
                                  **{f"buffer_x{n}_to_plain": med_l[f"from buffer x{n}"] / med_l["plain loop"]
                                     for n in args.also_updates_per_sample},
                                  **({"collection_to_rllib_sampling": med_r["collection"] / med_r["rllib sampling"],
