@@ -16,6 +16,7 @@ from ...learners.batch import TransitionBatch
 from ...learners.networks import GreedyPolicy, from_numpy, to_numpy
 
 LAG_BINS = 1_000  # staleness histograms: lags of this many versions and more share the last bin
+RELABEL_ROWS = 1_024  # rows per relabelling forward pass: a whole chunk of stale Atari frames at once would take a GB
 Relabelled = list[tuple[np.ndarray, np.ndarray, int]]  # (ids, teacher_q, version) to write back
 
 
@@ -59,8 +60,8 @@ class Labels:
 
     def within_bound(self, ids: np.ndarray, batch: TransitionBatch,
                      fresh: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Relabelled, int]:
-        """Relabel, just before training on them, the minibatch's rows that lag the newest teacher
-        by more than `bound`. `fresh`: a learning teacher's Q-values for these rows from its own
+        """Relabel, just before training on them, the rows (a minibatch, or a fixed teacher's whole
+        chunk) that lag the newest teacher by more than `bound`, RELABEL_ROWS per forward pass. `fresh`: a learning teacher's Q-values for these rows from its own
         step on them (and the version it had published then): the labels, unless refresh is off;
         no extra forward pass. Returns what to write back, and the most a trained-on label lagged."""
         lag = self.version - batch.label_version
@@ -72,11 +73,13 @@ class Labels:
         stale = lag > self.bound if self.bound is not None else np.zeros(len(lag), dtype=bool)
         out = []
         if stale.any():
-            q = self.policy.q_values(batch.observations[stale])
-            batch.teacher_q[stale] = q
-            batch.label_version[stale] = self.version
+            rows = np.flatnonzero(stale)
+            q = np.concatenate([self.policy.q_values(batch.observations[rows[i:i + RELABEL_ROWS]])
+                                for i in range(0, len(rows), RELABEL_ROWS)])
+            batch.teacher_q[rows] = q
+            batch.label_version[rows] = self.version
             lag = np.where(stale, 0, lag)
-            out.append((ids[stale], q, self.version))
+            out.append((ids[rows], q, self.version))
             self.counters["labels/relabelled_on_sample"] += int(stale.sum())
         self.lag_used += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
         return out, int(lag.max(initial=0))
