@@ -61,9 +61,10 @@ class Labels:
     def within_bound(self, ids: np.ndarray, batch: TransitionBatch,
                      fresh: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[Relabelled, int]:
         """Relabel, just before training on them, the rows (a minibatch, or a fixed teacher's whole
-        chunk) that lag the newest teacher by more than `bound`, RELABEL_ROWS per forward pass. `fresh`: a learning teacher's Q-values for these rows from its own
-        step on them (and the version it had published then): the labels, unless refresh is off;
-        no extra forward pass. Returns what to write back, and the most a trained-on label lagged."""
+        chunk) that lag the newest teacher by more than `bound`, RELABEL_ROWS per forward pass.
+        `fresh`: a learning teacher's Q-values for these rows from its own step on them (and the
+        version it had published then): the labels, unless refresh is off; no extra forward pass.
+        Returns what to write back, and the most a trained-on label lagged."""
         lag = self.version - batch.label_version
         self.lag_sampled += np.bincount(np.minimum(lag, LAG_BINS - 1), minlength=LAG_BINS)
         if fresh is not None and self.bound is not None:
