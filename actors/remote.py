@@ -102,6 +102,8 @@ class RolloutActor:
         student_params: str | None = None,
         run: str = "",
         next_obs: bool = True,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ) -> None:
         """`params`, `student_params` and a Ray buffer shard (`sink`: its name, or a Redis buffer's
         spec) are looked up here: a restarted actor finds them again (handles passed as arguments
@@ -112,7 +114,7 @@ class RolloutActor:
         torch.set_num_threads(1)
         self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
                                num_envs=num_envs, seed=seed, actor_id=actor_id, task=task, student=student,
-                               next_obs=next_obs)
+                               next_obs=next_obs, n_step=n_step, gamma=gamma)
         self.params = ray.get_actor(params)
         self.student_name = student
         self.student_params = ray.get_actor(student_params) if student_params else None

@@ -46,10 +46,15 @@ class Rollout:
         task: int = 0,
         student: str | None = None,
         next_obs: bool = True,
+        n_step: int = 1,
+        gamma: float = 0.99,
     ) -> None:
-        """`next_obs`: whether rows carry the next observation (a learning teacher's TD target needs it)."""
+        """`next_obs`: whether rows carry the next observation and their horizon (a learning
+        teacher's TD target needs them); `n_step`, `gamma`: its rows' returns sum up to `n_step`
+        rewards discounted by `gamma` (`n_step_returns`)."""
         self.env = make_vector_env(env_id, num_envs)
         self.next_obs = next_obs
+        self.n_step, self.gamma = n_step, gamma
         self.td = td_rules(env_id)
         self.teacher = GreedyPolicy(net, obs_shape, n_actions)
         self.student = GreedyPolicy(student, obs_shape, n_actions) if student else None
@@ -147,19 +152,26 @@ class Rollout:
         def rows(a: np.ndarray) -> np.ndarray:
             return a.reshape(num_steps * e, *a.shape[2:])[keep]
 
-        td_rewards, td_terms = rewards_all, terms_all  # what the teacher's TD target reads (Atari: clipped, per life)
-        if self.td.clip_rewards:
+        td_rewards, td_terms, td_truncs = rewards_all, terms_all, truncs_all  # what the teacher's TD target reads
+        if self.td.clip_rewards:  # Atari: rewards clipped, and a life lost ends the target
             td_rewards = np.sign(rewards_all)
         if lives_all is not None:
             td_terms = terms_all | (lives_all < np.concatenate([self.lives[None], lives_all[:-1]]))
             self.lives = lives_all[-1].copy()
+        next_obs, horizon = obs[1:], np.ones((num_steps, e), dtype=np.int8)
+        if self.next_obs and self.n_step > 1:
+            td_rewards, horizon = n_step_returns(td_rewards, td_terms | truncs_all, self.n_step, self.gamma)
+            last = np.arange(num_steps)[:, None] + horizon - 1  # each row's last step
+            envs = np.arange(e)[None, :]
+            next_obs, td_terms, td_truncs = obs[last + 1, envs], td_terms[last, envs], truncs_all[last, envs]
         batch = TransitionBatch(
             observations=rows(obs[:-1]), actions=rows(actions_all), rewards=rows(td_rewards),
-            next_observations=rows(obs[1:]) if self.next_obs else None, terminations=rows(td_terms),
-            truncations=rows(truncs_all),
+            next_observations=rows(next_obs) if self.next_obs else None, terminations=rows(td_terms),
+            truncations=rows(td_truncs),
             teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
             behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
             actor_id=np.full(n, self.actor_id, dtype=np.int32), task=np.full(n, self.task, dtype=np.int16),
+            horizon=rows(horizon) if self.next_obs else None,
         )
         finite = batch.finite_rows()
         if not finite.all():  # NaN or inf in an observation, reward or teacher label: never trained on
@@ -188,3 +200,21 @@ class Rollout:
 
     def close(self) -> None:
         self.env.close()
+
+
+def n_step_returns(rewards: np.ndarray, ends: np.ndarray, n: int, gamma: float) -> tuple[np.ndarray, np.ndarray]:
+    """[T, E] steps of E sub-envs → each step's n-step return and horizon: the discounted sum of
+    its reward and the next n − 1, stopping after a step that ends the episode (`ends`) or at the
+    call's last step, and how many steps it summed (int8, 1 to n). A row cut short by the call's
+    end bootstraps sooner, with γ to the power of its own horizon: a shorter return, not a wrong one."""
+    total = rewards.astype(np.float32)
+    horizon = np.ones(rewards.shape, dtype=np.int8)
+    open_ = ~ends  # the row's window takes the next step too
+    for k in range(1, min(n, len(rewards))):
+        late = len(rewards) - k
+        joins = open_[:late]
+        total[:late] += np.where(joins, np.float32(gamma ** k) * rewards[k:], np.float32(0.0))
+        horizon[:late] += joins
+        open_[:late] = joins & ~ends[k:]
+        open_[late:] = False
+    return total, horizon

@@ -23,8 +23,9 @@ import numpy as np
 
 from ..learners.batch import TransitionBatch
 
-WIRE_VERSION = 3  # 3: rows carry their task
+WIRE_VERSION = 4  # 3: rows carry their task; 4: a learning teacher's rows, their horizon (n-step)
 LABELS = ("teacher_q", "label_version")  # what relabelling rewrites
+TD_ONLY = ("next_observations", "horizon")  # fields only a learning teacher's rows carry
 RESIDUE = zlib.crc32(bytes(4))  # the CRC state after any bytes followed by their own CRC (little-endian)
 
 
@@ -35,7 +36,8 @@ class SchemaError(ValueError):
 @dataclass(frozen=True)
 class Schema:
     """The record layout for one env: observation shape and dtype, action count, and whether rows
-    carry the next observation (only a learning teacher's TD target needs it) fix every field."""
+    carry the next observation and horizon (only a learning teacher's TD target needs them) fix
+    every field."""
 
     obs_shape: tuple[int, ...]
     n_actions: int
@@ -50,7 +52,7 @@ class Schema:
     @cached_property
     def body(self) -> tuple[str, ...]:
         return tuple(name for name in TransitionBatch.field_names()
-                     if name not in LABELS and (self.next_obs or name != "next_observations"))
+                     if name not in LABELS and (self.next_obs or name not in TD_ONLY))
 
     def _field(self, name: str) -> tuple:
         obs, dtype = self.obs_shape, np.dtype(self.obs_dtype)
@@ -58,7 +60,7 @@ class Schema:
             "observations": (name, dtype, obs), "actions": (name, np.int64), "rewards": (name, np.float32),
             "next_observations": (name, dtype, obs), "terminations": (name, np.bool_),
             "truncations": (name, np.bool_), "behaviour": (name, np.int8), "actor_id": (name, np.int32),
-            "task": (name, np.int16),
+            "task": (name, np.int16), "horizon": (name, np.int8),
             "teacher_q": (name, np.float32, (self.n_actions,)), "label_version": (name, np.int64),
         }[name]
 
@@ -131,7 +133,8 @@ def pack_labels(teacher_q: np.ndarray, label_version: np.ndarray, schema: Schema
 def encode(batch: TransitionBatch, schema: Schema) -> bytes:
     records = np.empty(len(batch), dtype=schema.dtype)
     for name in schema.body:
-        records[name] = getattr(batch, name)
+        value = getattr(batch, name)
+        records[name] = 1 if value is None and name == "horizon" else value  # rows without one: one step each
     records["body_crc"] = _crcs(memoryview(records.view(np.uint8)), schema.record_size, schema.offset("body_crc"),
                                 schema.start)
     labels = pack_labels(batch.teacher_q, batch.label_version, schema)

@@ -26,6 +26,9 @@ class TransitionBatch:
     behaviour: np.ndarray  # [B] int8, BEHAVIOUR_*
     actor_id: np.ndarray  # [B] int32
     task: np.ndarray  # [B] int16: the row's task, an index into the run's task list (0 in a one-task run)
+    # [B] int8: env steps a learning teacher's row spans (an n-step return: `rewards` sums that many,
+    # discounted, and `next_observations` is the state after the last); None: one step each
+    horizon: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.actions.shape[0])

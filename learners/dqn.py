@@ -21,6 +21,7 @@ class DQNConfig:
     batch_size: int = 128
     target_update: int = 200  # learner steps between hard target-network copies
     max_grad_norm: float = 10.0
+    n_step: int = 1  # rewards summed per TD target (n-step returns; rollout actors sum them, up to an episode's end)
 
     def __post_init__(self) -> None:
         from .networks import parse_spec
@@ -32,6 +33,11 @@ class DQNConfig:
         _positive("batch_size", self.batch_size)
         _positive("target_update", self.target_update)
         _positive("max_grad_norm", self.max_grad_norm)
+        if not (isinstance(self.n_step, int) and 1 <= self.n_step <= MAX_N_STEP):
+            raise ValueError(f"n_step {self.n_step!r} is not valid: expected an integer in [1, {MAX_N_STEP}]")
+
+
+MAX_N_STEP = 100  # a row's horizon is stored in an int8
 
 
 def _positive(name: str, value: float) -> None:
@@ -45,13 +51,16 @@ def as_tensors(batch: TransitionBatch, device: torch.device | str = "cpu") -> di
 
     if batch.next_observations is None:
         raise ValueError("a DQN step needs rows with next observations: these were collected for a fixed teacher")
-    return {  # frames stay uint8 to the device: the network's first op scales them
+    tensors = {  # frames stay uint8 to the device: the network's first op scales them
         "observations": as_input(batch.observations, device),
         "actions": t(batch.actions, torch.int64),
         "rewards": t(batch.rewards, torch.float32),
         "next_observations": as_input(batch.next_observations, device),
         "terminations": t(batch.terminations, torch.float32),
     }
+    if batch.horizon is not None:
+        tensors["horizon"] = t(batch.horizon, torch.float32)
+    return tensors
 
 
 class DQNLearner:
@@ -98,8 +107,8 @@ class DQNLearner:
             with torch.no_grad():
                 next_online = forward(self.q, t["next_observations"], task)
                 next_target = forward(self.q_target, t["next_observations"], task)
-                target = double_dqn_target(t["rewards"], next_online, next_target, t["terminations"],
-                                           self.config.gamma)
+                gamma = self.config.gamma ** t["horizon"] if "horizon" in t else self.config.gamma
+                target = double_dqn_target(t["rewards"], next_online, next_target, t["terminations"], gamma)
             loss = loss + td_loss(q_taken, target) * (len(part) / rows)
             q_values.append(q_all.detach().cpu().numpy())
             q_taken_sum += float(q_taken.detach().sum())

@@ -11,13 +11,14 @@ def double_dqn_target(
     next_q_online: torch.Tensor,
     next_q_target: torch.Tensor,
     terminations: torch.Tensor,
-    gamma: float,
+    gamma: float | torch.Tensor,
 ) -> torch.Tensor:
     """Double DQN target (van Hasselt et al. 2016).
 
     y = r + γ · (1 − terminated) · Q_target(s', argmax_a Q_online(s', a))
 
-    Only a termination cuts the bootstrap; a truncation (time limit) still bootstraps.
+    Only a termination cuts the bootstrap; a truncation (time limit) still bootstraps. For n-step
+    rows (r the discounted sum of n rewards, s' the state n steps on) `gamma` is each row's γⁿ.
     """
     best = next_q_online.argmax(dim=1, keepdim=True)
     next_value = next_q_target.gather(1, best).squeeze(1)

@@ -192,6 +192,9 @@ def _teacher_flags(t: argparse.ArgumentParser) -> None:
     _config_flag(t, "train-teacher", "a `qdistill config show-teacher` output")
     t.add_argument("--net", help="teacher network spec, hidden widths joined by 'x' (default 256x256)")
     t.add_argument("--init", help="start from this teacher checkpoint")
+    t.add_argument("--n-step", type=int, metavar="N",
+                   help="TD targets from N-step returns: up to N rewards summed, discounted, before bootstrapping "
+                        "(default: the env's preset, else 1)")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -39,7 +39,8 @@ def teacher_run(args: argparse.Namespace) -> tuple[TeacherRunConfig, EnvInfo]:
         else:
             init = checkpoint.load(init_path, env_id=info.env_id, obs_shape=info.obs_shape, n_actions=info.n_actions,
                                    net=net) if init_path else None
-        return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size}}
+        return {"dqn": {"net": net or (init.net if init else None), "lr": args.lr, "batch_size": args.batch_size,
+                        "n_step": args.n_step}}
 
     config, info = _resolve(args, TeacherRunConfig, teacher_config, "init", own)
     if getattr(args, "normalize_obs", False) and not args.resume:

@@ -201,6 +201,13 @@ class RunConfig:
         """Whether rows carry the next observation: only a learning teacher's TD target reads it."""
         return True
 
+    @property
+    def td_rows(self) -> dict[str, object]:
+        """What rollout actors write into rows for a learning teacher's TD target (`Rollout`'s
+        next_obs, n_step, gamma): the next observation, n-step returns of the run's DQN config."""
+        dqn = self.dqn  # type: ignore[attr-defined]  # each kind of run config has its teacher's
+        return {"next_obs": self.next_obs, "n_step": dqn.n_step, "gamma": dqn.gamma}
+
     def capacity_for(self, record_size: int) -> int:
         """Transitions the buffer keeps, records of `record_size` bytes: `buffer_capacity`, or fewer
         when `buffer_bytes` caps it."""

@@ -156,7 +156,7 @@ class DistillDriver(Searching, Driver):
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
             params=f"{self.run_id}-teacher-params", sink=self.buffer.sink_for(i),
             student=acting, student_params=f"{self.run_id}-student-params" if acting else None,
-            run=self.run.name, next_obs=cfg.next_obs,
+            run=self.run.name, **cfg.td_rows,
         )
 
     def should_stop(self) -> str | None:

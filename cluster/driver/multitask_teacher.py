@@ -92,7 +92,8 @@ class MultiTaskTeacherDriver(TaskFleet, TeacherDriver):
         return RolloutActor.options(**rollout_options(cfg)).remote(
             info.env_id, net=cfg.dqn.net, obs_shape=info.obs_shape, n_actions=info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i, task=t,
-            params=f"{self.run_id}-task{t}-params", sink=self.buffer.sink_for(i, t), run=self.run.name)
+            params=f"{self.run_id}-task{t}-params", sink=self.buffer.sink_for(i, t), run=self.run.name,
+            **cfg.td_rows)
 
     def learn(self, sample: TaskSample) -> None:
         """The chunk's DQN steps, each over every task's minibatch (or one task's, taking turns)."""

@@ -105,7 +105,7 @@ class TeacherDriver(Driver):
         return RolloutActor.options(**rollout_options(cfg)).remote(
             cfg.env, net=cfg.dqn.net, obs_shape=self.info.obs_shape, n_actions=self.info.n_actions,
             num_envs=cfg.envs_per_actor, seed=cfg.seed * 1000 + i, actor_id=i,
-            params=f"{self.run_id}-params", sink=self.buffer.sink_for(i), run=self.run.name,
+            params=f"{self.run_id}-params", sink=self.buffer.sink_for(i), run=self.run.name, **cfg.td_rows,
         )
 
     def behaviour(self) -> tuple[float, float, None, None, None]:

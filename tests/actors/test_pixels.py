@@ -56,10 +56,10 @@ def test_minatar_rows_are_uint8_and_carry_next_frames_only_when_asked(next_obs):
 
 
 @pytest.mark.parametrize("obs_shape, next_obs, size", [
-    # obs, [next obs], action 8, reward 4, term 1, trunc 1, behaviour 1, actor 4, task 2, body crc 4, q 4·A, version 8,
-    # crc 4
-    ((4, 10, 10), False, 400 + 25 + 4 * 3 + 12), ((4, 10, 10), True, 800 + 25 + 4 * 3 + 12),
-    ((4, 84, 84), False, 28_224 + 25 + 4 * 6 + 12), ((4, 84, 84), True, 56_448 + 25 + 4 * 6 + 12),
+    # obs, [next obs], action 8, reward 4, term 1, trunc 1, behaviour 1, actor 4, task 2, [horizon 1], body crc 4,
+    # q 4·A, version 8, crc 4
+    ((4, 10, 10), False, 400 + 25 + 4 * 3 + 12), ((4, 10, 10), True, 800 + 26 + 4 * 3 + 12),
+    ((4, 84, 84), False, 28_224 + 25 + 4 * 6 + 12), ((4, 84, 84), True, 56_448 + 26 + 4 * 6 + 12),
 ])
 def test_bytes_per_pixel_row(obs_shape, next_obs, size):
     actions = 3 if obs_shape[1] == 10 else 6

@@ -41,9 +41,9 @@ def test_a_cartpole_record_is_its_body_a_crc_its_labels_and_a_crc():
     schema = Schema(obs_shape=(4,), n_actions=2)
     assert [(name, schema.offset(name)) for name in schema.dtype.names] == [
         ("observations", 0), ("actions", 16), ("rewards", 24), ("next_observations", 28), ("terminations", 44),
-        ("truncations", 45), ("behaviour", 46), ("actor_id", 47), ("task", 51), ("body_crc", 53), ("teacher_q", 57),
-        ("label_version", 65), ("label_crc", 73)]
-    assert schema.record_size == 77 and schema.label_dtype.itemsize == 20  # relabel rewrites the last 20 bytes
+        ("truncations", 45), ("behaviour", 46), ("actor_id", 47), ("task", 51), ("horizon", 53), ("body_crc", 54),
+        ("teacher_q", 58), ("label_version", 66), ("label_crc", 74)]
+    assert schema.record_size == 78 and schema.label_dtype.itemsize == 20  # relabel rewrites the last 20 bytes
 
 
 def test_decode_refuses_damaged_records_and_counts_a_partial_one():

@@ -9,16 +9,16 @@ from qdistill.actors.evaluate import evaluate
 from qdistill.actors.params import ParameterServer
 from qdistill.actors.remote import ParameterServerActor, RolloutActor
 from qdistill.actors.buffer_client import ShardedBuffer
-from qdistill.actors.rollout import Rollout
+from qdistill.actors.rollout import Rollout, n_step_returns
 from qdistill.learners.networks import QNetwork, to_numpy
 
 CARTPOLE = describe("CartPole-v1")
 
 
-def _rollout(env_id="CartPole-v1", num_envs=1, seed=0):
+def _rollout(env_id="CartPole-v1", num_envs=1, seed=0, n_step=1):
     info = describe(env_id)
     r = Rollout(env_id, net="8", obs_shape=info.obs_shape, n_actions=info.n_actions, num_envs=num_envs, seed=seed, actor_id=3,
-                task=2)
+                task=2, n_step=n_step, gamma=0.5)
     r.load_weights(0, to_numpy(QNetwork("8", info.obs_shape, info.n_actions).state_dict()))
     return r
 
@@ -62,6 +62,50 @@ def test_truncations_are_kept_apart_from_terminations():
     assert episodes.returns.tolist() == [-500.0, -500.0]
 
 
+def test_n_step_returns_stop_at_an_episodes_end_and_at_the_calls_end():
+    # one sub-env, 6 steps, the episode ending at step 2; n = 3, γ = 0.5
+    rewards = np.array([[1.0], [2.0], [4.0], [8.0], [16.0], [32.0]], np.float32)
+    ends = np.array([[False], [False], [True], [False], [False], [False]])
+    total, horizon = n_step_returns(rewards, ends, 3, 0.5)
+    # step 0: 1 + 1 + 1 (3 steps); step 1: 2 + 2 (ends at 2); step 2: 4 (it ends there);
+    # step 3: 8 + 8 + 8; step 4: 16 + 16 (the call ends); step 5: 32
+    assert total[:, 0].tolist() == [3.0, 4.0, 4.0, 24.0, 32.0, 32.0]
+    assert horizon[:, 0].tolist() == [3, 2, 1, 3, 2, 1] and horizon.dtype == np.int8
+    one, one_horizon = n_step_returns(rewards, ends, 1, 0.5)
+    assert one.tolist() == rewards.tolist() and (one_horizon == 1).all()
+
+
+@pytest.mark.parametrize("env_id", ["CartPole-v1", "Acrobot-v1"])
+def test_n_step_rows_are_the_one_step_rows_summed_within_each_episode(env_id):
+    """The same seed gives the same steps with n = 1 and n = 3; each n-step row is its sub-env's
+    next one or three one-step rows: rewards summed with γ = 0.5, the last one's next observation
+    and end, never across an episode's end or the call's end. CartPole's episodes end by
+    termination, random Acrobot's by the time limit."""
+    steps, envs = 520, 3
+    one, _ = _rollout(env_id, num_envs=envs).collect(steps, epsilon=1.0)
+    three, _ = _rollout(env_id, num_envs=envs, n_step=3).collect(steps, epsilon=1.0)
+    assert len(one) == len(three) and (one.horizon == 1).all()
+    np.testing.assert_array_equal(three.observations, one.observations)
+    np.testing.assert_array_equal(three.actions, one.actions)
+    ends = one.terminations | one.truncations
+    assert ends.any() and (three.horizon == 3).sum() > len(three) // 2
+    def successor(i):  # the row of the same sub-env's next step: its observation is row i's next one
+        later = np.flatnonzero((one.observations[i + 1:i + 1 + 2 * envs] == one.next_observations[i]).all(axis=1))
+        return None if ends[i] or len(later) == 0 else i + 1 + int(later[0])
+
+    expected_h = []
+    for i in range(len(one)):
+        chain = [i]
+        while len(chain) < 3 and (nxt := successor(chain[-1])) is not None:
+            chain.append(nxt)
+        expected_h.append(len(chain))
+        last = chain[-1]
+        assert three.rewards[i] == pytest.approx(sum(one.rewards[j] * 0.5 ** k for k, j in enumerate(chain)))
+        np.testing.assert_array_equal(three.next_observations[i], one.next_observations[last])
+        assert (three.terminations[i], three.truncations[i]) == (one.terminations[last], one.truncations[last])
+    assert three.horizon.tolist() == expected_h
+
+
 def test_env_validation_messages():
     with pytest.raises(EnvError, match="^unknown env id 'NoSuchEnv-v0': expected a registered Gymnasium id"):
         describe("NoSuchEnv-v0")
@@ -95,7 +139,7 @@ def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
     ray.get(params.publish.remote(4, to_numpy(net.state_dict())))
     actor = RolloutActor.options(num_cpus=0).remote(
         "CartPole-v1", net="8", obs_shape=(4,), n_actions=2, num_envs=4, seed=0, actor_id=0,
-        params="test-rollout-params", sink=buffer.sink_for(0))
+        params="test-rollout-params", sink=buffer.sink_for(0), n_step=3, gamma=0.5)
     try:
         first = ray.get(actor.collect.remote(20, 0.5))
         assert first["weights_version"] == 4 and first["latest_version"] == 4
@@ -114,6 +158,9 @@ def test_rollout_actor_pulls_weights_and_streams_to_its_shard(ray_session):
         total = ray.get(actor.flush.remote())
         assert total == sum(r["env_steps"] for r in (first, second, third, fourth))
         assert buffer.stats()["buffer/size"] == total
+        _, rows = buffer.sample(total)  # three-step rows: CartPole's reward 1 summed with γ 0.5
+        assert set(rows.horizon.tolist()) == {1, 2, 3}
+        np.testing.assert_allclose(rows.rewards, [{1: 1.0, 2: 1.5, 3: 1.75}[h] for h in rows.horizon])
     finally:
         for handle in [actor, params, *buffer.shards]:
             ray.kill(handle)

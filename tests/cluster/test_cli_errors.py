@@ -37,6 +37,7 @@ CASES = [
     (["--env", "CartPole-v1", "--time", "-3"], "time budget -3.0 is not valid: expected a number of seconds > 0"),
     (["--env", "CartPole-v1", "--seed", "-1"], "seed -1 is not valid: expected an integer >= 0"),
     (["--env", "CartPole-v1", "--batch-size", "0"], "batch_size 0 is not valid: expected a number > 0"),
+    (["--env", "CartPole-v1", "--n-step", "0"], "n_step 0 is not valid: expected an integer in [1, 100]"),
     (["--env", "CartPole-v1", "--buffer-capacity", "0"], "buffer_capacity 0 is not valid: expected an integer >= 1"),
     (["--env", "CartPole-v1", "--buffer-capacity", "32"],
      "buffer_capacity 32 is smaller than the batch size 64: expected a capacity of at least one batch"),

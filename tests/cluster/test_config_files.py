@@ -143,7 +143,7 @@ def test_unreadable_and_malformed_files_are_refused(tmp_path, capsys):
 
 def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
     path = tmp_path / "teacher.toml"
-    path.write_text('env = "CartPole-v1"\nactors = 1\nsteps = 50_000\n[dqn]\nnet = "64x64"\nlr = 5e-4\n'
+    path.write_text('env = "CartPole-v1"\nactors = 1\nsteps = 50_000\n[dqn]\nnet = "64x64"\nlr = 5e-4\nn_step = 3\n'
                     '[exploration]\nend = 0.05\n')
     code = main(["config", "show-teacher", "--config", str(path), "--lr", "1e-3", "--out", str(tmp_path / "t")])
     out, err = capsys.readouterr()
@@ -152,6 +152,7 @@ def test_train_teacher_takes_a_config_file_too(tmp_path, capsys):
     shown = yaml.safe_load(out)
     assert (shown["actors"], shown["steps"], shown["target_return"]) == (1, 50_000, 475.0)
     assert (shown["dqn"]["net"], shown["dqn"]["lr"], shown["dqn"]["batch_size"]) == ("64x64", 1e-3, 64)  # flag over file
+    assert shown["dqn"]["n_step"] == 3
     assert shown["exploration"] == {"start": 1.0, "end": 0.05, "steps": 8_000}  # the preset's, one key from the file
     saved = tmp_path / "shown.yaml"
     saved.write_text(out)
@@ -164,9 +165,10 @@ def test_train_teacher_runs_from_a_config_file(ray_session, tmp_path):
     path = tmp_path / "teacher.yaml"
     path.write_text("env: CartPole-v1\nactors: 1\ntarget_return: null\ndqn:\n  net: 32x32\n  batch_size: 32\n")
     out = tmp_path / "teacher"
-    assert main(["train-teacher", "--config", str(path), "--steps", "3000", "--out", str(out), "--quiet"]) == 0
+    assert main(["train-teacher", "--config", str(path), "--steps", "3000", "--n-step", "3", "--out", str(out),
+                 "--quiet"]) == 0
     config = json.loads((out / "config.json").read_text())
     assert (config["env"], config["actors"], config["steps"], config["target_return"]) == ("CartPole-v1", 1, 3000, None)
-    assert (config["dqn"]["net"], config["dqn"]["batch_size"]) == ("32x32", 32)
+    assert (config["dqn"]["net"], config["dqn"]["batch_size"], config["dqn"]["n_step"]) == ("32x32", 32, 3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps"] >= 3000 and summary["teacher"]["params"] == 4 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2

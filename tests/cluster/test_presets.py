@@ -3,7 +3,7 @@ scratch (the train-teacher preset), and a trained teacher learning on."""
 
 import pytest
 
-from qdistill.cluster.config import ExplorationConfig, distill_config
+from qdistill.cluster.config import ExplorationConfig, distill_config, teacher_config
 
 
 def test_a_fixed_teacher_distills_with_the_distillation_preset(tmp_path):
@@ -39,6 +39,14 @@ def test_the_students_of_a_learning_teacher_step_on_every_batch_unless_told(tmp_
     with pytest.raises(ValueError, match=r"^student_every 2 is for a learning teacher's run: give --teacher-learns, "
                                          r"or drop it \(with a fixed teacher the students' steps follow --replay-ratio\)$"):
         distill_config("CartPole-v1", str(tmp_path), teacher="t.pt", student_every=2)
+
+
+def test_rollout_actors_write_n_step_rows_only_for_a_learning_teacher(tmp_path):
+    assert teacher_config("CartPole-v1", str(tmp_path), dqn={"n_step": 3, "gamma": 0.98}).td_rows == \
+        {"next_obs": True, "n_step": 3, "gamma": 0.98}
+    assert distill_config("CartPole-v1", str(tmp_path), teacher_learns=True, dqn={"n_step": 2}).td_rows == \
+        {"next_obs": True, "n_step": 2, "gamma": 0.99}
+    assert distill_config("CartPole-v1", str(tmp_path), teacher="t.pt").td_rows["next_obs"] is False
 
 
 def test_a_trained_teacher_learning_on_explores_as_at_the_end_of_its_schedule(tmp_path):

@@ -67,6 +67,28 @@ def test_learner_step_loss_matches_the_pure_functions():
         assert not (learner.q(obs).numpy() == before).all()
 
 
+def test_an_n_step_row_bootstraps_with_gamma_to_its_own_horizon():
+    """Rows of horizons 1, 2, 3, 2 trained with γ 0.9 give the loss of the pure functions with γ
+    0.9, 0.81, 0.729, 0.81 per row; without horizons every row bootstraps with γ."""
+    batch = _batch()
+    batch.horizon = np.array([1, 2, 3, 2], np.int8)
+    obs, nxt = torch.from_numpy(batch.observations), torch.from_numpy(batch.next_observations)
+    losses = {}
+    for gammas in ((0.9, 0.81, 0.729, 0.81), (0.9,) * 4):
+        learner = DQNLearner(DQNConfig(net="8", gamma=0.9), [((4,), 2)], seed=3)
+        with torch.no_grad():
+            q_taken = learner.q(obs).gather(1, torch.from_numpy(batch.actions)[:, None]).squeeze(1)
+            target = double_dqn_target(torch.ones(4), learner.q(nxt), learner.q_target(nxt),
+                                       torch.tensor([0.0, 1.0, 0.0, 1.0]), torch.tensor(gammas))
+        losses[gammas] = td_loss(q_taken, target).item()
+    learner = DQNLearner(DQNConfig(net="8", gamma=0.9), [((4,), 2)], seed=3)
+    assert learner.step(batch).metrics["learner/td_loss"] == pytest.approx(losses[(0.9, 0.81, 0.729, 0.81)], rel=1e-6)
+    batch.horizon = None
+    learner = DQNLearner(DQNConfig(net="8", gamma=0.9), [((4,), 2)], seed=3)
+    assert learner.step(batch).metrics["learner/td_loss"] == pytest.approx(losses[(0.9,) * 4], rel=1e-6)
+    assert losses[(0.9,) * 4] != pytest.approx(losses[(0.9, 0.81, 0.729, 0.81)], rel=1e-3)
+
+
 def test_target_network_copies_every_target_update_steps():
     learner = DQNLearner(DQNConfig(net="8", target_update=3), [((4,), 2)])
     first = [p.clone() for p in learner.q_target.parameters()]
@@ -98,6 +120,9 @@ def test_linear_schedule():
         ({"gamma": 1.5}, r"gamma 1.5 is not valid: expected a number in \[0, 1\]"),
         ({"batch_size": 0}, "batch_size 0 is not valid: expected a number > 0"),
         ({"net": "64y64"}, "network spec '64y64' is not valid"),
+        ({"n_step": 0}, r"n_step 0 is not valid: expected an integer in \[1, 100\]"),
+        ({"n_step": 101}, r"n_step 101 is not valid: expected an integer in \[1, 100\]"),
+        ({"n_step": 2.5}, r"n_step 2.5 is not valid: expected an integer in \[1, 100\]"),
     ],
 )
 def test_dqn_config_refuses_bad_values(kwargs, message):

@@ -19,6 +19,7 @@ def sequence_batch(start: int, n: int, *, version: int = 0, actor: int = 0, task
         behaviour=np.zeros(n, np.int8),
         actor_id=np.full(n, actor, np.int32),
         task=(seq % 7 if task is None else np.full(n, task)).astype(np.int16),  # 7 tasks, unless one is given
+        horizon=(1 + seq % 3).astype(np.int8),
     )
 
 
