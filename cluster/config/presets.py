@@ -13,21 +13,20 @@ from .runs import DistillRunConfig, ExplorationConfig, TeacherRunConfig
 # (benchmarks/time_to_target.py, benchmarks/distill_quality.py). Flags override them.
 TEACHER_PRESETS: dict[str, dict[str, object]] = {
     # RL-Zoo's CartPole DQN (lr, batch, ε, a target copy per 128 learner steps) with one learner
-    # step per env step, not its 0.5: fewer env steps to 475 (benchmarks/teacher_vs_sb3.py)
+    # step per env step, not its 0.5, and 3-step returns: fewer env steps to 475 (benchmarks/teacher_vs_sb3.py)
     "CartPole-v1": {
         "steps": 300_000,
-        "dqn": {"net": "256x256", "lr": 2.3e-3, "batch_size": 64, "target_update": 128},
+        "dqn": {"net": "256x256", "lr": 2.3e-3, "batch_size": 64, "target_update": 128, "n_step": 3},
         "exploration": {"end": 0.04, "steps": 8_000},
         "replay_ratio": 1.0,
         "eval_every": 2_000,
     },
-    # RL-Zoo's Acrobot DQN as it is (one learner step per env step, ε to 0.1 over 12,000 steps, a
-    # 50,000-row buffer): a third of the env steps to -100 that a quarter step per env step took
-    # (benchmarks/teacher_vs_sb3.py)
+    # RL-Zoo's Acrobot DQN (one learner step per env step, ε to 0.1 over 12,000 steps, a 50,000-row
+    # buffer) with 3-step returns: fewer env steps to -100 than SB3's (benchmarks/teacher_vs_sb3.py)
     "Acrobot-v1": {
         "steps": 300_000,
         "buffer_capacity": 50_000,
-        "dqn": {"net": "256x256", "lr": 6.3e-4, "batch_size": 128, "target_update": 250},
+        "dqn": {"net": "256x256", "lr": 6.3e-4, "batch_size": 128, "target_update": 250, "n_step": 3},
         "exploration": {"end": 0.1, "steps": 12_000},
         "replay_ratio": 1.0,
         "eval_every": 5_000,

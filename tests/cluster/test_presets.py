@@ -23,7 +23,8 @@ def test_pixel_rows_are_sampled_in_smaller_chunks(tmp_path):
 def test_a_teacher_learning_from_scratch_learns_as_train_teacher_would(tmp_path):
     cfg = distill_config("CartPole-v1", str(tmp_path), teacher_learns=True)
     assert cfg.exploration == ExplorationConfig(start=1.0, end=0.04, steps=8_000)
-    assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update) == ("256x256", 2.3e-3, 64, 128)
+    assert (cfg.dqn.net, cfg.dqn.lr, cfg.dqn.batch_size, cfg.dqn.target_update, cfg.dqn.n_step) == \
+        ("256x256", 2.3e-3, 64, 128, 3)
     assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.steps) == (1.0, 2, 16, 300_000)
     assert cfg.eval_every_s == 1.0 and cfg.distill.batch_size == 256 and cfg.distill.students == ("16x16",)
     # evaluated as often in env steps as train-teacher evaluates; a fixed teacher's run by the clock alone
