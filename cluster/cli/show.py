@@ -24,6 +24,7 @@ def show(args: argparse.Namespace) -> int:
         size = Schema.of(task, next_obs=config.next_obs).record_size
         capacity = config.capacity_for(size)
         print(f"# rows{f' of {task.env_id}' if len(tasks) > 1 else ''}: {size:,} bytes each ({task.obs_dtype.name} "
-              f"observations {'x'.join(map(str, task.obs_shape))}, {'with' if config.next_obs else 'without'} the "
-              f"next observation); {capacity:,} rows in the buffer: {capacity * size / 2**20:,.1f} MiB")
+              f"observations {'x'.join(map(str, task.obs_shape))}, "
+              f"{'with the next observation and horizon' if config.next_obs else 'without the next observation'}); "
+              f"{capacity:,} rows in the buffer: {capacity * size / 2**20:,.1f} MiB")
     return 0

@@ -30,7 +30,7 @@ def test_train_teacher_on_minatar(minatar_teacher):
     # the MinAtar preset: its DQN network, learning from 5,000 rows at one update per 4 env steps
     assert summary["teacher"]["net"] == "minatar" and summary["teacher"]["params"] == 132_179
     assert summary["learner_steps"] > 0
-    assert summary["bytes_per_row"] == 849  # two uint8 4x10x10 frames: a learning teacher needs the next one
+    assert summary["bytes_per_row"] == 850  # two uint8 4x10x10 frames and a horizon: a learning teacher needs them
     ckpt = checkpoint.load(summary["teacher"]["checkpoint"], env_id=ENV)
     assert ckpt.obs_shape == (4, 10, 10) and ckpt.net == "minatar"
 
