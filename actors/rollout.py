@@ -152,32 +152,42 @@ class Rollout:
         def rows(a: np.ndarray) -> np.ndarray:
             return a.reshape(num_steps * e, *a.shape[2:])[keep]
 
-        td_rewards, td_terms, td_truncs = rewards_all, terms_all, truncs_all  # what the teacher's TD target reads
-        if self.td.clip_rewards:  # Atari: rewards clipped, and a life lost ends the target
-            td_rewards = np.sign(rewards_all)
-        if lives_all is not None:
-            td_terms = terms_all | (lives_all < np.concatenate([self.lives[None], lives_all[:-1]]))
-            self.lives = lives_all[-1].copy()
-        next_obs, horizon = obs[1:], np.ones((num_steps, e), dtype=np.int8)
-        if self.next_obs and self.n_step > 1:
-            td_rewards, horizon = n_step_returns(td_rewards, td_terms | truncs_all, self.n_step, self.gamma)
-            last = np.arange(num_steps)[:, None] + horizon - 1  # each row's last step
-            envs = np.arange(e)[None, :]
-            next_obs, td_terms, td_truncs = obs[last + 1, envs], td_terms[last, envs], truncs_all[last, envs]
+        td = self._td_fields(obs, rewards_all, terms_all, truncs_all, lives_all)
         batch = TransitionBatch(
-            observations=rows(obs[:-1]), actions=rows(actions_all), rewards=rows(td_rewards),
-            next_observations=rows(next_obs) if self.next_obs else None, terminations=rows(td_terms),
-            truncations=rows(td_truncs),
+            observations=rows(obs[:-1]), actions=rows(actions_all),
             teacher_q=rows(q_all), label_version=np.full(n, self.teacher.version, dtype=np.int64),
             behaviour=np.where(rows(student_all), BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER).astype(np.int8),
             actor_id=np.full(n, self.actor_id, dtype=np.int32), task=np.full(n, self.task, dtype=np.int16),
-            horizon=rows(horizon) if self.next_obs else None,
+            **{name: None if a is None else rows(a) for name, a in td.items()},
         )
         finite = batch.finite_rows()
         if not finite.all():  # NaN or inf in an observation, reward or teacher label: never trained on
             self.dropped_nonfinite += int((~finite).sum())
             batch = batch.take(finite)
         return batch, episodes
+
+    def _td_fields(self, obs: np.ndarray, rewards: np.ndarray, terms: np.ndarray, truncs: np.ndarray,
+                   lives: np.ndarray | None) -> dict[str, np.ndarray | None]:
+        """What the teacher's TD target reads, per [step, sub-env]: rewards (Atari: clipped),
+        terminations (Atari: a life lost too) and truncations; for a learning teacher also the next
+        observation and the horizon, over up to `n_step` steps (`n_step_returns`)."""
+        if self.td.clip_rewards:
+            rewards = np.sign(rewards)
+        td_terms = terms
+        if lives is not None:
+            td_terms = terms | (lives < np.concatenate([self.lives[None], lives[:-1]]))
+            self.lives = lives[-1].copy()
+        fields = {"rewards": rewards, "terminations": td_terms, "truncations": truncs,
+                  "next_observations": None, "horizon": None}
+        if not self.next_obs:
+            return fields
+        steps, envs = rewards.shape
+        if self.n_step == 1:
+            return {**fields, "next_observations": obs[1:], "horizon": np.ones((steps, envs), dtype=np.int8)}
+        total, horizon = n_step_returns(rewards, td_terms | truncs, self.n_step, self.gamma)
+        last, sub = np.arange(steps)[:, None] + horizon - 1, np.arange(envs)[None, :]  # each row's last step
+        return {"rewards": total, "terminations": td_terms[last, sub], "truncations": truncs[last, sub],
+                "next_observations": obs[last + 1, sub], "horizon": horizon}
 
     def _finished_episodes(self, rewards: np.ndarray, keep: np.ndarray, done: np.ndarray) -> Episodes:
         """The episodes that ended in this call, in step order; what is left of each sub-env's
