@@ -227,13 +227,13 @@ def learner(env_id: str, cores: int, seconds: float, windows: int, updates_per_s
     `also`: more updates-per-sample values, each its own "from buffer" row. The rows take their
     windows in turn (plain, from buffer, the others), so all share the machine's moments alike."""
     import ray
-    import torch
 
     from qdistill.actors.buffer_client import ShardedBuffer
     from qdistill.cluster.config import distill_config
+    from qdistill.learners.compute import learner_torch
 
     cfg = distill_config(env_id, "unused", updates_per_sample=updates_per_sample)
-    torch.set_num_threads(cfg.learner_threads)
+    learner_torch(cfg.learner_threads)
     info, data = _distill_data(env_id, rows)
     size = cfg.distill.batch_size
     rng = np.random.default_rng(0)

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from ..actors.envs import EnvInfo
 from ..actors.evaluator import Evaluator
 from ..actors.rollout import Rollout
 from ..learners import checkpoint
 from ..learners.batch import TransitionBatch
+from ..learners.compute import learner_torch
 from ..learners.distill import DistillLearner
 from ..learners.offline import fit
 from .config import DistillRunConfig
@@ -22,7 +22,7 @@ from .rundir import RunDir
 def run_offline(config: DistillRunConfig, info: EnvInfo, teacher: checkpoint.Checkpoint, *, run: RunDir,
                 started: float) -> dict[str, object]:
     cfg = config
-    torch.set_num_threads(cfg.learner_threads)
+    learner_torch(cfg.learner_threads)
     t0 = time.monotonic()
     labelled, dropped_nonfinite = _label(cfg, info, teacher)
     observations = labelled.observations

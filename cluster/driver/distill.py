@@ -11,13 +11,13 @@ import time
 
 import numpy as np
 import ray
-import torch
 
 from ...actors.envs import EnvInfo
 from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ...actors.wire import Schema
 from ...learners import checkpoint
 from ...learners.batch import TransitionBatch
+from ...learners.compute import learner_torch
 from ...learners.distill import DistillLearner
 from ...learners.dqn import DQNLearner
 from ...learners.networks import from_numpy, to_numpy
@@ -45,7 +45,7 @@ class DistillDriver(Searching, Driver):
         super().__init__(config, control, started=self.distill_started)
         cfg = config
         self.info, self.teacher, self.run, self.started = info, teacher, run, started
-        torch.set_num_threads(cfg.learner_threads)
+        learner_torch(cfg.learner_threads)
         self.learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device)
         self.learner.take_statistics(teacher.weights)  # `norm-` students normalise as their teacher does
         # a learning teacher: DQN on the same minibatches the students distill from; it labels the

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import ray
-import torch
 
 from ...actors.balance import TaskBalance, parse_balance
 from ...actors.envs import EnvInfo
@@ -24,6 +23,7 @@ from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ...actors.task_buffers import TaskBuffers, TaskSample
 from ...actors.wire import Schema
 from ...learners import checkpoint
+from ...learners.compute import learner_torch
 from ...learners.distill import DistillLearner
 from ...learners.networks import from_numpy, to_numpy
 from ...learners.schedule import LinearSchedule
@@ -65,7 +65,7 @@ class MultiTaskDistillDriver(TaskFleet, Searching, Driver):
         super().__init__(config, control, started=self.distill_started)
         cfg = config
         self.run, self.started = run, started
-        torch.set_num_threads(cfg.learner_threads)
+        learner_torch(cfg.learner_threads)
         self.learner = DistillLearner(cfg.distill, [(i.obs_shape, i.n_actions) for i in infos], seed=cfg.seed,
                                       device=device, inputs=cfg.task_inputs)
         bound = {"on-sample": 0, "periodic": cfg.max_label_staleness}.get(cfg.refresh)

@@ -10,13 +10,13 @@ from collections import deque
 
 import numpy as np
 import ray
-import torch
 
 from ...actors.envs import EnvInfo
 from ...actors.remote import ParameterServerActor, RolloutActor
 from ...actors.wire import Schema
 from ...learners import checkpoint
 from ...learners.batch import TransitionBatch
+from ...learners.compute import learner_torch
 from ...learners.dqn import DQNLearner
 from ...learners.networks import from_numpy, to_numpy
 from ...learners.schedule import LinearSchedule
@@ -42,7 +42,7 @@ class TeacherDriver(Driver):
         self.info = info
         self.run = RunDir(config.out, name=name)
         self.run.write_config(config.to_dict())
-        torch.set_num_threads(config.learner_threads)
+        learner_torch(config.learner_threads)
         self.learner = DQNLearner(config.dqn, [(info.obs_shape, info.n_actions)], seed=config.seed, device=device)
         self.version = 0
         if init is not None:
