@@ -9,6 +9,8 @@ import numpy as np
 
 from .envs import as_stored, make_vector_env
 
+MAX_FINAL_EPISODES = 1_000  # the most a final evaluation plays per policy to narrow its intervals (`ci_width`)
+
 
 @dataclass(frozen=True)
 class EvalResult:

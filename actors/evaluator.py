@@ -8,13 +8,12 @@ import numpy as np
 import torch
 
 from ..learners.losses import DEFAULT_TAU, agreement, kl_loss
-from ..learners.networks import GreedyPolicy
-from .evaluate import EvalResult, evaluate, visited_states
+from ..learners.policy import GreedyPolicy
+from .evaluate import MAX_FINAL_EPISODES, EvalResult, evaluate, visited_states
 from .intervals import mean_ci, percent_ci, percent_of
 
 HELDOUT_SEED = 2_000_000  # held-out states and episodes come from seeds training never uses
 FINAL_OFFSET = 100_000  # the final evaluation's episodes differ from the periodic ones
-MAX_FINAL_EPISODES = 1_000  # the most a final evaluation plays per policy to narrow its intervals (`ci_width`)
 
 
 class Evaluator:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..learners.networks import GreedyPolicy
+from ..learners.policy import GreedyPolicy
 from .buffer import ReplayRing
 from .redis_buffer import RedisBuffer
 

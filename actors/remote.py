@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 
 import numpy as np
 import ray
@@ -10,7 +11,7 @@ import ray
 from ..learners.batch import TransitionBatch
 from .buffer import ReplayRing
 from .dynamics import set_dynamics
-from .evaluator import MAX_FINAL_EPISODES, Evaluator
+from .evaluate import MAX_FINAL_EPISODES
 from .metrics import RolloutMetrics
 from .params import ParameterServer
 from .ratelimit import SampleToInsertRatio
@@ -109,12 +110,10 @@ class RolloutActor:
         spec) are looked up here: a restarted actor finds them again (handles passed as arguments
         would pin the restart to objects that may be gone). `run`: the run's name, which its Ray
         metrics are tagged with."""
-        import torch
-
-        torch.set_num_threads(1)
         self.rollout = Rollout(env_id, net=net, obs_shape=obs_shape, n_actions=n_actions,
                                num_envs=num_envs, seed=seed, actor_id=actor_id, task=task, student=student,
                                next_obs=next_obs, n_step=n_step, gamma=gamma)
+        one_torch_thread()
         self.params = ray.get_actor(params)
         self.student_name = student
         self.student_params = ray.get_actor(student_params) if student_params else None
@@ -193,6 +192,8 @@ class EvaluatorActor:
         so a restarted evaluator finds it again (weights as arguments would have to outlive it)."""
         import torch
 
+        from .evaluator import Evaluator  # the students' fidelity is measured in torch
+
         torch.set_num_threads(1)
         self.evaluator = Evaluator(env_id, teacher_net=teacher_net, students=students, obs_shape=obs_shape,
                                    n_actions=n_actions, episodes=episodes, seed=seed, tau=tau,
@@ -218,13 +219,20 @@ class RedisRefresherActor:
 
     def __init__(self, spec: RedisSpec, params: ray.actor.ActorHandle, net: str, obs_shape: tuple[int, ...],
                  n_actions: int) -> None:
-        import torch
-
-        torch.set_num_threads(1)
         self.buffer = RedisBuffer(spec)
         self.params = params
         self.refresher = LabelRefresher(net, obs_shape, n_actions)
+        one_torch_thread()
 
     def refresh(self, chunk: int) -> int:
         pulled = ray.get(self.params.pull.remote(self.refresher.teacher.version))
         return self.refresher.refresh_pulled(pulled, self.buffer, chunk)
+
+
+def one_torch_thread() -> None:
+    """One torch thread where this actor's policies run in torch (a conv teacher's large batches):
+    the actor has one CPU. An actor whose policies all run in numpy never imports torch."""
+    if "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(1)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..learners.batch import BEHAVIOUR_STUDENT, BEHAVIOUR_TEACHER, TransitionBatch
-from ..learners.networks import GreedyPolicy
+from ..learners.policy import GreedyPolicy
 from .envs import as_stored, make_vector_env
 from .pixels import td_rules
 

@@ -46,7 +46,9 @@ def main() -> None:
 
     import torch
 
-    from qdistill.learners.networks import BACKENDS, GreedyPolicy, QNetwork, input_dtype, macs, to_numpy
+    from qdistill.learners.networks import QNetwork, input_dtype, to_numpy
+    from qdistill.learners.policy import BACKENDS, GreedyPolicy
+    from qdistill.learners.specs import macs
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

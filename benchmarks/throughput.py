@@ -63,7 +63,8 @@ def _limit_worker(env_id: str, num_envs: int, steps: int, seconds: float, window
     import torch
 
     from qdistill.actors.envs import describe, make_vector_env
-    from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
+    from qdistill.learners.networks import QNetwork, to_numpy
+    from qdistill.learners.policy import GreedyPolicy
 
     torch.set_num_threads(1)  # one thread per process, as a rollout actor has (conv teachers infer in torch)
     info, net = describe(env_id), teacher_net(env_id)

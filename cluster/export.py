@@ -17,7 +17,8 @@ from ..actors.envs import as_stored, describe, make_vector_env
 from ..actors.evaluate import evaluate
 from ..learners import checkpoint
 from ..learners import export as formats
-from ..learners.networks import NORM_CLIP, NORM_EPS, action_latency_us, count_params, input_dtype, is_conv, parse_spec
+from ..learners.networks import action_latency_us, count_params, input_dtype
+from ..learners.specs import NORM_CLIP, NORM_EPS, is_conv, parse_spec
 from .rundir import RunPaths, tables
 from .rundir.multitask import task_dir
 

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .multitask import MultiTaskQNetwork
-from .networks import GreedyPolicy, QNetwork, from_numpy, to_numpy
+from .networks import QNetwork, from_numpy, to_numpy
+from .policy import GreedyPolicy
 
 SCHEMA_VERSION = 2
 READS = (1, SCHEMA_VERSION)  # schema 1: the same, without a digest

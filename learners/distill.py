@@ -11,7 +11,8 @@ import torch
 from .batch import TransitionBatch, Update
 from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
 from .multitask import build, forward, task_network, task_of
-from .networks import QNetwork, as_input, count_params, obs_norm, parse_spec, to_numpy
+from .networks import QNetwork, as_input, count_params, obs_norm, to_numpy
+from .specs import parse_spec
 
 
 # The students' loss and agreement are measured on one step in this many: the driver reads them

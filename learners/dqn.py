@@ -24,7 +24,7 @@ class DQNConfig:
     n_step: int = 1  # rewards summed per TD target (n-step returns; rollout actors sum them, up to an episode's end)
 
     def __post_init__(self) -> None:
-        from .networks import parse_spec
+        from .specs import parse_spec
 
         parse_spec(self.net)
         _positive("lr", self.lr)

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .networks import QNetwork, parse_spec
+from .networks import QNetwork
+from .specs import parse_spec
 
 INPUTS = ("per-task", "pad")  # an input layer per task, or observations zero-padded to the widest task
 

@@ -36,7 +36,7 @@ import torch
 
 from .checkpoint import Checkpoint, CheckpointError
 from . import vecnormalize
-from .networks import PRESETS, Architecture, conv_output_shape
+from .specs import PRESETS, Architecture, conv_output_shape
 
 _RELU = "torch.nn.modules.activation.ReLU"
 _FLATTEN = "stable_baselines3.common.torch_layers.FlattenExtractor"

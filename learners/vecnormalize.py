@@ -14,7 +14,8 @@ from typing import Callable
 import numpy as np
 
 from .checkpoint import CheckpointError
-from .networks import NORM_CLIP, NORM_EPS, QNetwork, normalized
+from .networks import QNetwork
+from .specs import NORM_CLIP, NORM_EPS, normalized
 
 VECNORMALIZE = "vecnormalize"  # the files' name: NAME.pkl (refused) or NAME.npz (read)
 

@@ -4,6 +4,8 @@ run loop short, and dependencies pointing one way (cluster/cli → cluster → a
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -65,3 +67,17 @@ def test_cluster_outside_cli_does_not_import_the_command_line():
     outside = [p for p in (ROOT / "cluster").rglob("*.py") if "cli" not in p.relative_to(ROOT / "cluster").parts]
     wrong = {f"{p.relative_to(ROOT)}: {n}" for p in outside for n in _imports(p) if n.startswith("qdistill.cluster.cli")}
     assert wrong == set()
+
+
+def test_acting_never_imports_torch():
+    """Rollout actors with MLP teachers, buffer shards and parameter servers (all of actors/remote.py)
+    start without torch: a process saves its import (a second or more) and its memory."""
+    code = ("import sys\n"
+            "from qdistill.actors import remote\n"
+            "from qdistill.actors.rollout import Rollout\n"
+            "rollout = Rollout('CartPole-v1', net='256x256', obs_shape=(4,), n_actions=2, num_envs=2, n_step=3)\n"
+            "batch, _ = rollout.collect(16, 0.1)\n"
+            "print(len(batch) > 0, 'torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]

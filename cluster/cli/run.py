@@ -50,7 +50,7 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
     from dataclasses import replace
 
     from ...learners.multitask import shares
-    from ...learners.networks import normalized, parse_spec
+    from ...learners.specs import normalized, parse_spec
     from ..config.resolve import check_networks
 
     if args.students is not None:

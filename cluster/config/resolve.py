@@ -16,7 +16,7 @@ from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
 from ...learners.distill import parse_students
 from ...learners.multitask import check_shares
-from ...learners.networks import check_fits, normalized, parse_spec
+from ...learners.specs import check_fits, normalized, parse_spec
 from . import files
 from .presets import distill_config, teacher_config
 from .runs import DistillRunConfig, RunConfig, TeacherRunConfig

@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
-from ...actors.evaluator import MAX_FINAL_EPISODES
+from ...actors.evaluate import MAX_FINAL_EPISODES
 from ...actors.ratelimit import SampleToInsertRatio
 from ...actors.redis_connect import redact_url
 from ...learners.distill import DistillConfig

@@ -14,7 +14,8 @@ import ray
 import torch
 
 from ...actors.evaluate import EvalResult, evaluate
-from ...learners.networks import GreedyPolicy, greedy_actions, to_numpy
+from ...learners.networks import greedy_actions, to_numpy
+from ...learners.policy import GreedyPolicy
 from ..config import TeacherRunConfig
 
 Weights = dict[str, np.ndarray]

@@ -13,7 +13,8 @@ from ...actors.buffer_client import BufferClient
 from ...actors.refresh import staleness
 from ...learners import checkpoint
 from ...learners.batch import TransitionBatch
-from ...learners.networks import GreedyPolicy, from_numpy, to_numpy
+from ...learners.networks import from_numpy, to_numpy
+from ...learners.policy import GreedyPolicy
 
 LAG_BINS = 1_000  # staleness histograms: lags of this many versions and more share the last bin
 RELABEL_ROWS = 1_024  # rows per relabelling forward pass: a whole chunk of stale Atari frames at once would take a GB

@@ -9,7 +9,8 @@ from pathlib import Path
 from ...actors.intervals import geometric_mean
 from ...learners import checkpoint
 from ...learners.export import inner_linears
-from ...learners.networks import action_latency_us, count_params, is_conv
+from ...learners.networks import action_latency_us, count_params
+from ...learners.specs import is_conv
 from . import tables
 from .layout import RunDir
 

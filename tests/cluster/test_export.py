@@ -14,7 +14,8 @@ import torch
 from qdistill.cluster import export as ex
 from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
-from qdistill.learners.networks import GreedyPolicy, QNetwork, to_numpy
+from qdistill.learners.networks import QNetwork, to_numpy
+from qdistill.learners.policy import GreedyPolicy
 from tests.support.cli import in_process
 
 slow = pytest.mark.slow  # the cases that run `qdistill export` whole: states labelled, episodes played, files verified

@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from qdistill.learners.networks import (BACKENDS, SPEC_HELP, Architecture, GreedyPolicy, QNetwork, as_input,
-                                        check_fits, count_params, parse_spec)
+from qdistill.learners.networks import QNetwork, as_input, count_params
+from qdistill.learners.policy import BACKENDS, GreedyPolicy
+from qdistill.learners.specs import SPEC_HELP, Architecture, check_fits, initial_weights, parse_spec
 
 
 @pytest.mark.parametrize("spec, convs, widths", [
@@ -131,3 +132,29 @@ def test_greedy_policy_computes_the_networks_q_values():
     np.testing.assert_allclose(policy.q_values(obs), expected, rtol=1e-5, atol=1e-7)
     weights["layers.1.weight"][:] = 0.0  # the policy acts with its own copy of what it was given
     np.testing.assert_allclose(policy.q_values(obs), expected, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("spec, obs_shape", [("256x256", (4,)), ("norm-32x16", (6,)), ("minatar", (4, 10, 10)),
+                                             ("c4k2s2-c4k2s1-32x16", (2, 9, 7))])
+def test_initial_weights_are_the_networks_names_shapes_and_torchs_ranges(spec, obs_shape):
+    net = QNetwork(spec, obs_shape, 3)
+    expected = {k: (tuple(v.shape), v.numpy().dtype) for k, v in net.state_dict().items()}
+    weights = initial_weights(spec, obs_shape, 3, np.random.default_rng(0))
+    assert {k: (v.shape, v.dtype) for k, v in weights.items()} == expected
+    for module, i in [(m, int(k.split(".")[1])) for k in weights if k.endswith(".weight")
+                      for m in [net.layers[int(k.split(".")[1])]]]:
+        bound = 1 / np.sqrt(module.weight[0].numel())  # torch's default: uniform in ±1/√(fan in)
+        for part in ("weight", "bias"):
+            drawn = weights[f"layers.{i}.{part}"]
+            assert np.abs(drawn).max() <= bound
+            assert drawn.size < 64 or np.abs(drawn).max() > 0.9 * bound  # they fill the range
+    if spec.startswith("norm-"):
+        assert (weights["layers.1.mean"] == 0).all() and (weights["layers.1.var"] == 1).all() \
+            and weights["layers.1.count"] == 0
+
+
+def test_a_greedy_policy_acts_from_its_initial_weights_until_loaded():
+    policy = GreedyPolicy("16x16", (4,), 3)
+    q = policy.q_values(np.random.default_rng(1).normal(size=(64, 4)).astype(np.float32))
+    assert q.shape == (64, 3) and np.isfinite(q).all() and (q.std(axis=0) > 0).all()  # Q-values of the state
+    assert policy.version == -1

@@ -17,8 +17,9 @@ from qdistill.learners import export as formats
 from qdistill.learners.batch import TransitionBatch
 from qdistill.learners.distill import DistillConfig, DistillLearner
 from qdistill.learners.dqn import DQNConfig, DQNLearner
-from qdistill.learners.networks import (NORM_CLIP, GreedyPolicy, QNetwork, numpy_forward, obs_norm, parse_spec,
-                                        to_numpy)
+from qdistill.learners.networks import QNetwork, obs_norm, to_numpy
+from qdistill.learners.policy import GreedyPolicy, numpy_forward
+from qdistill.learners.specs import NORM_CLIP, parse_spec
 from tests.support.batches import labelled_batch
 
 RNG = np.random.default_rng(0)

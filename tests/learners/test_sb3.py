@@ -21,7 +21,8 @@ from qdistill.actors import pixels
 from qdistill.actors.envs import describe
 from qdistill.cluster.cli import main
 from qdistill.learners import checkpoint
-from qdistill.learners.networks import BACKENDS, GreedyPolicy, QNetwork
+from qdistill.learners.networks import QNetwork
+from qdistill.learners.policy import BACKENDS, GreedyPolicy
 
 CARTPOLE = {"env_id": "CartPole-v1", "obs_shape": (4,), "n_actions": 2}
 PONG = {"env_id": "ALE/Pong-v5", "obs_shape": (4, 84, 84), "n_actions": 6}
