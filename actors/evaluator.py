@@ -7,7 +7,8 @@ import time
 import numpy as np
 import torch
 
-from ..learners.losses import DEFAULT_TAU, agreement, kl_loss
+from ..learners.configs import DEFAULT_TAU
+from ..learners.losses import agreement, kl_loss
 from ..learners.policy import GreedyPolicy
 from .evaluate import MAX_FINAL_EPISODES, EvalResult, evaluate, visited_states
 from .intervals import mean_ci, percent_ci, percent_of

@@ -14,13 +14,15 @@ import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from .multitask import MultiTaskQNetwork
-from .networks import QNetwork, from_numpy, to_numpy
 from .policy import GreedyPolicy
+
+if TYPE_CHECKING:
+    from .multitask import MultiTaskQNetwork
+    from .networks import QNetwork
 
 SCHEMA_VERSION = 2
 READS = (1, SCHEMA_VERSION)  # schema 1: the same, without a digest
@@ -28,6 +30,26 @@ DAMAGED = {  # what to do with a damaged file, by kind
     "checkpoint": "use another checkpoint or --resume from an earlier one",
     "run state": "restore it from a backup or start the run again",
 }
+
+
+def _torch():
+    """torch, imported where a checkpoint is written, read or rebuilt: the command line imports this
+    module to name and check files, and starts without torch."""
+    import torch
+
+    return torch
+
+
+def _from_numpy(weights: dict[str, np.ndarray]) -> dict:
+    from .networks import from_numpy
+
+    return from_numpy(weights)
+
+
+def _to_numpy(state_dict: dict) -> dict[str, np.ndarray]:
+    from .networks import to_numpy
+
+    return to_numpy(state_dict)
 
 
 class CheckpointError(ValueError):
@@ -48,10 +70,10 @@ def _feed(h: hashlib._Hash, value: object) -> None:
         chunk(b"l", b"%d" % len(value))
         for item in value:
             _feed(h, item)
-    elif isinstance(value, torch.Tensor):
+    elif isinstance(value, _torch().Tensor):
         t = value.detach().cpu().contiguous()
         chunk(b"t", f"{t.dtype} {tuple(t.shape)}".encode())
-        chunk(b"b", t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        chunk(b"b", t.reshape(-1).view(_torch().uint8).numpy().tobytes())
     elif isinstance(value, str):
         chunk(b"s", value.encode("utf-8", "surrogatepass"))
     elif isinstance(value, bytes):
@@ -92,8 +114,10 @@ class Checkpoint:
     schema: int = SCHEMA_VERSION
 
     def network(self) -> QNetwork:
+        from .networks import QNetwork
+
         q = QNetwork(self.net, self.obs_shape, self.n_actions)
-        q.load_state_dict(from_numpy(self.weights))
+        q.load_state_dict(_from_numpy(self.weights))
         return q
 
     def policy(self) -> GreedyPolicy:
@@ -117,8 +141,10 @@ class MultiTaskCheckpoint:
     weights: dict[str, np.ndarray]
 
     def network(self) -> MultiTaskQNetwork:
+        from .multitask import MultiTaskQNetwork
+
         q = MultiTaskQNetwork(self.net, list(self.obs_shapes), list(self.n_actions), inputs=self.inputs)
-        q.load_state_dict(from_numpy(self.weights))
+        q.load_state_dict(_from_numpy(self.weights))
         return q
 
     def task(self, env_id: str) -> Checkpoint:
@@ -126,7 +152,7 @@ class MultiTaskCheckpoint:
             raise CheckpointError(f"multi-task network {self.net!r} was made for {', '.join(self.env_ids)}, "
                                   f"not {env_id!r}")
         t = self.env_ids.index(env_id)
-        weights = to_numpy(self.network().task_network(t).state_dict())
+        weights = _to_numpy(self.network().task_network(t).state_dict())
         return Checkpoint(self.net, self.obs_shapes[t], self.n_actions[t], env_id, self.version, weights)
 
 
@@ -136,7 +162,7 @@ def _atomic_save(path: Path, payload: dict) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            torch.save({**payload, "digest": _digest(payload)}, f)
+            _torch().save({**payload, "digest": _digest(payload)}, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -154,7 +180,7 @@ def save_state(path: str | Path, state: dict) -> Path:
 
 def load_state(path: str | Path) -> dict:
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _torch().load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - torch raises many kinds for a torn or foreign file
         raise CheckpointError(f"run state {str(path)!r} cannot be read: {type(exc).__name__}") from None
     if not isinstance(payload, dict) or payload.get("schema") not in READS or not isinstance(payload.get("state"), dict):
@@ -174,7 +200,7 @@ def save(path: str | Path, ckpt: Checkpoint) -> Path:
         "n_actions": ckpt.n_actions,
         "env_id": ckpt.env_id,
         "version": ckpt.version,
-        "state_dict": from_numpy(ckpt.weights),
+        "state_dict": _from_numpy(ckpt.weights),
     }
     _atomic_save(path, payload)
     return path
@@ -185,7 +211,7 @@ def save_multitask(path: str | Path, ckpt: MultiTaskCheckpoint) -> Path:
     _atomic_save(path, {"schema": SCHEMA_VERSION, "net": ckpt.net, "inputs": ckpt.inputs, "version": ckpt.version,
                         "tasks": [{"env_id": e, "obs_shape": list(s), "n_actions": a}
                                   for e, s, a in zip(ckpt.env_ids, ckpt.obs_shapes, ckpt.n_actions)],
-                        "state_dict": from_numpy(ckpt.weights)})
+                        "state_dict": _from_numpy(ckpt.weights)})
     return path
 
 
@@ -263,7 +289,7 @@ def _read(path: Path) -> Checkpoint | MultiTaskCheckpoint:
     if not path.is_file():
         raise CheckpointError(f"checkpoint {str(path)!r} does not exist")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
+        payload = _torch().load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a file that is not a checkpoint
         raise CheckpointError(f"checkpoint {str(path)!r} is not a qdistill checkpoint (unreadable: truncated, or "
                               f"another kind of file): {type(exc).__name__}") from None
@@ -282,14 +308,14 @@ def _read(path: Path) -> Checkpoint | MultiTaskCheckpoint:
             return MultiTaskCheckpoint(
                 net=payload["net"], env_ids=tuple(t["env_id"] for t in tasks),
                 obs_shapes=tuple(tuple(t["obs_shape"]) for t in tasks), n_actions=tuple(int(t["n_actions"]) for t in tasks),
-                inputs=payload["inputs"], version=int(payload["version"]), weights=to_numpy(payload["state_dict"]))
+                inputs=payload["inputs"], version=int(payload["version"]), weights=_to_numpy(payload["state_dict"]))
         return Checkpoint(
             net=payload["net"],
             obs_shape=tuple(payload["obs_shape"]),
             n_actions=int(payload["n_actions"]),
             env_id=payload["env_id"],
             version=int(payload["version"]),
-            weights=to_numpy(payload["state_dict"]),
+            weights=_to_numpy(payload["state_dict"]),
             schema=payload["schema"],
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:  # schema 1: nothing checked its contents

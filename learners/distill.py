@@ -2,58 +2,21 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from .batch import TransitionBatch, Update
-from .losses import DEFAULT_TAU, LOSSES, agreement, distill_loss
+from .configs import DistillConfig
+from .losses import agreement, distill_loss
 from .multitask import build, forward, task_network, task_of
 from .networks import QNetwork, as_input, count_params, obs_norm, to_numpy
-from .specs import parse_spec
 
 
 # The students' loss and agreement are measured on one step in this many: the driver reads them
 # about once a second, and measuring every step cost 6-12% of a 16x16 student's step (the argmaxes
 # and the copies out of torch)
 METRICS_EVERY = 16
-
-
-@dataclass(frozen=True)
-class DistillConfig:
-    students: tuple[str, ...] = ("16x16",)
-    loss: str = "kl"
-    tau: float = DEFAULT_TAU
-    lr: float = 1e-3
-    batch_size: int = 256
-
-    def __post_init__(self) -> None:
-        if not self.students:
-            raise ValueError("student spec list is empty: give at least one network spec, e.g. '16x16'")
-        seen: set[str] = set()
-        for spec in self.students:
-            parse_spec(spec)
-            if spec in seen:
-                raise ValueError(f"students name {spec!r} twice: give each student spec once")
-            seen.add(spec)
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss {self.loss!r} is not known: expected one of {', '.join(LOSSES)}")
-        if not (self.tau > 0 and math.isfinite(self.tau)):
-            raise ValueError(f"tau {self.tau} is not valid: expected a temperature > 0")
-        if not self.lr > 0:
-            raise ValueError(f"distill lr {self.lr} is not valid: expected a number > 0")
-        if self.batch_size < 1:
-            raise ValueError(f"distill batch_size {self.batch_size} is not valid: expected an integer >= 1")
-
-
-def parse_students(text: str) -> tuple[str, ...]:
-    """``"64x64,16x16"`` → ``("64x64", "16x16")``."""
-    specs = tuple(s.strip() for s in text.split(",")) if text.strip() else ()
-    if not specs:
-        raise ValueError(f"student spec list {text!r} is empty: give network specs joined by ',', e.g. '64x64,16x16'")
-    return specs
 
 
 class DistillLearner:

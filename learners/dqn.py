@@ -2,47 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from .batch import TransitionBatch, Update
+from .configs import DQNConfig
 from .multitask import build, forward, task_network, task_of
 from .networks import as_input, count_params, from_numpy, obs_norm, to_numpy
 from .td import double_dqn_target, td_loss
-
-
-@dataclass(frozen=True)
-class DQNConfig:
-    net: str = "256x256"
-    lr: float = 1e-3
-    gamma: float = 0.99
-    batch_size: int = 128
-    target_update: int = 200  # learner steps between hard target-network copies
-    max_grad_norm: float = 10.0
-    n_step: int = 1  # rewards summed per TD target (n-step returns; rollout actors sum them, up to an episode's end)
-
-    def __post_init__(self) -> None:
-        from .specs import parse_spec
-
-        parse_spec(self.net)
-        _positive("lr", self.lr)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ValueError(f"gamma {self.gamma} is not valid: expected a number in [0, 1]")
-        _positive("batch_size", self.batch_size)
-        _positive("target_update", self.target_update)
-        _positive("max_grad_norm", self.max_grad_norm)
-        if not (isinstance(self.n_step, int) and 1 <= self.n_step <= MAX_N_STEP):
-            raise ValueError(f"n_step {self.n_step!r} is not valid: expected an integer in [1, {MAX_N_STEP}]")
-
-
-MAX_N_STEP = 100  # a row's horizon is stored in an int8
-
-
-def _positive(name: str, value: float) -> None:
-    if not value > 0:
-        raise ValueError(f"{name} {value} is not valid: expected a number > 0")
 
 
 def as_tensors(batch: TransitionBatch, device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:

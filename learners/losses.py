@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("mse", "kl", "nll")
-DEFAULT_TAU = 0.01
+from .configs import DEFAULT_TAU, LOSSES
 
 
 def mse_loss(student_q: torch.Tensor, teacher_q: torch.Tensor) -> torch.Tensor:

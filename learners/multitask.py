@@ -17,22 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from .networks import QNetwork
-from .specs import parse_spec
-
-INPUTS = ("per-task", "pad")  # an input layer per task, or observations zero-padded to the widest task
-
-
-def padded_shape(obs_shapes: list[tuple[int, ...]], *, spec: str) -> tuple[int, ...]:
-    """The shape every task's observations are padded to: the most channels (frames) or the
-    longest vector; frames of different heights or widths are refused in one line."""
-    shapes = [tuple(int(d) for d in s) for s in obs_shapes]
-    if parse_spec(spec).is_conv:
-        if len({s[1:] for s in shapes}) > 1:
-            raise ValueError(f"network spec {spec!r}: the tasks' frames are {', '.join(map(str, shapes))}; a shared "
-                             "trunk needs one height and width: resize them to one size (gymnasium's ResizeObservation)")
-        return (max(s[0] for s in shapes), *shapes[0][1:])
-    return (max(int(np.prod(s)) for s in shapes),)
-
+from .specs import INPUTS, check_shares, padded_shape
 
 class MultiTaskQNetwork(nn.Module):
     """`forward(obs, task)`: Q-values [B, n_actions[task]] for a batch of one task's observations."""
@@ -81,19 +66,6 @@ class MultiTaskQNetwork(nn.Module):
         state[key] = input_weights(state[key], self.obs_shapes[task], self.padded)
         net.load_state_dict(state)
         return net
-
-
-def shares(spec: str, inputs: str) -> bool:
-    """Whether a multi-task network of `spec` shares a weighted layer between its tasks: with an
-    input layer per task and a head per task, it needs two hidden layers or more."""
-    arch = parse_spec(spec)
-    return inputs != "per-task" or len(arch.convs) + len(arch.widths) >= 2
-
-
-def check_shares(spec: str, inputs: str) -> None:
-    if not shares(spec, inputs):
-        raise ValueError(f"network spec {spec!r} has one hidden layer: with an input layer per task and a head per "
-                         "task nothing is left to share; give two layers or more (e.g. '64x64'), or pad the inputs")
 
 
 def task_of(rows: np.ndarray, n_tasks: int) -> int:

@@ -49,7 +49,7 @@ def shrink(args: argparse.Namespace, started: float, signals: StopSignals) -> in
     """`qdistill shrink`: a `run` whose students are the candidates of a size search."""
     from dataclasses import replace
 
-    from ...learners.multitask import shares
+    from ...learners.specs import shares
     from ...learners.specs import normalized, parse_spec
     from ..config.resolve import check_networks
 

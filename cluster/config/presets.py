@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict
 
-from ...learners.distill import DistillConfig
-from ...learners.dqn import DQNConfig
+from ...learners.configs import DistillConfig
+from ...learners.configs import DQNConfig
 from .runs import DistillRunConfig, ExplorationConfig, TeacherRunConfig
 
 

@@ -14,8 +14,8 @@ from ...actors.dynamics import check_change
 from ...actors.envs import EnvInfo, describe
 from ...actors.redis_connect import check_tls, with_tls
 from ...learners import checkpoint
-from ...learners.distill import parse_students
-from ...learners.multitask import check_shares
+from ...learners.configs import parse_students
+from ...learners.specs import check_shares
 from ...learners.specs import check_fits, normalized, parse_spec
 from . import files
 from .presets import distill_config, teacher_config

@@ -9,8 +9,8 @@ from dataclasses import asdict, dataclass, field
 from ...actors.evaluate import MAX_FINAL_EPISODES
 from ...actors.ratelimit import SampleToInsertRatio
 from ...actors.redis_connect import redact_url
-from ...learners.distill import DistillConfig
-from ...learners.dqn import DQNConfig
+from ...learners.configs import DistillConfig
+from ...learners.configs import DQNConfig
 
 
 def _check(ok: bool, message: str) -> None:
@@ -113,7 +113,7 @@ class RunConfig:
 
     def _check_tasks(self) -> None:
         from ...actors.balance import parse_balance
-        from ...learners.multitask import INPUTS
+        from ...learners.specs import INPUTS
 
         object.__setattr__(self, "tasks", tuple(self.tasks))
         if not self.tasks:

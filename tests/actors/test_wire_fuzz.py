@@ -13,7 +13,8 @@ from qdistill.actors.buffer import ReplayRing
 from qdistill.actors.redis_buffer import RedisBuffer, RedisSpec
 from qdistill.actors.wire import Schema, encode
 from qdistill.learners.batch import TransitionBatch
-from qdistill.learners.distill import DistillConfig, DistillLearner
+from qdistill.learners.configs import DistillConfig
+from qdistill.learners.distill import DistillLearner
 
 SCHEMA = Schema(obs_shape=(4,), n_actions=2)  # CartPole's
 R = SCHEMA.record_size

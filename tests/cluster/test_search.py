@@ -74,7 +74,7 @@ def test_state_round_trips():
 @pytest.mark.parametrize("keep", [0.0, -1.0, 1.6])
 def test_a_keep_out_of_range_is_refused(keep):
     from qdistill.cluster.config import DistillRunConfig
-    from qdistill.learners.distill import DistillConfig
+    from qdistill.learners.configs import DistillConfig
 
     with pytest.raises(ValueError, match=rf"^keep {keep} is not valid: expected the share of the teacher's return the "
                                          r"student must keep, a number in \(0, 1.5\] \(e.g. 0.95\)$"):

@@ -122,7 +122,7 @@ def test_every_manifest_command_parses(where, command):
     parser = build_parser()
     args = parser.parse_args(shlex.split(command)[1:])  # argparse exits on anything it does not know
     if args.command == "run" and args.students:
-        from qdistill.learners.distill import DistillConfig, parse_students
+        from qdistill.learners.configs import DistillConfig, parse_students
 
         DistillConfig(students=parse_students(args.students))
     if getattr(args, "buffer", None):

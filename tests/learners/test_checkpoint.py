@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from qdistill.learners import checkpoint
-from qdistill.learners.distill import DistillConfig, DistillLearner
+from qdistill.learners.configs import DistillConfig
+from qdistill.learners.distill import DistillLearner
 from qdistill.learners.networks import QNetwork, from_numpy, to_numpy
 from tests.support.batches import labelled_batch
 

@@ -3,7 +3,8 @@ import math
 import pytest
 import torch
 
-from qdistill.learners.distill import METRICS_EVERY, DistillConfig, DistillLearner, parse_students
+from qdistill.learners.distill import METRICS_EVERY, DistillLearner
+from qdistill.learners.configs import DistillConfig, parse_students
 from qdistill.learners.losses import agreement, distill_loss, kl_loss, mse_loss, nll_loss
 from tests.support.batches import labelled_batch
 

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from qdistill.learners import checkpoint
-from qdistill.learners.distill import DistillConfig, DistillLearner
-from qdistill.learners.dqn import DQNConfig, DQNLearner
+from qdistill.learners.configs import DistillConfig
+from qdistill.learners.distill import DistillLearner
+from qdistill.learners.configs import DQNConfig
+from qdistill.learners.dqn import DQNLearner
 from qdistill.learners.multitask import MultiTaskQNetwork
 from qdistill.learners.networks import QNetwork, count_params, to_numpy
 from qdistill.learners.td import double_dqn_target, td_loss

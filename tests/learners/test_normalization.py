@@ -15,8 +15,10 @@ from qdistill.cluster import export as ex
 from qdistill.learners import checkpoint
 from qdistill.learners import export as formats
 from qdistill.learners.batch import TransitionBatch
-from qdistill.learners.distill import DistillConfig, DistillLearner
-from qdistill.learners.dqn import DQNConfig, DQNLearner
+from qdistill.learners.configs import DistillConfig
+from qdistill.learners.distill import DistillLearner
+from qdistill.learners.configs import DQNConfig
+from qdistill.learners.dqn import DQNLearner
 from qdistill.learners.networks import QNetwork, obs_norm, to_numpy
 from qdistill.learners.policy import GreedyPolicy, numpy_forward
 from qdistill.learners.specs import NORM_CLIP, parse_spec

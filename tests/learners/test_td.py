@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from qdistill.learners.batch import TransitionBatch
-from qdistill.learners.dqn import DQNConfig, DQNLearner
+from qdistill.learners.configs import DQNConfig
+from qdistill.learners.dqn import DQNLearner
 from qdistill.learners.schedule import LinearSchedule
 from qdistill.learners.td import double_dqn_target, td_loss
 
