@@ -70,22 +70,19 @@ class _TorchForward:
     """A QNetwork's forward pass from numpy to numpy, under inference mode."""
 
     def __init__(self, spec: str, obs_shape: tuple[int, ...], n_actions: int) -> None:
-        from .networks import QNetwork
+        import torch
 
+        from .networks import QNetwork, as_input, from_numpy
+
+        self.torch, self.as_input, self.from_numpy = torch, as_input, from_numpy
         self.net = QNetwork(spec, obs_shape, n_actions).eval()
 
     def load(self, weights: dict[str, np.ndarray]) -> None:
-        from .networks import from_numpy
-
-        self.net.load_state_dict(from_numpy(weights))
+        self.net.load_state_dict(self.from_numpy(weights))
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
-        import torch
-
-        from .networks import as_input
-
-        with torch.inference_mode():
-            return self.net(as_input(obs)).numpy()
+        with self.torch.inference_mode():
+            return self.net(self.as_input(obs)).numpy()
 
 
 def numpy_forward(spec: str, obs_shape: tuple[int, ...], weights: dict[str, np.ndarray]):

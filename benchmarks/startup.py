@@ -1,0 +1,56 @@
+"""What a process pays to start: the import of each process's entry module, in a fresh Python,
+and whether it brings torch in. The `qdistill` command, rollout actors with MLP teachers, buffer
+shards and parameter servers (`qdistill.actors.remote`) import no torch; the run's learner does.
+
+    python benchmarks/startup.py --repeats 7
+
+Prints the median and range of each import's wall time over --repeats fresh interpreters, taken
+in turn, and the command. Not part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+
+MODULES = {
+    "python alone": "",
+    "torch": "torch",
+    "the qdistill command (qdistill.cluster.cli)": "qdistill.cluster.cli",
+    "an acting process's actors (qdistill.actors.remote)": "qdistill.actors.remote",
+    "a rollout, MLP teacher (qdistill.actors.rollout)": "qdistill.actors.rollout",
+    "the run's learner (qdistill.cluster.driver.teacher)": "qdistill.cluster.driver.teacher",
+}
+
+
+def once(module: str) -> tuple[float, bool]:
+    code = f"import sys\n{'import ' + module if module else ''}\nprint('torch' in sys.modules)"
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return time.monotonic() - start, done.stdout.strip() == "True"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    args = parser.parse_args()
+    times: dict[str, list[float]] = {name: [] for name in MODULES}
+    torch_in: dict[str, bool] = {}
+    for _ in range(args.repeats):  # in turn, so all share the machine's moments alike
+        for name, module in MODULES.items():
+            wall, imported = once(module)
+            times[name].append(wall)
+            torch_in[name] = imported
+    print(f"Import wall time in a fresh Python, median [min-max] of {args.repeats}\n")
+    print("| process's entry | wall s | imports torch |\n|---|---|---|")
+    for name, walls in times.items():
+        print(f"| {name} | {statistics.median(walls):.2f} [{min(walls):.2f}-{max(walls):.2f}] | "
+              f"{'yes' if torch_in[name] else 'no'} |")
+    print(f"\nreproduce: python benchmarks/startup.py --repeats {args.repeats}")
+
+
+if __name__ == "__main__":
+    main()
