@@ -47,6 +47,7 @@ def steps(learner: DQNLearner, data: list[TransitionBatch], n: int, flush: bool)
 
 
 def subnormal_share(learner: DQNLearner) -> float:
+    torch.set_flush_denormal(False)  # flushing also reads subnormal inputs as zero
     moments = [s["exp_avg"] for s in learner.optimizer.state.values()]
     tiny = torch.finfo(torch.float32).smallest_normal
     return sum(int(((m != 0) & (m.abs() < tiny)).sum()) for m in moments) / sum(m.numel() for m in moments)
