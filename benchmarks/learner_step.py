@@ -1,13 +1,18 @@
-"""One DQN learner step with subnormal floats kept and flushed to zero, side by side.
+"""One learner step two ways, side by side: subnormal floats kept or flushed to zero
+(--compare flush), or torch's Adam step or the learners' own (--compare optimizer).
 
-Adam's first moment decays geometrically wherever a weight's gradient is zero (a dead ReLU unit's
-weights) and passes through float32's subnormal range, where each x86 operation costs about a
-hundred cycles. `learners/compute.py` flushes them on a learner's thread. Two DQNLearners (the
-same network, seed and minibatches) train for --warm steps, one with subnormals kept and one
-flushed, then take windows of --steps steps in turn; prints µs per step (median [min-max] of the
-windows) and the share of subnormal first moments in the kept learner's Adam state.
+Flush: Adam's first moment decays geometrically wherever a weight's gradient is zero (a dead ReLU
+unit's weights) and passes through float32's subnormal range, where each x86 operation costs about
+a hundred cycles. `learners/compute.py` flushes them on a learner's thread. Optimizer:
+`learners/optim.py` steps torch's fused Adam without torch.optim's per-call bookkeeping.
+
+Two learners (--learner dqn: a DQNLearner; distill: a DistillLearner with one student; the same
+network, seed and minibatches) train for --warm steps, then take windows of --steps steps in turn;
+prints µs per step (median [min-max] of the windows) and, for the flush, the share of subnormal
+first moments in the kept learner's Adam state.
 
     python benchmarks/learner_step.py --net 256x256 --batch 64
+    python benchmarks/learner_step.py --compare optimizer --learner distill --net 16x16 --batch 256
 
 Random CartPole-shaped rows (4 floats, 2 actions, 3-step horizons), one torch thread. Not part of
 the test suite.
@@ -23,8 +28,10 @@ import numpy as np
 import torch
 
 from qdistill.learners.batch import TransitionBatch
-from qdistill.learners.configs import DQNConfig
+from qdistill.learners.configs import DistillConfig, DQNConfig
+from qdistill.learners.distill import DistillLearner
 from qdistill.learners.dqn import DQNLearner
+from qdistill.learners.optim import Adam
 
 
 def batches(size: int, count: int, seed: int) -> list[TransitionBatch]:
@@ -37,7 +44,32 @@ def batches(size: int, count: int, seed: int) -> list[TransitionBatch]:
         task=np.zeros(size, np.int16), horizon=np.full(size, 3, np.int8)) for _ in range(count)]
 
 
-def steps(learner: DQNLearner, data: list[TransitionBatch], n: int, flush: bool) -> float:
+class TorchStep:
+    """torch's own Adam step and zero_grad, in place of the learners' (the optimizer comparison)."""
+
+    def __init__(self, adam: Adam) -> None:
+        self.torch = adam.torch
+
+    def zero_grad(self) -> None:
+        self.torch.zero_grad(set_to_none=True)
+
+    def step(self) -> None:
+        self.torch.step()
+
+
+def learner(kind: str, net: str, batch: int, torch_step: bool) -> DQNLearner | DistillLearner:
+    if kind == "dqn":
+        made = DQNLearner(DQNConfig(net=net, lr=2.3e-3, batch_size=batch, target_update=128, n_step=3), [((4,), 2)])
+        if torch_step:
+            made.optimizer = TorchStep(made.optimizer)
+        return made
+    made = DistillLearner(DistillConfig(students=(net,), batch_size=batch), [((4,), 2)])
+    if torch_step:
+        made.optimizers = {name: TorchStep(opt) for name, opt in made.optimizers.items()}
+    return made
+
+
+def steps(learner: DQNLearner | DistillLearner, data: list[TransitionBatch], n: int, flush: bool) -> float:
     """µs per step over n steps, subnormals flushed or kept on this thread."""
     torch.set_flush_denormal(flush)
     start = time.perf_counter()
@@ -46,15 +78,18 @@ def steps(learner: DQNLearner, data: list[TransitionBatch], n: int, flush: bool)
     return (time.perf_counter() - start) / n * 1e6
 
 
-def subnormal_share(learner: DQNLearner) -> float:
+def subnormal_share(learner: DQNLearner | DistillLearner) -> float:
     torch.set_flush_denormal(False)  # flushing also reads subnormal inputs as zero
-    moments = [s["exp_avg"] for s in learner.optimizer.state.values()]
+    optimizers = [learner.optimizer] if isinstance(learner, DQNLearner) else list(learner.optimizers.values())
+    moments = [s["exp_avg"] for opt in optimizers for s in opt.torch.state.values()]
     tiny = torch.finfo(torch.float32).smallest_normal
     return sum(int(((m != 0) & (m.abs() < tiny)).sum()) for m in moments) / sum(m.numel() for m in moments)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--compare", choices=["flush", "optimizer"], default="flush")
+    parser.add_argument("--learner", choices=["dqn", "distill"], default="dqn")
     parser.add_argument("--net", default="256x256")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--warm", type=int, default=3_000, help="steps each learner takes before the clock")
@@ -63,25 +98,32 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = batches(args.batch, 64, seed=0)
-    config = DQNConfig(net=args.net, lr=2.3e-3, batch_size=args.batch, target_update=128, n_step=3)
-    learners = {"kept": DQNLearner(config, [((4,), 2)], seed=0), "flushed": DQNLearner(config, [((4,), 2)], seed=0)}
-    for name, learner in learners.items():
-        steps(learner, data, args.warm, flush=name == "flushed")
-    share = subnormal_share(learners["kept"])
+    if args.compare == "flush":  # (arm, flushed, torch's Adam step)
+        arms = [("subnormals kept", False, False), ("subnormals flushed", True, False)]
+    else:
+        arms = [("torch's Adam step", True, True), ("learners.optim.Adam", True, False)]
+    learners = {name: (learner(args.learner, args.net, args.batch, torch_step), flush)
+                for name, flush, torch_step in arms}
+    for made, flush in learners.values():
+        steps(made, data, args.warm, flush=flush)
+    share = subnormal_share(learners[arms[0][0]][0])
     times: dict[str, list[float]] = {name: [] for name in learners}
     for _ in range(args.windows):
-        for name, learner in learners.items():
-            times[name].append(steps(learner, data, args.steps, flush=name == "flushed"))
+        for name, (made, flush) in learners.items():
+            times[name].append(steps(made, data, args.steps, flush=flush))
     torch.set_flush_denormal(False)
-    print(f"DQN step, {args.net}, batch {args.batch}, one torch thread, after {args.warm:,} steps; "
+    what = "DQN step" if args.learner == "dqn" else "distillation step (one student)"
+    print(f"{what}, {args.net}, batch {args.batch}, one torch thread, after {args.warm:,} steps; "
           f"{args.windows} windows of {args.steps} steps in turn\n")
-    print("| subnormals | µs per step, median [min-max] |\n|---|---|")
+    print("| arm | µs per step, median [min-max] |\n|---|---|")
     for name, t in times.items():
         print(f"| {name} | {statistics.median(t):,.0f} [{min(t):,.0f}-{max(t):,.0f}] |")
-    ratio = statistics.median(times["flushed"]) / statistics.median(times["kept"])
-    print(f"\nflushed / kept: {ratio:.2f}x; subnormal first moments in the kept learner's Adam state: {share:.0%}")
-    print(f"\nreproduce: python benchmarks/learner_step.py --net {args.net} --batch {args.batch} --warm {args.warm} "
-          f"--steps {args.steps} --windows {args.windows}")
+    first, second = arms[0][0], arms[1][0]
+    ratio = statistics.median(times[second]) / statistics.median(times[first])
+    print(f"\n{second} / {first}: {ratio:.2f}x" + (f"; subnormal first moments in the kept learner's Adam state: "
+                                                 f"{share:.0%}" if args.compare == "flush" else ""))
+    print(f"\nreproduce: python benchmarks/learner_step.py --compare {args.compare} --learner {args.learner} "
+          f"--net {args.net} --batch {args.batch} --warm {args.warm} --steps {args.steps} --windows {args.windows}")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from .configs import DistillConfig
 from .losses import agreement, distill_loss
 from .multitask import build, forward, task_network, task_of
 from .networks import QNetwork, as_input, count_params, obs_norm, to_numpy
+from .optim import Adam
 
 
 # The students' loss and agreement are measured on one step in this many: the driver reads them
@@ -34,7 +35,7 @@ class DistillLearner:
         self.n_tasks = len(tasks)
         self.students = {spec: build(spec, tasks, inputs=inputs).to(self.device) for spec in config.students}
         self.optimizers = {
-            name: torch.optim.Adam(net.parameters(), lr=config.lr, fused=True) for name, net in self.students.items()
+            name: Adam(net.parameters(), lr=config.lr) for name, net in self.students.items()
         }
         self.steps = 0
 
@@ -76,7 +77,7 @@ class DistillLearner:
                 if measure:
                     agree += agreement(q.detach(), target) * len(obs) / rows
             opt = self.optimizers[name]
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad()
             loss.backward()
             opt.step()
             if measure:

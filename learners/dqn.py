@@ -9,6 +9,7 @@ from .batch import TransitionBatch, Update
 from .configs import DQNConfig
 from .multitask import build, forward, task_network, task_of
 from .networks import as_input, count_params, from_numpy, obs_norm, to_numpy
+from .optim import Adam
 from .td import double_dqn_target, td_loss
 
 
@@ -48,7 +49,7 @@ class DQNLearner:
         self.q_target.requires_grad_(False)
         # a `norm-` network: the observation statistics follow the rows trained on, the target's with them
         self.norms = (obs_norm(self.q), obs_norm(self.q_target)) if obs_norm(self.q) is not None else None
-        self.optimizer = torch.optim.Adam(self.q.parameters(), lr=config.lr, fused=True)
+        self.optimizer = Adam(self.q.parameters(), lr=config.lr)
         self.steps = 0
 
     @property
@@ -79,7 +80,7 @@ class DQNLearner:
             loss = loss + td_loss(q_taken, target) * (len(part) / rows)
             q_values.append(q_all.detach().cpu().numpy())
             q_taken_sum += float(q_taken.detach().sum())
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(self.q.parameters(), self.config.max_grad_norm)
         self.optimizer.step()
