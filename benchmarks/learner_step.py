@@ -1,10 +1,10 @@
 """One learner step two ways, side by side: subnormal floats kept or flushed to zero
-(--compare flush), or torch's Adam step or the learners' own (--compare optimizer).
+(--compare flush), or torch.optim's Adam or the learners' own (--compare optimizer).
 
 Flush: Adam's first moment decays geometrically wherever a weight's gradient is zero (a dead ReLU
 unit's weights) and passes through float32's subnormal range, where each x86 operation costs about
 a hundred cycles. `learners/compute.py` flushes them on a learner's thread. Optimizer:
-`learners/optim.py` steps torch's fused Adam without torch.optim's per-call bookkeeping.
+`learners/optim.py` runs torch's fused Adam kernel without torch.optim around it.
 
 Two learners (--learner dqn: a DQNLearner; distill: a DistillLearner with one student; the same
 network, seed and minibatches) train for --warm steps, then take windows of --steps steps in turn;
@@ -45,16 +45,20 @@ def batches(size: int, count: int, seed: int) -> list[TransitionBatch]:
 
 
 class TorchStep:
-    """torch's own Adam step and zero_grad, in place of the learners' (the optimizer comparison)."""
+    """torch.optim.Adam (fused) in place of the learners' Adam, over the same parameters (the
+    optimizer comparison)."""
 
     def __init__(self, adam: Adam) -> None:
-        self.torch = adam.torch
+        self.torch = torch.optim.Adam(adam.params, lr=adam.lr, fused=True)
 
     def zero_grad(self) -> None:
         self.torch.zero_grad(set_to_none=True)
 
     def step(self) -> None:
         self.torch.step()
+
+    def state_dict(self) -> dict[str, object]:
+        return self.torch.state_dict()
 
 
 def learner(kind: str, net: str, batch: int, torch_step: bool) -> DQNLearner | DistillLearner:
@@ -81,7 +85,7 @@ def steps(learner: DQNLearner | DistillLearner, data: list[TransitionBatch], n: 
 def subnormal_share(learner: DQNLearner | DistillLearner) -> float:
     torch.set_flush_denormal(False)  # flushing also reads subnormal inputs as zero
     optimizers = [learner.optimizer] if isinstance(learner, DQNLearner) else list(learner.optimizers.values())
-    moments = [s["exp_avg"] for opt in optimizers for s in opt.torch.state.values()]
+    moments = [s["exp_avg"] for opt in optimizers for s in opt.state_dict()["state"].values()]
     tiny = torch.finfo(torch.float32).smallest_normal
     return sum(int(((m != 0) & (m.abs() < tiny)).sum()) for m in moments) / sum(m.numel() for m in moments)
 
@@ -101,7 +105,7 @@ def main() -> None:
     if args.compare == "flush":  # (arm, flushed, torch's Adam step)
         arms = [("subnormals kept", False, False), ("subnormals flushed", True, False)]
     else:
-        arms = [("torch's Adam step", True, True), ("learners.optim.Adam", True, False)]
+        arms = [("torch.optim.Adam (fused)", True, True), ("learners.optim.Adam", True, False)]
     learners = {name: (learner(args.learner, args.net, args.batch, torch_step), flush)
                 for name, flush, torch_step in arms}
     for made, flush in learners.values():
