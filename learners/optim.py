@@ -18,9 +18,9 @@ class Adam:
 
     torch.optim's bookkeeping around them (hooks, profiler records, grouping the tensors on every
     call) is a fixed cost per step, large beside a small network's: on one thread here a 16x16
-    student's distillation step took 517 µs with torch's optimiser and 372 µs with this one, a
-    256x256 DQN step 1,528 and 1,347 µs (`benchmarks/learner_step.py --compare optimizer`). And
-    constructing torch's first optimiser imports torch._dynamo, 0.8 s at every learner's start.
+    student's distillation step took 449 µs with torch's optimiser and 332 µs with this one, a
+    256x256 DQN step 1,377 and 1,218 µs (`benchmarks/learner_step.py --compare optimizer`). And
+    building torch's first optimiser imports torch._dynamo, about 0.8 s at every learner's start.
 
     As torch's: a parameter's state is made at its first gradient, and a step leaves parameters
     without a gradient as they are."""

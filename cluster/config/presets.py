@@ -66,9 +66,11 @@ DISTILL_DEFAULTS: dict[str, object] = {
     "steps": 500_000,
     "actors": 1,
     "replay_ratio": 0.1,
-    # 16,384-row samples: a Ray call's cost spread over 64 updates (0.95x the plain loop against 0.86x
-    # at 16: benchmarks/throughput.py --also-updates-per-sample); pixel rows keep PIXEL_UPDATES_PER_SAMPLE
-    "updates_per_sample": 64,
+    # 32,768-row samples of a 16x16 student's 256-row minibatches: a Ray call's cost spread over 128
+    # updates (benchmarks/throughput.py --also-updates-per-sample 64 measures the two side by side;
+    # 64 gave 0.95x the plain loop against 0.86x at 16 when a step took 0.4 ms, 0.87x once the
+    # learners' Adam made it 0.33 ms); pixel rows keep PIXEL_UPDATES_PER_SAMPLE
+    "updates_per_sample": 128,
     "exploration": {"start": 0.05, "end": 0.05, "steps": 0},
 }
 DISTILL_PRESETS: dict[str, dict[str, object]] = {

@@ -96,8 +96,8 @@ RUN_CASES = [
     (["--batch-size", "0"], "distill batch_size 0 is not valid: expected an integer >= 1"),
     (["--buffer-capacity", "100"],
      "buffer_capacity 100 is smaller than the batch size 256: expected a capacity of at least one batch"),
-    (["--rate-tolerance", "100"], "rate tolerance 100 is too small for inserts of 256 rows and samples of 16384 at "
-                                  "25.6 samples per insert: expected at least 11468.8 rows"),
+    (["--rate-tolerance", "100"], "rate tolerance 100 is too small for inserts of 256 rows and samples of 32768 at "
+                                  "25.6 samples per insert: expected at least 19660.8 rows"),
     (["--rate-tolerance", "-1"], "rate_tolerance -1.0 is not valid: expected a number of rows >= 0"),
     (["--eval-ci", "0"], "eval_ci 0.0 is not valid: expected the widest 95% interval of % of teacher to accept, in "
                          "points > 0 (e.g. 5)"),

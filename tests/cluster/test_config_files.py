@@ -72,7 +72,7 @@ def test_flags_override_the_file_and_the_file_the_preset(tmp_path, capsys):
     assert (shown["replay_ratio"], shown["steps"]) == (0.2, 20_000)  # file over preset
     assert shown["distill"] == {"students": ["16x16"], "loss": "mse", "tau": 0.01, "lr": 5e-3, "batch_size": 256}
     assert shown["exploration"] == {"start": 0.05, "end": 0.1, "steps": 0}  # the preset's, one key from the file
-    assert (shown["target_return"], shown["updates_per_sample"]) == (475.0, 64)  # the env's threshold, the default
+    assert (shown["target_return"], shown["updates_per_sample"]) == (475.0, 128)  # the env's threshold, the default
     # what `config show` prints is a config file that resolves to itself
     saved = tmp_path / "shown.yaml"
     saved.write_text(out)

@@ -9,9 +9,9 @@ from qdistill.cluster.config import ExplorationConfig, distill_config, teacher_c
 def test_a_fixed_teacher_distills_with_the_distillation_preset(tmp_path):
     cfg = distill_config("CartPole-v1", str(tmp_path), teacher="t.pt")
     assert cfg.exploration == ExplorationConfig(start=0.05, end=0.05, steps=0)
-    assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.eval_every_s) == (0.1, 1, 64, 2.0)
+    assert (cfg.replay_ratio, cfg.actors, cfg.updates_per_sample, cfg.eval_every_s) == (0.1, 1, 128, 2.0)
     assert cfg.distill.batch_size == 256 and cfg.distill.students == ("16x16",)
-    assert cfg.chunk_rows == 16_384
+    assert cfg.chunk_rows == 32_768
 
 
 def test_pixel_rows_are_sampled_in_smaller_chunks(tmp_path):
