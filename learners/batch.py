@@ -58,7 +58,9 @@ class TransitionBatch:
         return rows if self.next_observations is None else rows & finite(self.next_observations)
 
     def take(self, index: np.ndarray | slice) -> TransitionBatch:
-        return TransitionBatch.from_arrays({n: a[index] for n, a in self.arrays().items()})
+        """The rows at `index` (a slice gives views; an index array, copies). A learner cuts every
+        minibatch with it: fields in order, no dicts (about half the time it took with them)."""
+        return TransitionBatch(*[None if (a := getattr(self, name)) is None else a[index] for name in _FIELDS])
 
 
 _FIELDS = tuple(f.name for f in fields(TransitionBatch))  # looked up once: a learner slices batches in its hot loop
