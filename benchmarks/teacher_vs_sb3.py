@@ -1,12 +1,15 @@
 """qdistill's DQN teacher against Stable-Baselines3's DQN with RL Baselines3 Zoo's hyperparameters,
 side by side and interleaved: for each seed, `qdistill train-teacher --env E --seed S` (the whole
 command, Ray start-up included, stopping at the env's reward threshold as its preset says), then
-SB3's DQN on the same env and seed, judged the same way: every EVAL env steps (qdistill's preset
-cadence) a greedy mean over 20 held-out episodes; at the threshold, 20 further held-out episodes
+SB3's DQN on the same env and seed, judged the same way: every EVAL env steps (the qdistill
+config's cadence, the preset's or --config's: every arm must share it) a greedy mean over 20 held-out episodes; at the threshold, 20 further held-out episodes
 must confirm it (as `train-teacher`'s final evaluation must), else training goes on; Zoo's budget
 ends it. SB3's training time leaves its evaluations out; qdistill's wall keeps everything in.
 
     python -m benchmarks.teacher_vs_sb3 --env CartPole-v1 --seeds 0 1 2 3 4     # from the repository root
+
+--also-config FILE (repeatable) adds a qdistill arm with that train-teacher config file, run in turn
+with the others on each seed: a candidate preset measured beside the preset and SB3 in one run.
 
 Prints a table per env (each seed, the medians with their range, the interquartile mean of the env
 steps with its interval) and the command; --json keeps the rows. Needs the sb3 extra. Not part of
@@ -19,6 +22,7 @@ import argparse
 import json
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,10 +30,10 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import yaml
 
 from benchmarks.time_to_target import run_once
 from qdistill.actors.intervals import iqm_ci
-from qdistill.cluster.config.presets import TEACHER_PRESETS
 
 # RL Baselines3 Zoo, hyperparams/dqn.yml: (n_timesteps, DQN's arguments); LunarLander-v3 takes v2's
 _NET = {"policy_kwargs": {"net_arch": [256, 256]}}
@@ -96,6 +100,21 @@ def sb3_to_target(env_id: str, seed: int, every: int, target: float) -> dict[str
             "reached": reached}
 
 
+def eval_every(env_id: str, config: str | None, also: list[str]) -> int:
+    """The env steps between evaluations of qdistill's arms (as `qdistill config show-teacher`
+    resolves them), which SB3's arm takes too; arms that differ are refused."""
+    def resolved(path: str | None) -> int:
+        shown = subprocess.run([sys.executable, "-m", "qdistill.cluster.cli", "config", "show-teacher", "--env", env_id,
+                                *(["--config", path] if path else [])], capture_output=True, text=True, check=True)
+        return int(yaml.safe_load(shown.stdout)["eval_every"])
+
+    cadences = {path or "the preset": resolved(path) for path in (config, *also)}
+    if len(set(cadences.values())) > 1:
+        raise SystemExit(f"teacher_vs_sb3: the qdistill arms evaluate at different cadences {cadences}: "
+                         "expected one eval_every for all, which SB3's arm takes too")
+    return next(iter(cadences.values()))
+
+
 def summarise(rows: list[dict[str, object]], key: str, digits: int) -> str:
     values = [r[key] for r in rows]
     return f"{statistics.median(values):,.{digits}f} [{min(values):,.{digits}f}–{max(values):,.{digits}f}]"
@@ -106,20 +125,26 @@ def main() -> None:
     parser.add_argument("--env", action="append", choices=sorted(ZOO), help="repeatable (default CartPole-v1)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--config", help="a train-teacher config file for qdistill's side (default: the preset)")
+    parser.add_argument("--also-config", action="append", default=[], metavar="FILE",
+                        help="another qdistill arm, with this train-teacher config file (repeatable)")
     parser.add_argument("--json", help="also write the rows here")
     args = parser.parse_args()
     os.environ.setdefault("SB3_LOGDIR", tempfile.mkdtemp(prefix="sb3-logs-"))
     results = {}
     for env_id in args.env or ["CartPole-v1"]:
-        target, every = gym.spec(env_id).reward_threshold, TEACHER_PRESETS[env_id]["eval_every"]
-        ours, sb3 = [], []
-        for seed in args.seeds:  # interleaved: the machine's drift falls on both alike
+        target, every = gym.spec(env_id).reward_threshold, eval_every(env_id, args.config, args.also_config)
+        ours, sb3, also = [], [], {path: [] for path in args.also_config}
+        for seed in args.seeds:  # interleaved: the machine's drift falls on every arm alike
             ours.append(run_once("train-teacher", env_id, seed, ["--config", args.config] if args.config else []))
+            for path, rows in also.items():
+                rows.append(run_once("train-teacher", env_id, seed, ["--config", path]))
             sb3.append(sb3_to_target(env_id, seed, every, target))
-            print(f"{env_id} seed {seed}: qdistill {ours[-1]['env_steps']:,} steps {ours[-1]['wall_s']:.1f} s "
-                  f"(reached {ours[-1]['reached']}); SB3 {sb3[-1]['env_steps']:,} steps, trained "
+            arms = "; ".join(f"{name} {rows[-1]['env_steps']:,} steps {rows[-1]['wall_s']:.1f} s (reached {rows[-1]['reached']})"
+                             for name, rows in (("qdistill", ours), *also.items()))
+            print(f"{env_id} seed {seed}: {arms}; SB3 {sb3[-1]['env_steps']:,} steps, trained "
                   f"{sb3[-1]['train_s']:.1f} s (reached {sb3[-1]['reached']})", flush=True)
-        results[env_id] = {"target": target, "eval_every": every, "qdistill": ours, "sb3": sb3}
+        results[env_id] = {"target": target, "eval_every": every, "qdistill": ours, "sb3": sb3,
+                           **({"also": also} if also else {})}
         print(table(env_id, results[env_id]))
     print("reproduce: python -m benchmarks.teacher_vs_sb3 " + " ".join(sys.argv[1:]))
     if args.json:
@@ -132,14 +157,19 @@ def table(env_id: str, r: dict[str, object]) -> str:
              f"{r['eval_every']:,} env steps), seeds {', '.join(str(x['seed']) for x in ours)}\n",
              "| runner | env steps, median [min–max] | IQM env steps [95% interval] | time s, median [min–max] | reached |",
              "|---|---|---|---|---|"]
-    for name, rows, time_key in (("qdistill train-teacher (whole command)", ours, "wall_s"),
-                                 ("SB3 DQN, RL Zoo hyperparameters (training only)", sb3, "train_s")):
+    arms = [("qdistill train-teacher (whole command)", ours, "wall_s"),
+            *((f"qdistill train-teacher --config {path}", rows, "wall_s") for path, rows in r.get("also", {}).items()),
+            ("SB3 DQN, RL Zoo hyperparameters (training only)", sb3, "train_s")]
+    for name, rows, time_key in arms:
         iqm = iqm_ci([x["env_steps"] for x in rows])
         lines.append(f"| {name} | {summarise(rows, 'env_steps', 0)} | {iqm.value:,.0f} [{iqm.low:,.0f}, {iqm.high:,.0f}] "
                      f"| {summarise(rows, time_key, 1)} | {sum(x['reached'] for x in rows)} of {len(rows)} |")
-    ratio = statistics.median(x["wall_s"] for x in ours) / statistics.median(x["train_s"] for x in sb3)
-    lines.append(f"\nqdistill's median wall / SB3's median training time: {ratio:.2f}x\n")
-    return "\n".join(lines)
+    sb3_s = statistics.median(x["train_s"] for x in sb3)
+    lines.append("")
+    for name, rows, _ in arms[:-1]:
+        ratio = statistics.median(x["wall_s"] for x in rows) / sb3_s
+        lines.append(f"{name}: median wall / SB3's median training time {ratio:.2f}x")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":
