@@ -1,5 +1,6 @@
 """One learner step two ways, side by side: subnormal floats kept or flushed to zero
-(--compare flush), or torch.optim's Adam or the learners' own (--compare optimizer).
+(--compare flush), or torch.optim's Adam or the learners' own (--compare optimizer); --also-net
+adds arms of other networks (the learners' Adam, flushed) to the same windows.
 
 Flush: Adam's first moment decays geometrically wherever a weight's gradient is zero (a dead ReLU
 unit's weights) and passes through float32's subnormal range, where each x86 operation costs about
@@ -13,6 +14,7 @@ first moments in the kept learner's Adam state.
 
     python benchmarks/learner_step.py --net 256x256 --batch 64
     python benchmarks/learner_step.py --compare optimizer --learner distill --net 16x16 --batch 256
+    python benchmarks/learner_step.py --compare optimizer --net 256x256 --also-net 128x128 --also-net 64x64
 
 Random CartPole-shaped rows (4 floats, 2 actions, 3-step horizons), one torch thread. Not part of
 the test suite.
@@ -95,6 +97,8 @@ def main() -> None:
     parser.add_argument("--compare", choices=["flush", "optimizer"], default="flush")
     parser.add_argument("--learner", choices=["dqn", "distill"], default="dqn")
     parser.add_argument("--net", default="256x256")
+    parser.add_argument("--also-net", action="append", default=[], metavar="NET",
+                        help="another arm: this network with the learners' Adam, flushed (repeatable)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--warm", type=int, default=3_000, help="steps each learner takes before the clock")
     parser.add_argument("--steps", type=int, default=500, help="steps per window")
@@ -102,12 +106,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     data = batches(args.batch, 64, seed=0)
-    if args.compare == "flush":  # (arm, flushed, torch's Adam step)
-        arms = [("subnormals kept", False, False), ("subnormals flushed", True, False)]
+    if args.compare == "flush":  # (arm, flushed, torch's Adam step, network)
+        arms = [("subnormals kept", False, False, args.net), ("subnormals flushed", True, False, args.net)]
     else:
-        arms = [("torch.optim.Adam (fused)", True, True), ("learners.optim.Adam", True, False)]
-    learners = {name: (learner(args.learner, args.net, args.batch, torch_step), flush)
-                for name, flush, torch_step in arms}
+        arms = [("torch.optim.Adam (fused)", True, True, args.net), ("learners.optim.Adam", True, False, args.net)]
+    arms += [(f"{net}, learners.optim.Adam, flushed", True, False, net) for net in args.also_net]
+    learners = {name: (learner(args.learner, net, args.batch, torch_step), flush)
+                for name, flush, torch_step, net in arms}
     for made, flush in learners.values():
         steps(made, data, args.warm, flush=flush)
     share = subnormal_share(learners[arms[0][0]][0])
@@ -126,8 +131,11 @@ def main() -> None:
     ratio = statistics.median(times[second]) / statistics.median(times[first])
     print(f"\n{second} / {first}: {ratio:.2f}x" + (f"; subnormal first moments in the kept learner's Adam state: "
                                                  f"{share:.0%}" if args.compare == "flush" else ""))
+    for name, *_ in arms[2:]:
+        print(f"{name} / {second}: {statistics.median(times[name]) / statistics.median(times[second]):.2f}x")
+    also = "".join(f" --also-net {net}" for net in args.also_net)
     print(f"\nreproduce: python benchmarks/learner_step.py --compare {args.compare} --learner {args.learner} "
-          f"--net {args.net} --batch {args.batch} --warm {args.warm} --steps {args.steps} --windows {args.windows}")
+          f"--net {args.net}{also} --batch {args.batch} --warm {args.warm} --steps {args.steps} --windows {args.windows}")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from tests.support.teachers import untrained_teachers
 pytestmark = pytest.mark.slow  # a whole run
 
 CANDIDATES = ["4", "8", "16", "32", "64"]
-STEPS = 24_000
+STEPS = 72_000  # the last rung (at half) leaves the run seconds of evaluations after it, where the largest left acts
 
 
 def test_shrink_halves_the_candidates_and_judges_the_last(ray_session, steady_teacher, tmp_path, capsys):
