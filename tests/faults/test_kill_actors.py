@@ -48,23 +48,25 @@ def _kill(actor_class: str, out, delay: float, killed: dict) -> None:
     alive = [a for a in state.actors().values() if a["ActorClassName"] == actor_class and a["State"] == "ALIVE"]
     assert alive, f"no live {actor_class}"
     pid = alive[0]["Pid"]
-    if actor_class == "EvaluatorActor":  # an evaluation in flight (one takes about 1 s of every 2 s here)
+    if actor_class == "EvaluatorActor":  # just after an evaluation starts: idle, then busy
         deadline = time.monotonic() + 30
+        while _busy(pid) and time.monotonic() < deadline:
+            pass
         while not _busy(pid) and time.monotonic() < deadline:
             pass
     killed["evaluations_before"] = len(_evaluations(out))
     os.kill(pid, signal.SIGKILL)
 
 
-def _busy(pid: int, window: float = 0.2) -> bool:
-    """Whether process `pid` used at least a quarter of a core over the next `window` seconds: an idle
+def _busy(pid: int, window: float = 0.05) -> bool:
+    """Whether process `pid` used at least 40% of a core over the next `window` seconds: an idle
     Ray actor waits on its socket, one running a task computes."""
     def cpu_s() -> float:
         fields = open(f"/proc/{pid}/stat").read().rpartition(")")[2].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
     start = cpu_s()
     time.sleep(window)
-    return cpu_s() - start >= window / 4
+    return cpu_s() - start >= 0.4 * window
 
 
 def _run(teacher: str, out, *extra: str, budget: tuple[str, str] = ("--steps", str(STEPS))) -> dict:
@@ -93,7 +95,12 @@ def test_a_killed_actor_is_restarted_and_the_run_carries_on(undisturbed, tmp_pat
     out, killed = tmp_path / "killed", {}
     killer = threading.Thread(target=_kill, args=(actor_class, out, random.Random(5).uniform(0, 2), killed))
     killer.start()
-    summary = _run(teacher, out, budget=KILLED_BUDGET[actor_class])
+    extra = ()
+    if actor_class == "EvaluatorActor":  # 100 episodes an evaluation (20 by default): the kill, just
+        # after one starts, finds it in flight
+        (tmp_path / "eval.toml").write_text("eval_episodes = 100\n")
+        extra = ("--config", str(tmp_path / "eval.toml"))
+    summary = _run(teacher, out, *extra, budget=KILLED_BUDGET[actor_class])
     killer.join()
     assert "evaluations_before" in killed  # the kill happened
     assert reference["evaluator"] == {"restarts": 0, "evaluations_lost": 0} and reference["actors"]["actor_restarts"] == 0
