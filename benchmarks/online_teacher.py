@@ -55,7 +55,7 @@ def run_once(env: str, seed: int, extra: list[str]) -> dict[str, object]:
             "p95_used": labels.get("staleness_p95_used"), "relabelled": labels.get("relabelled_fraction"),
             "own": labels.get("labels/from_teacher_step", 0) / labels["sampled"] if labels.get("sampled") else 0.0,
             "phase_share": round(phase / wall, 3) if phase is not None else None, "tracking": tracking,
-            "loop_s": summary.get("loop_s")}
+            "loop_s": summary.get("loop_s"), "students_worker_s": summary.get("students_worker_s")}
 
 
 def _tracking(records: list[dict], target: float | None) -> float | None:
@@ -72,9 +72,13 @@ def _tracking(records: list[dict], target: float | None) -> float | None:
 
 
 def _loop_shares(rows: list[dict]) -> dict[str, float]:
-    """Each loop phase's median share of the loop's whole time (the sum of its top-level phases)."""
-    loops = [r["loop_s"] for r in rows if r.get("loop_s")]
-    shares = [{k: v / sum(x for p, x in loop.items() if "/" not in p) for k, v in loop.items()} for loop in loops]
+    """Each loop phase's median share of the loop's whole time (the sum of its top-level phases), and
+    the students' steps on their worker thread beside the loop (a learning teacher's run) against it."""
+    shares = []
+    for r in (r for r in rows if r.get("loop_s")):
+        whole = sum(x for p, x in r["loop_s"].items() if "/" not in p)
+        beside = {"students on their thread (beside)": r["students_worker_s"]} if r.get("students_worker_s") else {}
+        shares.append({k: v / whole for k, v in {**r["loop_s"], **beside}.items()})
     return {k: statistics.median(s.get(k, 0.0) for s in shares) for k in (shares[0] if shares else {})}
 
 

@@ -15,4 +15,9 @@ def learner_torch(threads: int) -> None:
     with 70% of the middle layer's first moments subnormal, and 0.08 ms with them flushed. Only
     values below 1.2e-38 in magnitude are flushed."""
     torch.set_num_threads(threads)
+    flush_subnormals()
+
+
+def flush_subnormals() -> None:
+    """Subnormal floats flushed to zero on the calling thread (a learner's worker thread calls it too)."""
     torch.set_flush_denormal(True)

@@ -16,7 +16,8 @@ from ...actors.envs import EnvInfo
 from ...actors.remote import EvaluatorActor, ParameterServerActor, RolloutActor
 from ...actors.wire import Schema
 from ...learners import checkpoint
-from ...learners.batch import TransitionBatch
+from ...learners.background import BackgroundSteps
+from ...learners.batch import TransitionBatch, Update
 from ...learners.compute import learner_torch
 from ...learners.distill import DistillLearner
 from ...learners.dqn import DQNLearner
@@ -46,7 +47,11 @@ class DistillDriver(Searching, Driver):
         cfg = config
         self.info, self.teacher, self.run, self.started = info, teacher, run, started
         learner_torch(cfg.learner_threads)
-        self.learner = DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device)
+        # beside a learning teacher, the students step on a worker thread while the teacher takes its next
+        # step (the learner's thread is the run's bottleneck; benchmarks/online_teacher.py)
+        self.learner = BackgroundSteps(
+            DistillLearner(cfg.distill, [(info.obs_shape, info.n_actions)], seed=cfg.seed, device=device),
+            self._stepped, background=cfg.teacher_learns)
         self.learner.take_statistics(teacher.weights)  # `norm-` students normalise as their teacher does
         # a learning teacher: DQN on the same minibatches the students distill from; it labels the
         # rows it trains on itself, so the buffer does not relabel in the background then
@@ -128,6 +133,7 @@ class DistillDriver(Searching, Driver):
             reason = self._loop()
             return self._finish(reason, self.distill_s)
         finally:
+            self.learner.close()
             stop_actors([*self.collector.handles(), *(self.buffer.actors() if self.buffer else []), self.labels.params, self.student_params,
                          self.evaluation.evaluator])
 
@@ -211,14 +217,18 @@ class DistillDriver(Searching, Driver):
                     writes, most = self.labels.within_bound(mb_ids, mb, fresh)
                 relabelled, lag_used = relabelled + writes, max(lag_used, most)
             with self.loop_clock("learn/students"):
-                self.metrics.update(self.learner.step(mb).metrics)
-                if self.learner.steps % cfg.publish_every == 0:
-                    self.student_version += 1
-                    self.student_params.publish.remote(self.student_version, self.learner.weights())
+                self.learner.submit(mb)
         self.labels.write_back(self.buffer, relabelled)
         self.metrics["buffer/label_staleness_used_max"] = lag_used
         if self.refresh_in_buffer:
             self.labels.refresh(self.buffer, self.learner.steps, every=cfg.refresh_every, chunk=cfg.refresh_chunk)
+
+    def _stepped(self, update: Update) -> None:
+        """A student step done: its metrics kept; every `publish_every` steps the students published."""
+        self.metrics.update(update.metrics)
+        if self.learner.steps % self.config.publish_every == 0:
+            self.student_version += 1
+            self.student_params.publish.remote(self.student_version, self.learner.weights())
 
     def _student_batch(self) -> int:
         """Rows per student step: a learning teacher paces the run (update_rows per step of its own),
@@ -261,8 +271,10 @@ class DistillDriver(Searching, Driver):
                 reached = "target"
             self._halve_due(result)
         env_steps = self.collector.env_steps
-        if not stop and not reached and self.learner.steps > 0 and self.evaluation.due(time.monotonic(), env_steps):
-            self.evaluation.start((self.student_version, self.learner.weights()),
+        # due first: reading the learner waits for the student step in flight, a wait each pass need not take
+        if not stop and not reached and self.evaluation.due(time.monotonic(), env_steps) and self.learner.steps > 0:
+            students = self.learner.weights()  # first: a student step in flight may publish a version
+            self.evaluation.start((self.student_version, students),
                                   (self.labels.version, self.labels.weights),
                                   task=self.task.changed_at, dynamics=self.task.dynamics, env_steps=env_steps)
         return reached
@@ -376,6 +388,7 @@ class DistillDriver(Searching, Driver):
             "loop_s": self.loop_clock.facts(),
             "distill_wall_s": round(distill_wall_s, 2), "env_steps": self.collector.env_steps,
             "learner_steps": self.learner.steps, **({"teacher_steps": self.dqn.steps} if self.dqn is not None else {}),
+            "students_worker_s": round(self.learner.worker_s, 3),  # their steps beside the loop (a learning teacher's run)
             "dropped_nonfinite": self.collector.dropped_nonfinite,
             "buffer": {"inserted": inserted, "lost": self.collector.env_steps - self.resumed_env_steps - inserted,
                        "rejected": int(stats["buffer/rejected"]),
