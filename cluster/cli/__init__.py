@@ -47,8 +47,13 @@ def main(argv: list[str] | None = None) -> int:
 def cli() -> None:
     """The console command: `main`, then Ray shut down, the output flushed, and the process ended
     without Python's own teardown of torch and Ray's modules (a second and more here, which a
-    scheduler's stop would wait on). An error `main` does not handle leaves the usual way."""
-    code = main() or 0
+    scheduler's stop would wait on). An error `main` does not handle leaves the usual way; a reader
+    that went away (`qdistill config show | head`) ends it quietly, as a pipe's writer should."""
+    try:
+        code = main() or 0
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the pipe
+        code = 1
     if "ray" in sys.modules:
         import ray
 

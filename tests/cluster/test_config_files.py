@@ -5,6 +5,8 @@ the key named."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -172,3 +174,13 @@ def test_train_teacher_runs_from_a_config_file(ray_session, tmp_path):
     assert (config["dqn"]["net"], config["dqn"]["batch_size"], config["dqn"]["n_step"]) == ("32x32", 32, 3)
     summary = json.loads((out / "summary.json").read_text())
     assert summary["env_steps"] >= 3000 and summary["teacher"]["params"] == 4 * 32 + 32 + 32 * 32 + 32 + 32 * 2 + 2
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly():
+    """`qdistill config show-teacher | head -1`: the pipe's reader gone before the config is
+    printed ends the command with status 1 and no traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "qdistill.cluster.cli", "config", "show-teacher", "--env",
+                             "CartPole-v1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the interpreter has started and resolved the config
+    err = proc.stderr.read().decode()
+    assert (proc.wait(timeout=60), err) == (1, "")
