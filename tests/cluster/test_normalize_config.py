@@ -16,8 +16,8 @@ def _shown(capsys, args) -> dict:
 
 
 def test_the_flag_puts_norm_in_front_of_the_networks(tmp_path, capsys):
-    assert _shown(capsys, ["show-teacher", "--env", "LunarLander-v3", "--normalize-obs"])["dqn"]["net"] == "norm-256x256"
-    assert _shown(capsys, ["show-teacher", "--env", "LunarLander-v3"])["dqn"]["net"] == "256x256"
+    assert _shown(capsys, ["show-teacher", "--env", "LunarLander-v3", "--normalize-obs"])["dqn"]["net"] == "norm-128x128"
+    assert _shown(capsys, ["show-teacher", "--env", "LunarLander-v3"])["dqn"]["net"] == "128x128"
     shown = _shown(capsys, ["show", "--env", "LunarLander-v3", "--normalize-obs", "--students", "16x16,norm-32"])
     assert shown["distill"]["students"] == ["norm-16x16", "norm-32"]
     # a normalising teacher's students normalise, with or without the flag
