@@ -97,8 +97,10 @@ def preset(table: dict[str, dict[str, object]], env: str) -> dict[str, object]:
 _TEACHER_NESTED = {"dqn": DQNConfig, "exploration": ExplorationConfig}
 _DISTILL_NESTED = {"distill": DistillConfig, "exploration": ExplorationConfig, "dqn": DQNConfig}
 # a teacher learning in the run learns as `train-teacher` would: its preset's network, optimiser,
-# exploration, replay ratio and buffer; the students distill from each minibatch it trains on
-_LEARNING_TEACHER_KEYS = ("steps", "dqn", "exploration", "replay_ratio", "buffer_capacity", "learning_starts")
+# exploration, replay ratio, buffer and rollout actors (LunarLander: one, of 4 envs acting on fresh
+# weights); the students distill from each minibatch it trains on
+_LEARNING_TEACHER_KEYS = ("steps", "dqn", "exploration", "replay_ratio", "buffer_capacity", "learning_starts",
+                          "actors", "envs_per_actor", "steps_per_call")
 
 
 def teacher_config(env: str, out: str, **overrides: object) -> TeacherRunConfig:
