@@ -30,7 +30,7 @@ def test_a_teacher_learning_from_scratch_learns_as_train_teacher_would(tmp_path)
     # evaluated as often in env steps as train-teacher evaluates; a fixed teacher's run by the clock alone
     assert cfg.eval_every == 2_000
     lunar = distill_config("LunarLander-v3", str(tmp_path), teacher_learns=True)
-    assert (lunar.eval_every, lunar.replay_ratio, lunar.dqn.net, lunar.dqn.n_step) == (10_000, 2.0, "128x128", 3)
+    assert (lunar.eval_every, lunar.replay_ratio, lunar.dqn.net, lunar.dqn.n_step) == (10_000, 1.0, "128x128", 3)
     # and collects as train-teacher does: LunarLander's one actor of 4 envs, 8 steps a call
     assert (lunar.actors, lunar.envs_per_actor, lunar.steps_per_call) == (1, 4, 8)
     assert distill_config("CartPole-v1", str(tmp_path), teacher="t.pt").eval_every is None
