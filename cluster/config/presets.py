@@ -34,7 +34,7 @@ TEACHER_PRESETS: dict[str, dict[str, object]] = {
     # RL-Zoo's LunarLander DQN (lr, ε to 0.1 over 12,000 env steps, a 50,000-row buffer, a target copy
     # every 250 env steps) on a 128x128 network with minibatches of 256, not 128 (twice Zoo's rows per env step
     # in one step, about the time of one), 3-step returns, and 4 envs acting on weights about 64
-    # learner steps old: fewer env steps to 200 than SB3's, in half its time (benchmarks/teacher_vs_sb3.py)
+    # learner steps old: fewer env steps to 200 than SB3's, in a third of its time (benchmarks/teacher_vs_sb3.py)
     "LunarLander-v3": {
         "steps": 1_500_000,
         "buffer_capacity": 50_000,
