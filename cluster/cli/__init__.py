@@ -51,6 +51,7 @@ def cli() -> None:
     that went away (`qdistill config show | head`) ends it quietly, as a pipe's writer should."""
     try:
         code = main() or 0
+        sys.stdout.flush()  # output to a pipe is buffered: a reader that went away shows here
     except BrokenPipeError:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more reaches the pipe
         code = 1
